@@ -1,0 +1,348 @@
+"""Recurrent layers: stacking (deep RNNs), directions (bidirectional), variable lengths, params/grads.
+
+A layer owns its parameters and their gradients (same keys) and nothing else that persists:
+the caches of the last forward are kept only so that ``backward`` can walk the same graph back.
+The equations themselves live in :mod:`unrolled.cells`.
+
+Shapes follow torch.nn: x (T, B, I) or (B, T, I) with ``batch_first``; out (T, B, D·H) with D = 2
+when bidirectional, out[t] = [→h_t ; ←h_t]; h_n (L·D, B, H), ordered layer by layer, forward
+direction before reverse. Layer l > 0 takes layer l − 1's outputs as its input sequence.
+
+Parameter names: ``{W_xh, W_hh, b_h, b_hn}_l{layer}`` plus ``_reverse`` for the reverse direction,
+stacked by gate in the row dimension (LSTM: i, f, g, o; GRU: z, r, n). See the cell modules.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from unrolled._checks import check_array, check_lengths
+from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.init import glorot_uniform, orthogonal
+
+
+class _DirCache(NamedTuple):
+    cell_cache: tuple  # the cell's own cache (RNNCache / LSTMCache / GRUCache)
+    rev_index: np.ndarray | None  # (T, B) time index that reverses each sequence within its length
+
+
+class _ForwardCache(NamedTuple):
+    dirs: list  # [layer][direction] -> _DirCache
+    drop_masks: list  # [layer] -> inverted-dropout mask on that layer's output, or None
+    mask: np.ndarray | None  # (T, B, 1)
+    T: int
+    B: int
+    batch_first: bool
+
+
+class RecurrentLayer:
+    """Base of :class:`RNN`, :class:`LSTM` and :class:`GRU`; use those."""
+
+    def __init__(
+        self,
+        cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: expected float32 or float64, got {dtype.name}")
+        self.cell = cell
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.dtype = dtype
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.training = True
+        self.params: dict[str, np.ndarray] = {}
+        self._init_params()
+        self.grads: dict[str, np.ndarray] = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._cache: _ForwardCache | None = None
+
+    # ----------------------------------------------------------------- parameters
+    def _suffix(self, layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+    def _init_params(self) -> None:
+        """W_hh orthogonal per gate block, W_xh Glorot-uniform per gate block, biases zero
+        (LSTM forget-gate bias 1)."""
+        H, G = self.hidden_size, self.cell.gates
+        for layer in range(self.num_layers):
+            I = self.input_size if layer == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                s = self._suffix(layer, d)
+                W_xh = np.concatenate([glorot_uniform(self.rng, H, I) for _ in range(G)])
+                W_hh = np.concatenate([orthogonal(self.rng, H) for _ in range(G)])
+                self.params["W_xh" + s] = W_xh.astype(self.dtype)
+                self.params["W_hh" + s] = W_hh.astype(self.dtype)
+                if self.bias:
+                    b = np.zeros(G * H, dtype=self.dtype)
+                    if isinstance(self.cell, LSTMCell):
+                        b[H : 2 * H] = 1.0  # forget gate open at the start: gradients flow along c
+                    self.params["b_h" + s] = b
+                    if isinstance(self.cell, GRUCell) and self.cell.reset_after:
+                        self.params["b_hn" + s] = np.zeros(H, dtype=self.dtype)
+
+    def _dir_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
+        """The live arrays of one layer and direction, under the cell's plain names."""
+        s = self._suffix(layer, direction)
+        return {n: self.params[n + s] for n in ("W_xh", "W_hh", "b_h", "b_hn") if n + s in self.params}
+
+    # ----------------------------------------------------------------- modes
+    def train(self, mode: bool = True) -> RecurrentLayer:
+        """Training mode: dropout between layers is active (PyTorch semantics)."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> RecurrentLayer:
+        """Evaluation mode: no dropout."""
+        return self.train(False)
+
+    @property
+    def num_states(self) -> int:
+        return len(self.cell.state_names)
+
+    # ----------------------------------------------------------------- checks
+    def _check_state(self, name: str, state, B: int):
+        """Return the initial state as a tuple of (L·D, B, H) arrays (zeros when None)."""
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if state is None:
+            return tuple(np.zeros((LD, B, H), dtype=self.dtype) for _ in range(self.num_states))
+        if self.num_states == 2:
+            if not isinstance(state, tuple | list) or len(state) != 2:
+                raise ValueError(f"{name}: expected a tuple (h, c) for an LSTM, got {type(state).__name__}")
+            return tuple(check_array(f"{name}[{i}]", s, (LD, B, H), self.dtype) for i, s in enumerate(state))
+        return (check_array(name, state, (LD, B, H), self.dtype),)
+
+    def _pack_state(self, states: tuple):
+        return states if self.num_states == 2 else states[0]
+
+    # ----------------------------------------------------------------- forward / backward
+    def __call__(self, x: np.ndarray, h0=None, lengths=None):
+        return self.forward(x, h0, lengths)
+
+    def forward(self, x: np.ndarray, h0=None, lengths=None):
+        """Run the whole stack over a batch of sequences.
+
+        Parameters
+        ----------
+        x : (T, B, input_size), or (B, T, input_size) when batch_first; the layer's dtype.
+        h0 : (L·D, B, H) initial hidden state, or (h0, c0) for an LSTM; zeros when None.
+        lengths : B integers in 1..T; sequence b ends after lengths[b] steps (packed-sequence
+            semantics: out is zero past it, h_n holds its last valid state, and the reverse
+            direction starts at its last valid step).
+
+        Returns
+        -------
+        out : (T, B, D·H) (batch-first if the layer is), h_n : (L·D, B, H) or (h_n, c_n).
+        """
+        check_array("x", x, (None, None, self.input_size), self.dtype)
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B, _ = x.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"x: expected at least one time step and one sequence, got shape {x.shape}")
+        x = np.ascontiguousarray(x)
+        states0 = self._check_state("h0", h0, B)
+        mask = rev_index = None
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T)
+            if (lengths < T).any():
+                t = np.arange(T)[:, None]
+                mask = (t < lengths[None, :]).astype(self.dtype)[:, :, None]  # (T, B, 1)
+                rev_index = np.where(t < lengths, lengths - 1 - t, t)  # an involution per column
+        dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
+        inp = x
+        for layer in range(self.num_layers):
+            outs, layer_caches = [], []
+            for d in range(self.num_directions):
+                k = layer * self.num_directions + d
+                xd = inp if d == 0 else _reverse(inp, rev_index)
+                hs, state_T, cache = self.cell.forward(
+                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask
+                )
+                outs.append(hs if d == 0 else _reverse(hs, rev_index))
+                layer_caches.append(_DirCache(cache, rev_index))
+                for i, s in enumerate(state_T):
+                    h_n[i].append(s)
+            # A new array, never a view of a cache: the caller may change it in place.
+            out = outs[0] * mask if mask is not None else outs[0].copy()
+            if self.num_directions == 2:
+                out = np.concatenate([out, outs[1] * mask if mask is not None else outs[1]], axis=2)
+            dirs.append(layer_caches)
+            drop = None
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                keep = 1.0 - self.dropout
+                drop = (self.rng.random(out.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                out = out * drop
+            drop_masks.append(drop)
+            inp = out
+        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first)
+        out = inp.transpose(1, 0, 2) if self.batch_first else inp
+        return out, self._pack_state(tuple(np.stack(s) for s in h_n))
+
+    def backward(self, d_out: np.ndarray, d_hn=None):
+        """Full BPTT of the most recent forward.
+
+        Parameters
+        ----------
+        d_out : ∂L/∂out, shaped like out; entries past a sequence's length are ignored.
+        d_hn : ∂L/∂h_n (or (∂L/∂h_n, ∂L/∂c_n) for an LSTM); zeros when None.
+
+        Returns
+        -------
+        dx : ∂L/∂x shaped like x, d_h0 : ∂L/∂h0 (a tuple for an LSTM). Fills ``self.grads``.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
+        dirs, drop_masks, mask, T, B, batch_first = self._cache
+        H, D = self.hidden_size, self.num_directions
+        shape = (B, T, D * H) if batch_first else (T, B, D * H)
+        check_array("d_out", d_out, shape, self.dtype)
+        d_states_T = self._check_state("d_hn", d_hn, B)
+        g = d_out.transpose(1, 0, 2) if batch_first else d_out
+        g = g * mask if mask is not None else g.copy()
+        d_states0 = [[None] * (self.num_layers * D) for _ in range(self.num_states)]
+        grads: dict[str, np.ndarray] = {}
+        for layer in range(self.num_layers - 1, -1, -1):
+            if drop_masks[layer] is not None:
+                g = g * drop_masks[layer]
+            dx = None
+            for d in range(D):
+                k = layer * D + d
+                cache, rev_index = dirs[layer][d]
+                gd = g[:, :, d * H : (d + 1) * H]
+                gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
+                p = self._dir_params(layer, d)
+                dxd, dstate0, gr = self.cell.backward(gd, tuple(s[k] for s in d_states_T), cache, p)
+                if d == 1:
+                    dxd = _reverse(dxd, rev_index)
+                dx = dxd if dx is None else dx + dxd
+                for i, s in enumerate(dstate0):
+                    d_states0[i][k] = s
+                s = self._suffix(layer, d)
+                grads.update({name + s: v for name, v in gr.items()})
+            g = dx
+        for k in self.params:
+            self.grads[k] = grads[k].astype(self.dtype, copy=False)
+        dx = g.transpose(1, 0, 2) if batch_first else g
+        return dx, self._pack_state(tuple(np.stack(s) for s in d_states0))
+
+    # ----------------------------------------------------------------- streaming
+    def step(self, x_t: np.ndarray, state=None):
+        """One time step for streaming / online use (unidirectional layers only).
+
+        x_t (B, input_size); state as h0 of forward (None = zeros). Returns (y_t (B, H), state_t),
+        equal to forward over the whole sequence, one step at a time. No dropout is applied.
+        """
+        if self.bidirectional:
+            raise RuntimeError("step: a bidirectional layer needs the whole sequence; use forward")
+        check_array("x_t", x_t, (None, self.input_size), self.dtype)
+        states = self._check_state("state", state, x_t.shape[0])
+        inp, new = x_t, [[] for _ in range(self.num_states)]
+        for layer in range(self.num_layers):
+            s = self.cell.step(inp, tuple(st[layer] for st in states), self._dir_params(layer, 0))
+            for i, v in enumerate(s):
+                new[i].append(v)
+            inp = s[0]
+        return inp, self._pack_state(tuple(np.stack(s) for s in new))
+
+    def zero_grad(self) -> None:
+        for v in self.grads.values():
+            v[...] = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+            f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})"
+        )
+
+
+def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:
+    """Reverse each sequence in time within its own length (padding stays in place)."""
+    if rev_index is None:
+        return np.ascontiguousarray(a[::-1])
+    return a[rev_index, np.arange(a.shape[1])[None, :]]
+
+
+class RNN(RecurrentLayer):
+    """Vanilla RNN layer: h_t = σ(W_xh x_t + W_hh h_{t-1} + b_h), σ = tanh or relu."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            RNNCell(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, dtype, seed,
+        )
+
+
+class LSTM(RecurrentLayer):
+    """LSTM layer: gates i, f, g, o; c_t = f⊙c_{t-1} + i⊙g; h_t = o⊙tanh(c_t). State is (h, c)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            LSTMCell(), input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, seed
+        )
+
+
+class GRU(RecurrentLayer):
+    """GRU layer: h_t = (1 − z_t)⊙h_{t-1} + z_t⊙h̃_t; ``reset_after`` picks the candidate's form."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+        reset_after: bool = True,
+    ) -> None:
+        self.reset_after = bool(reset_after)
+        super().__init__(
+            GRUCell(self.reset_after), input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, dtype, seed,
+        )

@@ -1,0 +1,153 @@
+"""Non-recurrent building blocks: the Linear output head y_t = W_hy h_t + b_y, output functions, losses.
+
+Each loss returns ``(loss, gradient w.r.t. its input)``, so a model's backward starts from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unrolled._checks import check_array
+from unrolled.init import glorot_uniform
+
+
+class Linear:
+    """y = x W_yᵀ + b_y over the last axis: W (out_features, in_features), b (out_features,).
+
+    As the RNN output head this is y_t = W_hy h_t + b_y applied at every time step at once.
+    Parameter names: ``W``, ``b``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.dtype = np.dtype(dtype)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.params = {"W": glorot_uniform(rng, out_features, in_features).astype(self.dtype)}
+        if bias:
+            self.params["b"] = np.zeros(out_features, dtype=self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (..., in_features) -> y (..., out_features)."""
+        check_array("x", x, (None,) * (x.ndim - 1) + (self.in_features,) if isinstance(x, np.ndarray) else (),
+                    self.dtype)
+        self._x = x
+        y = x @ self.params["W"].T
+        if "b" in self.params:
+            y += self.params["b"]
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (..., out_features) -> dx (..., in_features); fills grads (W: Σ dyᵀ x, b: Σ dy)."""
+        if self._x is None:
+            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
+        x = self._x
+        check_array("dy", dy, x.shape[:-1] + (self.out_features,), self.dtype)
+        x2, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
+        self.grads["W"] = dy2.T @ x2
+        if "b" in self.params:
+            self.grads["b"] = dy2.sum(axis=0)
+        return dy @ self.params["W"]
+
+
+# --------------------------------------------------------------------------- output functions
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """Elementwise 1 / (1 + e^{−a}), computed without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(a_k) / Σ_j exp(a_j) along `axis`, shifted by the max for stability."""
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """a_k − log Σ_j exp(a_j), stable."""
+    s = a - a.max(axis=axis, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------- losses
+def _step_mask(mask, lead_shape: tuple, dtype) -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.shape != lead_shape:
+        raise ValueError(f"mask: expected shape {lead_shape} (one flag per step), got {m.shape}")
+    m = m.astype(dtype)
+    if m.sum() == 0:
+        raise ValueError("mask: no valid step (the mean would be over nothing)")
+    return m
+
+
+def mse(pred: np.ndarray, target: np.ndarray, mask=None) -> tuple[float, np.ndarray]:
+    """Mean squared error (1/N) Σ (pred − target)² over valid elements; returns (loss, ∂loss/∂pred).
+
+    mask : optional (...) of pred.shape[:-1] (e.g. (T, B)): 1 where a step counts, 0 where not.
+    """
+    check_array("target", target, pred.shape, pred.dtype)
+    diff = pred - target
+    m = _step_mask(mask, pred.shape[:-1], pred.dtype)
+    if m is None:
+        n = diff.size
+        return float((diff * diff).sum() / n), (2.0 / n) * diff
+    diff = diff * m[..., None]
+    n = m.sum() * pred.shape[-1]
+    return float((diff * diff).sum() / n), (diff * (2.0 / n)).astype(pred.dtype)
+
+
+def cross_entropy(logits: np.ndarray, target: np.ndarray, mask=None, output: str = "softmax"):
+    """Cross-entropy of the softmax (or sigmoid) output y = f(logits); returns (loss, ∂loss/∂logits).
+
+    output="softmax": logits (..., K), target integer class ids (...); loss = mean over valid steps of
+        −log softmax(logits)[target]; gradient (softmax(logits) − onehot(target)) / N.
+    output="sigmoid": target in [0, 1] shaped like logits (independent binary outputs);
+        loss = mean over valid elements of −[t log σ(a) + (1 − t) log(1 − σ(a))]; gradient (σ(a) − t) / N.
+    mask : optional (...) = logits.shape[:-1]: 1 where a step counts.
+    """
+    if output == "softmax":
+        target = np.asarray(target)
+        if target.shape != logits.shape[:-1]:
+            raise ValueError(f"target: expected shape {logits.shape[:-1]} (class ids), got {target.shape}")
+        if not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(f"target: expected integer class ids, got dtype {target.dtype.name}")
+        K = logits.shape[-1]
+        if target.size and (target.min() < 0 or target.max() >= K):
+            raise ValueError(f"target: expected class ids in 0..{K - 1}, got {target.min()}..{target.max()}")
+        m = _step_mask(mask, logits.shape[:-1], logits.dtype)
+        logp = log_softmax(logits)
+        nll = -np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+        grad = np.exp(logp)
+        np.put_along_axis(grad, target[..., None], np.take_along_axis(grad, target[..., None], -1) - 1, -1)
+        if m is None:
+            n = nll.size
+            return float(nll.sum() / n), (grad / n).astype(logits.dtype)
+        n = m.sum()
+        return float((nll * m).sum() / n), (grad * (m[..., None] / n)).astype(logits.dtype)
+    if output == "sigmoid":
+        check_array("target", target, logits.shape, logits.dtype)
+        # −[t log σ(a) + (1−t) log(1−σ(a))] = softplus(a) − t a, with softplus(a) = max(a,0) + log1p(e^{−|a|})
+        loss_el = np.maximum(logits, 0) + np.log1p(np.exp(-np.abs(logits))) - target * logits
+        grad = sigmoid(logits) - target
+        m = _step_mask(mask, logits.shape[:-1], logits.dtype)
+        if m is None:
+            n = loss_el.size
+            return float(loss_el.sum() / n), (grad / n).astype(logits.dtype)
+        n = m.sum() * logits.shape[-1]
+        return float((loss_el * m[..., None]).sum() / n), (grad * (m[..., None] / n)).astype(logits.dtype)
+    raise ValueError(f"output: expected 'softmax' or 'sigmoid', got {output!r}")

@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the shared data lives, and the torch import policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def require_torch():
+    """Import torch, or skip with a reason; in CI (CI set) a missing torch is a failure, not a skip."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("torch is not installed but CI is set: the PyTorch parity tests must run in CI")
+        pytest.skip("torch not installed (pip install torch==2.13.0): PyTorch parity not checked")
+    return torch
+
+
+def shared_data(rel: str) -> Path:
+    """A file under ../shared/data, or skip with a clear reason where it is absent (a user's fresh clone)."""
+    p = SHARED_DATA / rel
+    if not p.exists():
+        pytest.skip(f"shared dataset {p} not present (it lives beside the repository, never inside it)")
+    return p
