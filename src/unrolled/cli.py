@@ -1,0 +1,57 @@
+"""The ``unrolled`` command line. Each application registers its own subcommands.
+
+Errors a user can cause (bad files, bad options, bad data) print one line and exit non-zero;
+no traceback. Set UNROLLED_DEBUG=1 to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Modules with a ``register(subparsers)`` function, in the order their commands are listed.
+# A module that needs an optional dependency imports it inside its command, not at registration.
+COMMAND_MODULES: list[str] = []
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unrolled",
+        description="Recurrent neural networks (RNN, LSTM, GRU) with hand-written, verified BPTT.",
+    )
+    from unrolled import __version__
+
+    parser.add_argument("--version", action="version", version=f"unrolled {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("unrolled: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
+        if os.environ.get("UNROLLED_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"unrolled: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
