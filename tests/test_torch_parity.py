@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import require_torch
 from unrolled import GRU, LSTM, RNN
 from unrolled.interop.torch import from_torch, to_torch, to_torch_state_dict
+
+from conftest import require_torch
 
 TOL = {np.float64: 1e-9, np.float32: 1e-5}
 
@@ -19,15 +20,23 @@ def _torch_run(torch, module, x, h0, lengths, d_out, d_hn):
     is_lstm = isinstance(module, torch.nn.LSTM)
     h0t = None
     if h0 is not None:
-        h0t = tuple(torch.tensor(h, requires_grad=True) for h in h0) if is_lstm else torch.tensor(h0, requires_grad=True)
+        h0t = (
+            tuple(torch.tensor(h, requires_grad=True) for h in h0)
+            if is_lstm
+            else torch.tensor(h0, requires_grad=True)
+        )
     bf = module.batch_first
     if lengths is not None:
-        inp = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), batch_first=bf, enforce_sorted=False)
+        inp = torch.nn.utils.rnn.pack_padded_sequence(
+            xt, torch.tensor(lengths), batch_first=bf, enforce_sorted=False
+        )
     else:
         inp = xt
     out, hn = module(inp, h0t)
     if lengths is not None:
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bf, total_length=x.shape[1 if bf else 0])
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=bf, total_length=x.shape[1 if bf else 0]
+        )
     loss = (out * torch.tensor(d_out)).sum()
     if is_lstm:
         loss = loss + (hn[0] * torch.tensor(d_hn[0])).sum() + (hn[1] * torch.tensor(d_hn[1])).sum()
@@ -73,14 +82,20 @@ def _configs():
     return out
 
 
-@pytest.mark.parametrize("cfg", _configs(), ids=lambda c: f"{c['kind']}-{np.dtype(c['dtype']).name}-s{c['seed']}")
+@pytest.mark.parametrize(
+    "cfg", _configs(), ids=lambda c: f"{c['kind']}-{np.dtype(c['dtype']).name}-s{c['seed']}"
+)
 def test_layer_matches_torch_forward_and_every_gradient(cfg):
     torch = require_torch()
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     dtype, T, B, I, H = cfg["dtype"], cfg["T"], cfg["B"], cfg["I"], cfg["H"]
-    kw = dict(num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
-              bidirectional=cfg["bidirectional"])
+    kw = dict(
+        num_layers=cfg["num_layers"],
+        bias=cfg["bias"],
+        batch_first=cfg["batch_first"],
+        bidirectional=cfg["bidirectional"],
+    )
     if cfg["kind"] == "rnn":
         module = torch.nn.RNN(I, H, nonlinearity=cfg["nonlinearity"], **kw)
     elif cfg["kind"] == "lstm":
@@ -128,9 +143,14 @@ def test_layer_matches_torch_forward_and_every_gradient(cfg):
         np.testing.assert_allclose(grads[k], g, atol=tol, rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("make", [lambda: RNN(3, 5, 2, nonlinearity="relu", seed=0),
-                                  lambda: LSTM(3, 5, 2, bidirectional=True, seed=0),
-                                  lambda: GRU(3, 5, 1, batch_first=True, dtype=np.float64, seed=0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RNN(3, 5, 2, nonlinearity="relu", seed=0),
+        lambda: LSTM(3, 5, 2, bidirectional=True, seed=0),
+        lambda: GRU(3, 5, 1, batch_first=True, dtype=np.float64, seed=0),
+    ],
+)
 def test_round_trip_through_torch_preserves_parameters_and_outputs(make):
     torch = require_torch()
     layer = make()
@@ -151,7 +171,11 @@ def test_gru_without_reset_after_has_no_torch_equivalent():
 
 def test_state_dict_has_torch_keys_and_shapes():
     torch = require_torch()
-    for layer, module in [(LSTM(3, 4, 2, bidirectional=True), torch.nn.LSTM(3, 4, 2, bidirectional=True)),
-                          (GRU(3, 4, bias=False), torch.nn.GRU(3, 4, bias=False))]:
+    for layer, module in [
+        (LSTM(3, 4, 2, bidirectional=True), torch.nn.LSTM(3, 4, 2, bidirectional=True)),
+        (GRU(3, 4, bias=False), torch.nn.GRU(3, 4, bias=False)),
+    ]:
         sd = to_torch_state_dict(layer)
-        assert {k: v.shape for k, v in sd.items()} == {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        assert {k: v.shape for k, v in sd.items()} == {
+            k: tuple(v.shape) for k, v in module.state_dict().items()
+        }

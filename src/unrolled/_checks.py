@@ -31,7 +31,9 @@ def check_lengths(lengths, B: int, T: int) -> np.ndarray:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"lengths: expected integers, got dtype {arr.dtype.name}")
     if arr.size and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"lengths: expected values in 1..{T} (the sequence length), got {arr.min()}..{arr.max()}")
+        raise ValueError(
+            f"lengths: expected values in 1..{T} (the sequence length), got {arr.min()}..{arr.max()}"
+        )
     return arr.astype(np.int64)
 
 

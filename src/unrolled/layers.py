@@ -62,7 +62,11 @@ class RecurrentLayer:
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {dtype.name}")
         self.cell = cell
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
+        self.input_size, self.hidden_size, self.num_layers = (
+            int(input_size),
+            int(hidden_size),
+            int(num_layers),
+        )
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
@@ -300,8 +304,16 @@ class RNN(RecurrentLayer):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(
-            RNNCell(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, dtype, seed,
+            RNNCell(nonlinearity),
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
         )
 
 
@@ -321,7 +333,16 @@ class LSTM(RecurrentLayer):
         seed: int | np.random.Generator | None = None,
     ) -> None:
         super().__init__(
-            LSTMCell(), input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, seed
+            LSTMCell(),
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
         )
 
 
@@ -343,6 +364,14 @@ class GRU(RecurrentLayer):
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
-            GRUCell(self.reset_after), input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, dtype, seed,
+            GRUCell(self.reset_after),
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype,
+            seed,
         )

@@ -43,8 +43,12 @@ class Linear:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., in_features) -> y (..., out_features)."""
-        check_array("x", x, (None,) * (x.ndim - 1) + (self.in_features,) if isinstance(x, np.ndarray) else (),
-                    self.dtype)
+        check_array(
+            "x",
+            x,
+            (None,) * (x.ndim - 1) + (self.in_features,) if isinstance(x, np.ndarray) else (),
+            self.dtype,
+        )
         self._x = x
         y = x @ self.params["W"].T
         if "b" in self.params:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from unrolled.cells._common import project_inputs, input_gradients
+from unrolled.cells._common import input_gradients, project_inputs
 
 
 class RNNCache(NamedTuple):

@@ -94,7 +94,9 @@ def to_torch_state_dict(layer: RecurrentLayer, grads: bool = False) -> dict[str,
     """
     gru = isinstance(layer, GRU)
     if gru and not layer.reset_after:
-        raise ValueError("layer: a GRU with reset_after=False has no torch.nn equivalent (torch resets after)")
+        raise ValueError(
+            "layer: a GRU with reset_after=False has no torch.nn equivalent (torch resets after)"
+        )
     src = layer.grads if grads else layer.params
     H = layer.hidden_size
     out: dict[str, np.ndarray] = {}
