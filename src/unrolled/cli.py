@@ -20,6 +20,19 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def command_group(subparsers, name: str, help: str):
+    """The subcommands of a command that several applications share, e.g. ``unrolled train charlm`` and
+    ``unrolled train forecast``: the first application to ask creates ``name``, later ones add to it.
+
+    Returns the sub-subparsers object; call ``add_parser(kind, ...)`` on it.
+    """
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        parser._command_group = parser.add_subparsers(dest=f"{name}_kind", metavar="KIND", required=True)
+    return parser._command_group
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unrolled",
