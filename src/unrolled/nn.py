@@ -43,12 +43,9 @@ class Linear:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., in_features) -> y (..., out_features)."""
-        check_array(
-            "x",
-            x,
-            (None,) * (x.ndim - 1) + (self.in_features,) if isinstance(x, np.ndarray) else (),
-            self.dtype,
-        )
+        if not isinstance(x, np.ndarray) or x.ndim == 0:
+            raise TypeError(f"x: expected a numpy.ndarray (..., {self.in_features}), got {type(x).__name__}")
+        check_array("x", x, (None,) * (x.ndim - 1) + (self.in_features,), self.dtype)
         self._x = x
         y = x @ self.params["W"].T
         if "b" in self.params:
