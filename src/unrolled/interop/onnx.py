@@ -1,0 +1,557 @@
+"""ONNX export (and re-import) of recurrent layers and whole sequence models, with ONNX's native
+RNN, LSTM and GRU operators.
+
+``onnx`` (and ``onnxruntime`` to run the result) are optional and imported only here:
+``pip install 'unrolled[onnx]'``. The conversions, one function each below:
+
+- Weights: ONNX keeps one ``W [D, G·H, I]``, ``R [D, G·H, H]`` and ``B [D, 2·G·H]`` (``Wb`` then ``Rb``)
+  per layer, directions stacked forward then reverse — the same rows as unrolled's ``W_xh``, ``W_hh``,
+  ``b_h`` per direction, with the gates reordered:
+- LSTM: unrolled's gate order is i, f, g, o; ONNX's is i, o, f, c (c = g).
+- GRU: ONNX's order is z, r, h and, like PyTorch, its update gate weights h_{t−1}:
+  H_t = (1 − z')⊙h̃ + z'⊙H_{t−1}. unrolled's z weights the candidate, so z' = 1 − z = sigmoid(−a_z): the
+  z rows of W, R and the biases are the *negated* unrolled rows. ``reset_after=True`` is
+  ``linear_before_reset=1`` with b_hn as ``Rbh`` (inside the reset product); the classic
+  ``reset_after=False`` is ``linear_before_reset=0``.
+- RNN: ``activations`` Tanh or Relu; W, R, B as they are.
+- Biases: unrolled has one bias per gate, exported as ``Wb`` with ``Rb`` = 0 (GRU reset_after:
+  ``Rbh`` = b_hn).
+  On import the two are added (``b_h = Wb + Rb``), except the GRU's ``Rbh`` under linear_before_reset.
+
+ONNX Runtime's recurrent kernels are float32 only, so graphs are float32 (a float64 model is cast).
+Variable lengths map to ``sequence_lens``: the padded steps of the output are zeroed by an explicit mask,
+so the graph does not rely on a runtime's undocumented padding behaviour.
+
+Graph of a layer: inputs ``x`` (T, B, I) (``(B, T, I)`` when batch_first), optionally ``lengths`` (B,) int32
+and ``h0`` (and ``c0``) (L·D, B, H); outputs ``out`` and ``h_n`` (and ``c_n``), shaped as the layer's own.
+Graph of a :class:`unrolled.models.SequenceModel`: ``x`` token ids (T, B) int64 (an embedding ``Gather``) or
+features (T, B, I), the recurrent stack, the output reduction ("sequence" / "last" / "mean") and the
+``MatMul`` + ``Add`` head; outputs ``y`` and the final states.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
+
+OPSET = 17  # recurrent ops unchanged since 14, GatherND batch_dims since 12: widely supported
+IR_VERSION = 8  # the IR version that goes with opset 17, so older runtimes load the file
+_META_KIND = "unrolled.kind"
+_META_CONFIG = "unrolled.config"
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover - exercised only without onnx
+        raise ImportError("unrolled.interop.onnx needs the onnx package: pip install 'unrolled[onnx]'") from e
+    return onnx
+
+
+# --------------------------------------------------------------------------- gate conversions
+_LSTM_TO_ONNX = (0, 3, 1, 2)  # ONNX block k (i, o, f, c) is unrolled block _LSTM_TO_ONNX[k] (i, f, g, o)
+_LSTM_FROM_ONNX = (0, 2, 3, 1)  # unrolled block k is ONNX block _LSTM_FROM_ONNX[k]
+
+
+def _blocks(a: np.ndarray, G: int) -> list[np.ndarray]:
+    return np.split(a, G, axis=0)
+
+
+def _kind(layer: RecurrentLayer) -> str:
+    return "lstm" if isinstance(layer, LSTM) else "gru" if isinstance(layer, GRU) else "rnn"
+
+
+def gates_to_onnx(kind: str, a: np.ndarray) -> np.ndarray:
+    """Reorder (and for the GRU, negate z) the gate blocks of a weight or bias, unrolled -> ONNX.
+
+    ``a`` is (G·H, ...) with gates stacked by rows as in unrolled (LSTM i, f, g, o; GRU z, r, n).
+    Linear in ``a``, so it applies to pre-activation terms: weights and biases alike.
+    """
+    if kind == "lstm":
+        b = _blocks(a, 4)
+        return np.concatenate([b[k] for k in _LSTM_TO_ONNX])
+    if kind == "gru":
+        z, r, n = _blocks(a, 3)
+        return np.concatenate([-z, r, n])
+    return a.copy()
+
+
+def gates_from_onnx(kind: str, a: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`gates_to_onnx`: ONNX gate blocks -> unrolled's."""
+    if kind == "lstm":
+        b = _blocks(a, 4)
+        return np.concatenate([b[k] for k in _LSTM_FROM_ONNX])
+    if kind == "gru":
+        z, r, n = _blocks(a, 3)
+        return np.concatenate([-z, r, n])
+    return a.copy()
+
+
+def layer_weights_to_onnx(layer: RecurrentLayer, l: int) -> dict[str, np.ndarray | None]:
+    """ONNX's W [D, G·H, I], R [D, G·H, H] and B [D, 2·G·H] (None without bias) for stacked layer ``l``."""
+    kind, H, G = _kind(layer), layer.hidden_size, layer.cell.gates
+    W, R, B = [], [], []
+    for d in range(layer.num_directions):
+        s = layer._suffix(l, d)
+        p = layer.params
+        W.append(gates_to_onnx(kind, p["W_xh" + s]))
+        R.append(gates_to_onnx(kind, p["W_hh" + s]))
+        if layer.bias:
+            Rb = np.zeros(G * H, dtype=p["b_h" + s].dtype)
+            if kind == "gru" and layer.reset_after:
+                Rb[2 * H :] = p["b_hn" + s]  # inside the reset product: ONNX's Rbh with linear_before_reset
+            B.append(np.concatenate([gates_to_onnx(kind, p["b_h" + s]), Rb]))
+    f32 = np.float32
+    return {
+        "W": np.stack(W).astype(f32),
+        "R": np.stack(R).astype(f32),
+        "B": np.stack(B).astype(f32) if B else None,
+    }
+
+
+def layer_weights_from_onnx(
+    kind: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, reset_after: bool
+) -> list[dict[str, np.ndarray]]:
+    """Per direction, unrolled's ``W_xh``, ``W_hh``, ``b_h`` (and ``b_hn``) from ONNX's W, R, B."""
+    out = []
+    H = R.shape[2]
+    G = R.shape[1] // H
+    for d in range(W.shape[0]):
+        p = {"W_xh": gates_from_onnx(kind, W[d]), "W_hh": gates_from_onnx(kind, R[d])}
+        if B is not None:
+            Wb, Rb = B[d, : G * H], B[d, G * H :]
+            if kind == "gru" and reset_after:
+                both = Wb.copy()
+                both[: 2 * H] += Rb[: 2 * H]
+                p["b_h"] = gates_from_onnx(kind, both)
+                p["b_hn"] = Rb[2 * H :].copy()
+            else:
+                p["b_h"] = gates_from_onnx(kind, Wb + Rb)
+        out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------- a small graph builder
+class _Graph:
+    """Nodes, initializers and value infos of one ONNX graph, with generated unique names."""
+
+    def __init__(self) -> None:
+        self.onnx = _onnx()
+        self.nodes: list = []
+        self.inits: list = []
+        self.inputs: list = []
+        self.outputs: list = []
+        self._n = 0
+
+    def const(self, name: str, a: np.ndarray) -> str:
+        self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def op(
+        self, op_type: str, inputs: list[str], n_out: int = 1, name: str | None = None, **attrs
+    ) -> list[str]:
+        self._n += 1
+        base = name or f"{op_type.lower()}_{self._n}"
+        outs = [f"{base}:{i}" if n_out > 1 else base for i in range(n_out)]
+        self.nodes.append(
+            self.onnx.helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs)
+        )
+        return outs
+
+    def input(self, name: str, elem: int, shape: list) -> str:
+        self.inputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
+        return name
+
+    def output(self, src: str, name: str, elem: int, shape: list) -> None:
+        self.op("Identity", [src], name=name)
+        self.outputs.append(self.onnx.helper.make_tensor_value_info(name, elem, shape))
+
+    def model(self, graph_name: str, meta: dict[str, str], doc: str):
+        h = self.onnx.helper
+        graph = h.make_graph(self.nodes, graph_name, self.inputs, self.outputs, self.inits, doc_string=doc)
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], producer_name="unrolled")
+        model.ir_version = IR_VERSION
+        from unrolled import __version__
+
+        model.producer_version = __version__
+        h.set_model_props(model, meta)
+        return model
+
+
+def _recurrent_stack(
+    g: _Graph, layer: RecurrentLayer, x: str, lengths: str | None, states0: list[str] | None, prefix: str
+) -> tuple[str, list[str]]:
+    """Add the stack's nodes: x (T, B, I) -> out (T, B, D·H) and the final states [(L·D, B, H), ...]."""
+    kind, H, D = _kind(layer), layer.hidden_size, layer.num_directions
+    op_type = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[kind]
+    attrs: dict = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
+    if kind == "rnn":
+        attrs["activations"] = ["Tanh" if layer.nonlinearity == "tanh" else "Relu"] * D
+    if kind == "gru":
+        attrs["linear_before_reset"] = int(layer.reset_after)
+    n_states = layer.num_states
+    finals: list[list[str]] = [[] for _ in range(n_states)]
+    shape3 = g.const(f"{prefix}shape_TB_", np.array([0, 0, -1], np.int64))  # Reshape: keep T, B; merge D·H
+    inp = x
+    for l in range(layer.num_layers):
+        w = layer_weights_to_onnx(layer, l)
+        names = [inp, g.const(f"{prefix}W_l{l}", w["W"]), g.const(f"{prefix}R_l{l}", w["R"])]
+        names.append(g.const(f"{prefix}B_l{l}", w["B"]) if w["B"] is not None else "")
+        names.append(lengths or "")
+        if states0 is not None:
+            lo = g.const(f"{prefix}slice_lo_l{l}", np.array([l * D], np.int64))
+            hi = g.const(f"{prefix}slice_hi_l{l}", np.array([(l + 1) * D], np.int64))
+            ax = g.const(f"{prefix}slice_ax_l{l}", np.array([0], np.int64))
+            names += [g.op("Slice", [s, lo, hi, ax])[0] for s in states0]
+        while names and names[-1] == "":
+            names.pop()
+        outs = g.op(op_type, names, n_out=1 + n_states, name=f"{prefix}{op_type.lower()}_l{l}", **attrs)
+        # Y (T, D, B, H) -> (T, B, D, H) -> (T, B, D·H): out[t] = [→h_t ; ←h_t] as in unrolled.
+        y = g.op("Transpose", [outs[0]], perm=[0, 2, 1, 3])[0]
+        inp = g.op("Reshape", [y, shape3])[0]
+        for i in range(n_states):
+            finals[i].append(outs[1 + i])
+    states = [f[0] if len(f) == 1 else g.op("Concat", f, axis=0)[0] for f in finals]
+    return inp, states
+
+
+def _length_mask(g: _Graph, seq: str, lengths: str) -> str:
+    """(T, B, 1) float mask, 1 where t < lengths[b], from a (T, B, ...) sequence."""
+    shape = g.op("Shape", [seq])[0]
+    T = g.op("Gather", [shape, g.const("mask_t_index", np.array(0, np.int64))], axis=0)[0]
+    zero, one = g.const("mask_zero", np.array(0, np.int64)), g.const("mask_one", np.array(1, np.int64))
+    t = g.op("Range", [zero, T, one])[0]  # (T,)
+    t = g.op("Unsqueeze", [t, g.const("mask_axis_1", np.array([1], np.int64))])[0]  # (T, 1)
+    L = g.op("Cast", [lengths], to=g.onnx.TensorProto.INT64)[0]
+    m = g.op("Less", [t, L])[0]  # (T, B)
+    m = g.op("Cast", [m], to=g.onnx.TensorProto.FLOAT)[0]
+    return g.op("Unsqueeze", [m, g.const("mask_axis_2", np.array([2], np.int64))])[0]
+
+
+def _state_names(layer: RecurrentLayer) -> list[str]:
+    return ["h", "c"] if layer.num_states == 2 else ["h"]
+
+
+def _layer_graph(layer: RecurrentLayer, lengths: bool, initial_state: bool):
+    g = _Graph()
+    F = g.onnx.TensorProto.FLOAT
+    LD, H = layer.num_layers * layer.num_directions, layer.hidden_size
+    xshape = ["B", "T", layer.input_size] if layer.batch_first else ["T", "B", layer.input_size]
+    x = g.input("x", F, xshape)
+    if layer.batch_first:
+        x = g.op("Transpose", [x], perm=[1, 0, 2])[0]
+    ln = g.input("lengths", g.onnx.TensorProto.INT32, ["B"]) if lengths else None
+    s0 = [g.input(f"{s}0", F, [LD, "B", H]) for s in _state_names(layer)] if initial_state else None
+    out, states = _recurrent_stack(g, layer, x, ln, s0, "")
+    if ln is not None:
+        out = g.op("Mul", [out, _length_mask(g, out, ln)])[0]
+    if layer.batch_first:
+        out = g.op("Transpose", [out], perm=[1, 0, 2])[0]
+    DH = layer.num_directions * H
+    g.output(out, "out", F, ["B", "T", DH] if layer.batch_first else ["T", "B", DH])
+    for s, v in zip(_state_names(layer), states, strict=True):
+        g.output(v, f"{s}_n", F, [LD, "B", H])
+    meta = {_META_KIND: type(layer).__name__, _META_CONFIG: json.dumps(_layer_config(layer))}
+    return g.model("unrolled_" + type(layer).__name__.lower(), meta, repr(layer))
+
+
+def _layer_config(layer: RecurrentLayer) -> dict:
+    cfg = dict(
+        input_size=layer.input_size,
+        hidden_size=layer.hidden_size,
+        num_layers=layer.num_layers,
+        bias=layer.bias,
+        batch_first=layer.batch_first,
+        bidirectional=layer.bidirectional,
+    )
+    if isinstance(layer, RNN):
+        cfg["nonlinearity"] = layer.nonlinearity
+    if isinstance(layer, GRU):
+        cfg["reset_after"] = layer.reset_after
+    return cfg
+
+
+def _model_graph(model, lengths: bool, initial_state: bool):
+    """A SequenceModel: [Gather embedding] -> recurrent stack -> [last / mean] -> MatMul + Add head."""
+    g = _Graph()
+    tp = g.onnx.TensorProto
+    F = tp.FLOAT
+    cfg = model.config
+    rnn: RecurrentLayer = model.rnn
+    LD, H = rnn.num_layers * rnn.num_directions, rnn.hidden_size
+    if rnn.batch_first:
+        raise ValueError("model: a batch_first recurrent stack inside a SequenceModel is not supported")
+    if model.embed is not None:
+        ids = g.input("x", tp.INT64, ["T", "B"])
+        x = g.op("Gather", [g.const("embed.W", model.embed.params["W"].astype(np.float32)), ids], axis=0)[0]
+    else:
+        x = g.input("x", F, ["T", "B", rnn.input_size])
+    ln = g.input("lengths", tp.INT32, ["B"]) if lengths else None
+    s0 = [g.input(f"{s}0", F, [LD, "B", H]) for s in _state_names(rnn)] if initial_state else None
+    out, states = _recurrent_stack(g, rnn, x, ln, s0, "rnn.")
+    if ln is not None:
+        out = g.op("Mul", [out, _length_mask(g, out, ln)])[0]
+    output = getattr(cfg, "output", "sequence")
+    if output == "last":
+        if ln is None:
+            out = g.op("Gather", [out, g.const("last_index", np.array(-1, np.int64))], axis=0)[0]  # (B, F)
+        else:
+            # out[lengths[b] − 1, b, :] as GatherND over (B, T, F) with one time index per sequence.
+            one = g.const("last_one", np.array(1, np.int64))
+            idx = g.op("Sub", [g.op("Cast", [ln], to=tp.INT64)[0], one])[0]
+            idx = g.op("Unsqueeze", [idx, g.const("last_axis", np.array([1], np.int64))])[0]  # (B, 1)
+            bt = g.op("Transpose", [out], perm=[1, 0, 2])[0]
+            out = g.op("GatherND", [bt, idx], batch_dims=1)[0]
+    elif output == "mean":
+        axis0 = g.const("mean_axis", np.array([0], np.int64))
+        total = g.op("ReduceSum", [out, axis0], keepdims=0)[0]  # (B, F)
+        if ln is None:
+            T = g.op("Gather", [g.op("Shape", [out])[0], g.const("mean_t", np.array(0, np.int64))], axis=0)[0]
+            count = g.op("Cast", [T], to=F)[0]
+        else:
+            count = g.op("Cast", [ln], to=F)[0]
+            count = g.op("Unsqueeze", [count, g.const("mean_axis_1", np.array([1], np.int64))])[0]  # (B, 1)
+        out = g.op("Div", [total, count])[0]
+    elif output != "sequence":
+        raise ValueError(f"model: output {output!r} has no ONNX export (expected sequence, last or mean)")
+    hp = model.head.params
+    y = g.op("MatMul", [out, g.const("head.W_T", np.ascontiguousarray(hp["W"].T).astype(np.float32))])[0]
+    if "b" in hp:
+        y = g.op("Add", [y, g.const("head.b", hp["b"].astype(np.float32))])[0]
+    K = model.head.out_features
+    g.output(y, "y", F, ["T", "B", K] if output == "sequence" else ["B", K])
+    for s, v in zip(_state_names(rnn), states, strict=True):
+        g.output(v, f"{s}_n", F, [LD, "B", H])
+    meta = {_META_KIND: "SequenceModel", _META_CONFIG: json.dumps(cfg.to_dict())}
+    return g.model("unrolled_sequence_model", meta, f"unrolled SequenceModel {cfg.cell} x{rnn.num_layers}")
+
+
+# --------------------------------------------------------------------------- public API
+def to_onnx(obj, *, lengths: bool = True, initial_state: bool = False):
+    """Build the ONNX graph (an ``onnx.ModelProto``, checked by ``onnx.checker``) of a layer or model.
+
+    Parameters
+    ----------
+    obj : :class:`unrolled.RNN` / :class:`unrolled.LSTM` / :class:`unrolled.GRU` (any depth, either
+        direction) or a :class:`unrolled.models.SequenceModel`. Exported as in eval mode (no dropout).
+    lengths : add a ``lengths`` input (B,) int32: sequence b ends after lengths[b] steps (ONNX
+        ``sequence_lens``); the graph's outputs then equal ``forward(x, lengths=lengths)``.
+    initial_state : add inputs ``h0`` (and ``c0``) (L·D, B, H); otherwise the initial state is zero.
+
+    Returns
+    -------
+    onnx.ModelProto, float32, opset 17. Its metadata keeps the unrolled configuration, so that
+    :func:`from_onnx` can rebuild the same object.
+    """
+    onnx = _onnx()
+    if isinstance(obj, RecurrentLayer):
+        model = _layer_graph(obj, lengths, initial_state)
+    elif all(hasattr(obj, a) for a in ("config", "rnn", "head", "embed")):
+        model = _model_graph(obj, lengths, initial_state)
+    else:
+        raise TypeError(
+            f"obj: expected an unrolled recurrent layer or SequenceModel, got {type(obj).__name__}"
+        )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export(obj, path: str | Path, *, lengths: bool = True, initial_state: bool = False) -> Path:
+    """Write :func:`to_onnx` of a layer or SequenceModel to ``path`` (a ``.onnx`` file); returns the path.
+
+    See :func:`to_onnx` for the graph's inputs and outputs. The file is written whole or not at all.
+    """
+    onnx = _onnx()
+    model = to_onnx(obj, lengths=lengths, initial_state=initial_state)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save_model(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def _load_proto(src):
+    onnx = _onnx()
+    if isinstance(src, onnx.ModelProto):
+        return src, "model"
+    path = Path(src)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise ValueError(f"{path}: not a valid ONNX model ({type(e).__name__}: {e})") from None
+    if not model.graph.node:
+        raise ValueError(f"{path}: not a valid ONNX model (empty or no graph)")
+    return model, str(path)
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    onnx = _onnx()
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    arrays[n.output[0]] = onnx.numpy_helper.to_array(a.t)
+    return arrays
+
+
+def _check_recurrent_node(node, where: str) -> dict:
+    onnx = _onnx()
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    if "activations" in attrs:
+        attrs["activations"] = [a.decode() if isinstance(a, bytes) else a for a in attrs["activations"]]
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "bidirectional"):
+        raise ValueError(
+            f"{where}: direction {direction!r} is not supported (expected forward or bidirectional)"
+        )
+    for bad in ("clip", "activation_alpha", "activation_beta"):
+        if bad in attrs:
+            raise ValueError(f"{where}: attribute {bad!r} is not supported")
+    if attrs.get("layout", 0) != 0:
+        raise ValueError(f"{where}: layout=1 (batch-major) is not supported; expected layout=0")
+    acts = [a.lower() for a in attrs.get("activations", [])]
+    defaults = {"RNN": ["tanh"], "LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}[
+        node.op_type
+    ]
+    if node.op_type == "RNN":
+        if acts and (len(set(acts)) != 1 or acts[0] not in ("tanh", "relu")):
+            raise ValueError(f"{where}: RNN activations {acts} are not supported (expected Tanh or Relu)")
+        attrs["nonlinearity"] = acts[0] if acts else "tanh"
+    elif acts and acts != defaults * (len(acts) // len(defaults)):
+        raise ValueError(f"{where}: activations {acts} are not supported (expected the defaults {defaults})")
+    if node.op_type == "LSTM" and attrs.get("input_forget", 0):
+        raise ValueError(f"{where}: input_forget=1 (coupled gates) is not supported")
+    return attrs
+
+
+def from_onnx(src):
+    """Rebuild an unrolled layer or SequenceModel from an ONNX file (or ``onnx.ModelProto``).
+
+    A graph written by :func:`export` comes back as the same kind of object (its configuration is
+    kept in the metadata). Any other graph that holds a chain of RNN / LSTM / GRU nodes with constant
+    weights (forward or bidirectional, default activations, no peepholes or clipping) comes back as
+    the equal stacked :class:`unrolled.RNN` / ``LSTM`` / ``GRU``, in float32.
+
+    Raises
+    ------
+    ValueError : the file is not an ONNX model, or its recurrent nodes have no unrolled equivalent
+        (the message names the node and the reason).
+    """
+    model, where = _load_proto(src)
+    props = {p.key: p.value for p in model.metadata_props}
+    consts = _constants(model)
+    nodes = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    if not nodes:
+        raise ValueError(f"{where}: no RNN, LSTM or GRU node in the graph; nothing to load")
+    kinds = {n.op_type for n in nodes}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{where}: mixed recurrent node types {sorted(kinds)}; expected one stack of one type"
+        )
+    op_type = nodes[0].op_type
+    kind = op_type.lower()
+    layers_w, attrs0 = [], None
+    for n in nodes:
+        at = f"{where}: node {n.name or n.op_type!r}"
+        attrs = _check_recurrent_node(n, at)
+        ins = list(n.input) + [""] * (8 - len(n.input))
+        if len(n.input) > 7 and ins[7]:
+            P = consts.get(ins[7])
+            if P is None or np.any(P != 0):
+                raise ValueError(f"{at}: peephole weights P are not supported")
+        missing = [nm for nm in ins[1:3] if nm not in consts]
+        if missing or (ins[3] and ins[3] not in consts):
+            raise ValueError(f"{at}: weights {missing or [ins[3]]} are not constant initializers")
+        W, R = consts[ins[1]].astype(np.float32), consts[ins[2]].astype(np.float32)
+        B = consts[ins[3]].astype(np.float32) if ins[3] else None
+        G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        H = attrs.get("hidden_size", R.shape[-1] if R.ndim == 3 else -1)
+        D = 2 if attrs.get("direction") == "bidirectional" else 1
+        if W.ndim != 3 or R.shape != (D, G * H, H) or W.shape[:2] != (D, G * H):
+            raise ValueError(
+                f"{at}: weight shapes W {W.shape}, R {R.shape} do not match hidden_size={H}, "
+                f"{D} direction(s), {G} gate(s)"
+            )
+        if B is not None and B.shape != (D, 2 * G * H):
+            raise ValueError(f"{at}: bias shape {B.shape}, expected {(D, 2 * G * H)}")
+        if attrs0 is None:
+            attrs0 = dict(attrs, H=H, D=D, I=W.shape[2], bias=B is not None)
+        else:
+            same = (H, D, B is not None, attrs.get("linear_before_reset", 0), attrs.get("nonlinearity"))
+            first = (
+                attrs0["H"],
+                attrs0["D"],
+                attrs0["bias"],
+                attrs0.get("linear_before_reset", 0),
+                attrs0.get("nonlinearity"),
+            )
+            if same != first:
+                raise ValueError(
+                    f"{at}: differs from the first layer (hidden size, directions, bias or variant)"
+                )
+            if W.shape[2] != D * H:
+                raise ValueError(f"{at}: input size {W.shape[2]} is not the previous layer's output {D * H}")
+        reset_after = bool(attrs.get("linear_before_reset", 0))
+        layers_w.append(layer_weights_from_onnx(kind, W, R, B, reset_after))
+    cfg = json.loads(props[_META_CONFIG]) if _META_CONFIG in props else {}
+    meta_kind = props.get(_META_KIND)
+    kw = dict(
+        input_size=attrs0["I"],
+        hidden_size=attrs0["H"],
+        num_layers=len(nodes),
+        bias=attrs0["bias"],
+        bidirectional=attrs0["D"] == 2,
+        batch_first=bool(cfg.get("batch_first", False)) if meta_kind != "SequenceModel" else False,
+    )
+    if kind == "rnn":
+        layer = RNN(nonlinearity=attrs0["nonlinearity"], **kw)
+    elif kind == "lstm":
+        layer = LSTM(**kw)
+    else:
+        layer = GRU(reset_after=bool(attrs0.get("linear_before_reset", 0)), **kw)
+    for l, dirs in enumerate(layers_w):
+        for d, p in enumerate(dirs):
+            s = layer._suffix(l, d)
+            for name, v in p.items():
+                layer.params[name + s][...] = v
+    layer.eval()
+    if meta_kind == "SequenceModel":
+        return _model_from_onnx(where, cfg, layer, consts)
+    return layer
+
+
+def _model_from_onnx(where: str, cfg: dict, layer: RecurrentLayer, consts: dict):
+    from unrolled.models import ModelConfig, SequenceModel
+
+    try:
+        config = ModelConfig.from_dict(dict(cfg, dtype="float32"))
+        model = SequenceModel(config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{where}: its unrolled model configuration is invalid ({e})") from None
+    arrays = {"head.W": consts.get("head.W_T")}
+    if arrays["head.W"] is not None:
+        arrays["head.W"] = arrays["head.W"].T
+    if "head.b" in model.params:
+        arrays["head.b"] = consts.get("head.b")
+    if model.embed is not None:
+        arrays["embed.W"] = consts.get("embed.W")
+    for k, v in layer.params.items():
+        arrays["rnn." + k] = v
+    for k, v in arrays.items():
+        if v is None or k not in model.params or model.params[k].shape != v.shape:
+            got = None if v is None else v.shape
+            raise ValueError(
+                f"{where}: weight {k!r} is missing or has shape {got}, expected "
+                f"{model.params[k].shape if k in model.params else 'none'}"
+            )
+        model.params[k][...] = v
+    model.eval()
+    return model
