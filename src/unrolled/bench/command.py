@@ -1,0 +1,54 @@
+"""``unrolled bench``: time unrolled against torch.nn on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark RNN/LSTM/GRU training and inference against torch.nn",
+        description="Time unrolled against torch.nn (float32, same thread count, interleaved medians): "
+        "training step and inference over a grid, streaming step at B=1, scaling, peak memory.",
+    )
+    p.add_argument("--quick", action="store_true", help="a smaller grid, fewer repetitions")
+    p.add_argument("--json", metavar="OUT.json", help="write the full results here")
+    p.add_argument("--markdown", metavar="OUT.md", help="write the Markdown tables (README's Performance)")
+    p.add_argument("--plot", metavar="OUT.png", help="write the log-log scaling plot (needs matplotlib)")
+    p.add_argument("--threads", type=int, default=1, help="threads for NumPy's BLAS and torch (default 1)")
+    p.add_argument("--reference", action="store_true", help="time the reference cells, not the fast kernels")
+    p.add_argument("--no-torch", action="store_true", help="time unrolled alone")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from unrolled import kernels
+    from unrolled.bench.report import plot_scaling, render_markdown
+    from unrolled.bench.suite import run_suite
+
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
+    for path in (args.json, args.markdown, args.plot):
+        d = os.path.dirname(os.path.abspath(path)) if path else None
+        if d and not os.path.isdir(d):
+            raise OSError(f"cannot write {path}: directory {d} does not exist")
+    if args.reference:
+        kernels.set_fast(False)
+    res = run_suite(
+        quick=args.quick, threads=args.threads, with_torch=not args.no_torch, memory_too=not args.no_memory
+    )
+    md = render_markdown(res)
+    print()
+    print(md)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    if args.plot:
+        plot_scaling(res, args.plot)
+    return 0

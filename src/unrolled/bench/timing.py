@@ -1,0 +1,135 @@
+"""Measurement primitives: thread control, interleaved median timing, the matrix-product peak, peak memory.
+
+Timings are medians of repetitions that alternate between the contenders (unrolled, torch, unrolled, …),
+so a burst of load from other processes hits both sides alike instead of one whole series.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _openblas():
+    """The OpenBLAS that NumPy loaded, found in this process's memory map (no threadpoolctl needed)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln and ".so" in ln.split()[-1]})
+    except OSError:
+        return None, None
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    return setter, getter
+    return None, None
+
+
+def set_threads(n: int, torch=None) -> dict:
+    """Set NumPy's BLAS (OpenBLAS) and torch (intra-op) to ``n`` threads; return what each reports now."""
+    setter, getter = _openblas()
+    if setter is not None:
+        setter(int(n))
+    if torch is not None:
+        torch.set_num_threads(int(n))
+    return {
+        "numpy_blas": int(getter()) if getter is not None else None,
+        "torch": int(torch.get_num_threads()) if torch is not None else None,
+    }
+
+
+def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, inner: int = 1):
+    """Time each callable ``reps`` times, alternating between them and their order; seconds per call.
+
+    ``inner`` calls are made per sample (for microsecond-scale work, to get above the clock's resolution).
+    Returns {name: [seconds per call, ...]}.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        for n in names if r % 2 == 0 else names[::-1]:
+            fn = fns[n]
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[n].append((time.perf_counter() - t0) / inner)
+    return samples
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def matmul_peak(torch=None, n: int = 1024, reps: int = 7) -> dict:
+    """The float32 matrix-product rate of this machine at the current thread count, in GFLOP/s.
+
+    Square n×n products through NumPy (OpenBLAS) and torch (oneDNN/MKL), interleaved; the peak is the
+    faster of the two medians (the bar a fraction-of-peak is measured against).
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), dtype=np.float32)
+    fns = {"numpy": lambda: np.matmul(a, b, out=c)}
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        tc = torch.empty((n, n), dtype=torch.float32)
+        fns["torch"] = lambda: torch.mm(ta, tb, out=tc)
+    s = interleaved(fns, reps)
+    flops = 2.0 * n**3
+    out = {f"{k}_gflops": flops / median(v) / 1e9 for k, v in s.items()}
+    out["peak_gflops"] = max(out.values())
+    out["n"] = n
+    return out
+
+
+def rss_kib() -> tuple[int, int] | None:
+    """(current resident set, peak resident set since the last reset) in KiB, from /proc (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(ln.split(":", 1) for ln in f if ":" in ln)
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (writes 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (read from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.lower().startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
