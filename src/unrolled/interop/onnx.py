@@ -38,7 +38,7 @@ import numpy as np
 
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 
-OPSET = 17  # recurrent ops unchanged since 14, GatherND batch_dims since 12: widely supported
+OPSET = 17  # recurrent ops unchanged since 14, widely supported
 IR_VERSION = 8  # the IR version that goes with opset 17, so older runtimes load the file
 _META_KIND = "unrolled.kind"
 _META_CONFIG = "unrolled.config"
@@ -184,8 +184,9 @@ class _Graph:
 
 def _recurrent_stack(
     g: _Graph, layer: RecurrentLayer, x: str, lengths: str | None, states0: list[str] | None, prefix: str
-) -> tuple[str, list[str]]:
-    """Add the stack's nodes: x (T, B, I) -> out (T, B, D·H) and the final states [(L·D, B, H), ...]."""
+) -> tuple[str, list[str], str]:
+    """Add the stack's nodes: x (T, B, I) -> out (T, B, D·H), the final states [(L·D, B, H), ...] and
+    the last layer's final h (D, B, H)."""
     kind, H, D = _kind(layer), layer.hidden_size, layer.num_directions
     op_type = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[kind]
     attrs: dict = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
@@ -216,7 +217,7 @@ def _recurrent_stack(
         for i in range(n_states):
             finals[i].append(outs[1 + i])
     states = [f[0] if len(f) == 1 else g.op("Concat", f, axis=0)[0] for f in finals]
-    return inp, states
+    return inp, states, finals[0][-1]
 
 
 def _length_mask(g: _Graph, seq: str, lengths: str) -> str:
@@ -246,7 +247,7 @@ def _layer_graph(layer: RecurrentLayer, lengths: bool, initial_state: bool):
         x = g.op("Transpose", [x], perm=[1, 0, 2])[0]
     ln = g.input("lengths", g.onnx.TensorProto.INT32, ["B"]) if lengths else None
     s0 = [g.input(f"{s}0", F, [LD, "B", H]) for s in _state_names(layer)] if initial_state else None
-    out, states = _recurrent_stack(g, layer, x, ln, s0, "")
+    out, states, _ = _recurrent_stack(g, layer, x, ln, s0, "")
     if ln is not None:
         out = g.op("Mul", [out, _length_mask(g, out, ln)])[0]
     if layer.batch_first:
@@ -292,20 +293,15 @@ def _model_graph(model, lengths: bool, initial_state: bool):
         x = g.input("x", F, ["T", "B", rnn.input_size])
     ln = g.input("lengths", tp.INT32, ["B"]) if lengths else None
     s0 = [g.input(f"{s}0", F, [LD, "B", H]) for s in _state_names(rnn)] if initial_state else None
-    out, states = _recurrent_stack(g, rnn, x, ln, s0, "rnn.")
+    out, states, last_h = _recurrent_stack(g, rnn, x, ln, s0, "rnn.")
     if ln is not None:
         out = g.op("Mul", [out, _length_mask(g, out, ln)])[0]
     output = getattr(cfg, "output", "sequence")
     if output == "last":
-        if ln is None:
-            out = g.op("Gather", [out, g.const("last_index", np.array(-1, np.int64))], axis=0)[0]  # (B, F)
-        else:
-            # out[lengths[b] − 1, b, :] as GatherND over (B, T, F) with one time index per sequence.
-            one = g.const("last_one", np.array(1, np.int64))
-            idx = g.op("Sub", [g.op("Cast", [ln], to=tp.INT64)[0], one])[0]
-            idx = g.op("Unsqueeze", [idx, g.const("last_axis", np.array([1], np.int64))])[0]  # (B, 1)
-            bt = g.op("Transpose", [out], perm=[1, 0, 2])[0]
-            out = g.op("GatherND", [bt, idx], batch_dims=1)[0]
+        # Each direction's final state: [→h at n_b − 1 ; ←h at 0], i.e. the last layer's Y_h (D, B, H)
+        # -> (B, D, H) -> (B, D·H). It respects sequence_lens without any gathering.
+        bdh = g.op("Transpose", [last_h], perm=[1, 0, 2])[0]
+        out = g.op("Reshape", [bdh, g.const("last_shape", np.array([0, -1], np.int64))])[0]
     elif output == "mean":
         axis0 = g.const("mean_axis", np.array([0], np.int64))
         total = g.op("ReduceSum", [out, axis0], keepdims=0)[0]  # (B, F)
