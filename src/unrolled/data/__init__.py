@@ -1,0 +1,1 @@
+"""Data handling: each kind of data (text, series, …) has its own module."""
