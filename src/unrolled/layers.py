@@ -52,12 +52,16 @@ class RecurrentLayer:
         bidirectional: bool = False,
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if not 0.0 <= float(recurrent_dropout) < 1.0:
+            got = recurrent_dropout
+            raise ValueError(f"recurrent_dropout: expected a probability in [0, 1), got {got!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {dtype.name}")
@@ -69,6 +73,8 @@ class RecurrentLayer:
         )
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional = bool(bidirectional)
+        # Variational dropout on h_{t-1} where it meets W_hh: one mask per sequence, layer and direction.
+        self.recurrent_dropout = float(recurrent_dropout)
         self.num_directions = 2 if bidirectional else 1
         self.dtype = dtype
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -109,7 +115,7 @@ class RecurrentLayer:
 
     # ----------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> RecurrentLayer:
-        """Training mode: dropout between layers is active (PyTorch semantics)."""
+        """Training mode: dropout between layers (PyTorch semantics) and recurrent dropout are active."""
         self.training = bool(mode)
         return self
 
@@ -177,8 +183,13 @@ class RecurrentLayer:
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 xd = inp if d == 0 else _reverse(inp, rev_index)
+                rec = {}
+                if self.training and self.recurrent_dropout > 0:
+                    keep = 1.0 - self.recurrent_dropout
+                    rm = (self.rng.random((B, self.hidden_size)) < keep).astype(self.dtype)
+                    rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
                 hs, state_T, cache = self.cell.forward(
-                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask
+                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask, **rec
                 )
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
                 layer_caches.append(_DirCache(cache, rev_index))
@@ -299,6 +310,7 @@ class RNN(RecurrentLayer):
         bidirectional: bool = False,
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
@@ -314,6 +326,7 @@ class RNN(RecurrentLayer):
             bidirectional,
             dtype,
             seed,
+            recurrent_dropout,
         )
 
 
@@ -331,6 +344,7 @@ class LSTM(RecurrentLayer):
         bidirectional: bool = False,
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         super().__init__(
             LSTMCell(),
@@ -343,6 +357,7 @@ class LSTM(RecurrentLayer):
             bidirectional,
             dtype,
             seed,
+            recurrent_dropout,
         )
 
 
@@ -361,6 +376,7 @@ class GRU(RecurrentLayer):
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
         reset_after: bool = True,
+        recurrent_dropout: float = 0.0,
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
@@ -374,4 +390,5 @@ class GRU(RecurrentLayer):
             bidirectional,
             dtype,
             seed,
+            recurrent_dropout,
         )

@@ -20,6 +20,11 @@ Backward through time, with δh_t the total gradient reaching h_t::
     reset_after=False:  δ(r⊙h) = W_hnᵀ δa_n;  δr = δ(r⊙h) ⊙ h_{t-1};  δh_{t-1} gets δ(r⊙h) ⊙ r_t
     δa_z = δz ⊙ z(1 − z),  δa_r = δr ⊙ r(1 − r)
     δh_{t-1} = δh_t ⊙ (1 − z_t) + W_hhᵀ (recurrent pre-activation gradients)
+
+Recurrent (variational) dropout: with a mask d (B, H) drawn once per sequence (scaled by 1/(1 − p)),
+every product with W_hh (W_hz, W_hr, W_hn) sees d ⊙ h_{t-1} instead of h_{t-1} (classic variant:
+r_t ⊙ (d ⊙ h_{t-1})); the carry (1 − z_t) ⊙ h_{t-1} is untouched. The W_hh-side terms of δh_{t-1}
+are multiplied by d, and ∂L/∂W_hh uses d ⊙ h_{t-1}.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class GRUCache(NamedTuple):
     gates: np.ndarray  # (T, B, 3H) activated z, r, n
     hn: np.ndarray  # (T, B, H) reset_after: W_hn h_{t-1} + b_hn;  classic: r_t ⊙ h_{t-1}
     mask: np.ndarray | None  # (T, B, 1)
+    rec_mask: np.ndarray | None = None  # (B, H) recurrent dropout mask d on h_{t-1}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class GRUCell:
     gates = 3
     state_names = ("h",)
 
-    def _step(self, xp_t: np.ndarray, h: np.ndarray, p: dict):
+    def _step(self, xp_t: np.ndarray, h: np.ndarray, p: dict, rec_mask: np.ndarray | None = None):
         """One step from the input projection xp_t = W_xh x_t + b_h (B, 3H).
 
         Returns h_new and, for BPTT, the activated gates (B, 3H) and hn (B, H).
@@ -59,8 +65,9 @@ class GRUCell:
         W_hh = p["W_hh"]
         H = W_hh.shape[1]
         a = xp_t.copy()
+        hd = h if rec_mask is None else h * rec_mask  # what meets W_hh
         if self.reset_after:
-            hp = h @ W_hh.T  # (B, 3H)
+            hp = hd @ W_hh.T  # (B, 3H)
             a[:, : 2 * H] += hp[:, : 2 * H]
             sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])
             hn = hp[:, 2 * H :]
@@ -68,10 +75,10 @@ class GRUCell:
                 hn += p["b_hn"]
             r = a[:, H : 2 * H]
         else:
-            a[:, : 2 * H] += h @ W_hh[: 2 * H].T
+            a[:, : 2 * H] += hd @ W_hh[: 2 * H].T
             sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])
             r = a[:, H : 2 * H]
-            hn = r * h
+            hn = r * hd
         n = a[:, 2 * H :]
         n += r * hn if self.reset_after else hn @ W_hh[2 * H :].T
         np.tanh(n, out=n)
@@ -86,8 +93,13 @@ class GRUCell:
             xp += p["b_h"]
         return (self._step(xp, state[0], p)[0],)
 
-    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
-        """Run over a sequence: x (T, B, I), state0 (h0,) -> hs (T, B, H), (h_T,), cache."""
+    def forward(
+        self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None, rec_mask: np.ndarray | None = None
+    ):
+        """Run over a sequence: x (T, B, I), state0 (h0,) -> hs (T, B, H), (h_T,), cache.
+
+        rec_mask : (B, H) recurrent dropout mask d on h_{t-1} where it meets W_hh (scaled), or None.
+        """
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 3H)
@@ -95,20 +107,21 @@ class GRUCell:
         hn = np.empty((T, B, H), dtype=x.dtype)
         hs[0] = state0[0]
         for t in range(T):
-            h_new, xp[t], hn[t] = self._step(xp[t], hs[t], p)
+            h_new, xp[t], hn[t] = self._step(xp[t], hs[t], p, rec_mask)
             if mask is None:
                 hs[t + 1] = h_new
             else:
                 hs[t + 1] = hs[t] + mask[t] * (h_new - hs[t])
-        return hs[1:], (hs[T].copy(),), GRUCache(x, hs, xp, hn, mask)
+        return hs[1:], (hs[T].copy(),), GRUCache(x, hs, xp, hn, mask, rec_mask)
 
     def backward(self, d_hs: np.ndarray, d_stateT, cache: GRUCache, p: dict):
         """BPTT. d_hs (T, B, H); d_stateT (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
-        x, hs, gates, hn, mask = cache
+        x, hs, gates, hn, mask, rm = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
         z, r, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         h_prev = hs[:-1]
+        hd_prev = h_prev if rm is None else h_prev * rm  # what met W_hh
         # Local derivatives in bulk over all t.
         d_sig_z, d_sig_r, d_tanh_n = z * (1 - z), r * (1 - r), 1 - n * n
         n_minus_h = n - h_prev
@@ -130,15 +143,16 @@ class GRUCell:
                 np.multiply(da_n * hn[t], d_sig_r[t], out=da[t, :, H : 2 * H])
                 da_h[t, :, : 2 * H] = da[t, :, : 2 * H]
                 np.multiply(da_n, r[t], out=da_h[t, :, 2 * H :])
-                dh_prev += da_h[t] @ W_hh
+                dh_rec = da_h[t] @ W_hh
             else:
                 d_rh = da_n @ W_hn
-                np.multiply(d_rh * h_prev[t], d_sig_r[t], out=da[t, :, H : 2 * H])
-                dh_prev += d_rh * r[t] + da[t, :, : 2 * H] @ W_hzr
+                np.multiply(d_rh * hd_prev[t], d_sig_r[t], out=da[t, :, H : 2 * H])
+                dh_rec = d_rh * r[t] + da[t, :, : 2 * H] @ W_hzr
+            dh_prev += dh_rec if rm is None else dh_rec * rm
             dh = dh_prev
             if mask is not None:
                 dh += dh_keep
-        hp2 = h_prev.reshape(T * B, H)
+        hp2 = hd_prev.reshape(T * B, H)
         if self.reset_after:
             grads = {"W_hh": da_h.reshape(T * B, 3 * H).T @ hp2}
             if "b_hn" in p:

@@ -21,6 +21,10 @@ Backward through time, with δh_t, δc_t the total gradients reaching h_t and c_
     ∂L/∂W_hh = Σ_t δa_t h_{t-1}ᵀ,  ∂L/∂W_xh = Σ_t δa_t x_tᵀ,  ∂L/∂b_h = Σ_t δa_t
 
 Variable lengths: with m_t ∈ {0, 1}, a finished sequence keeps (h, c) unchanged.
+
+Recurrent (variational) dropout: with a mask d (B, H) drawn once per sequence (scaled by 1/(1 − p)),
+the gates see W_hh (d ⊙ h_{t-1}) instead of W_hh h_{t-1}; the cell path c is untouched. Then
+δh_{t-1} = d ⊙ W_hhᵀ δa_t and ∂L/∂W_hh = Σ_t δa_t (d ⊙ h_{t-1})ᵀ.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class LSTMCache(NamedTuple):
     gates: np.ndarray  # (T, B, 4H) activated i, f, g, o
     tanh_c: np.ndarray  # (T, B, H) tanh of the new cell c_t (before masking)
     mask: np.ndarray | None  # (T, B, 1)
+    rec_mask: np.ndarray | None = None  # (B, H) recurrent dropout mask d on h_{t-1}
 
 
 def _activate(a: np.ndarray, H: int) -> np.ndarray:
@@ -70,8 +75,13 @@ class LSTMCell:
         c_new = f * c + i * g
         return o * np.tanh(c_new), c_new
 
-    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
-        """Run over a sequence: x (T, B, I), state0 (h0, c0) -> hs (T, B, H), (h_T, c_T), cache."""
+    def forward(
+        self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None, rec_mask: np.ndarray | None = None
+    ):
+        """Run over a sequence: x (T, B, I), state0 (h0, c0) -> hs (T, B, H), (h_T, c_T), cache.
+
+        rec_mask : (B, H) recurrent dropout mask d on h_{t-1} where it meets W_hh (scaled), or None.
+        """
         T, B, _ = x.shape
         W_hh = p["W_hh"]
         H = W_hh.shape[1]
@@ -82,7 +92,7 @@ class LSTMCell:
         hs[0], cs[0] = state0
         for t in range(T):
             a = gates[t]  # a view: becomes the activated gates of step t
-            a += hs[t] @ W_hh.T
+            a += (hs[t] if rec_mask is None else hs[t] * rec_mask) @ W_hh.T
             _activate(a, H)
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
             c_new = f * cs[t] + i * g
@@ -94,11 +104,11 @@ class LSTMCell:
                 m = mask[t]
                 hs[t + 1] = hs[t] + m * (h_new - hs[t])
                 cs[t + 1] = cs[t] + m * (c_new - cs[t])
-        return hs[1:], (hs[T].copy(), cs[T].copy()), LSTMCache(x, hs, cs, gates, tanh_c, mask)
+        return hs[1:], (hs[T].copy(), cs[T].copy()), LSTMCache(x, hs, cs, gates, tanh_c, mask, rec_mask)
 
     def backward(self, d_hs: np.ndarray, d_stateT, cache: LSTMCache, p: dict):
         """BPTT. d_hs (T, B, H); d_stateT (d_hT, d_cT) -> dx (T, B, I), (d_h0, d_c0), grads."""
-        x, hs, cs, gates, tanh_c, mask = cache
+        x, hs, cs, gates, tanh_c, mask, rm = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
         i, f, g, o = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H], gates[..., 3 * H :]
@@ -122,9 +132,12 @@ class LSTMCell:
             np.multiply(dc * i[t], d_tanh_g[t], out=da[t, :, 2 * H : 3 * H])
             dc = dc * f[t]
             dh = da[t] @ W_hh
+            if rm is not None:
+                dh *= rm
             if mask is not None:
                 dh += dh_keep
                 dc += dc_keep
-        grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
+        h_prev = hs[:-1] if rm is None else hs[:-1] * rm
+        grads = {"W_hh": da.reshape(T * B, 4 * H).T @ h_prev.reshape(T * B, H)}
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh, dc), grads

@@ -17,6 +17,10 @@ whose norm shrinks or grows geometrically with t − k (vanishing / exploding gr
 
 Variable lengths: with a mask m_t ∈ {0, 1} per sequence, a finished sequence keeps its state,
 h_t = h_{t-1} + m_t (σ(a_t) − h_{t-1}), so the final state is each sequence's last valid one.
+
+Recurrent (variational) dropout: with a mask d (B, H) drawn once per sequence (already scaled by
+1/(1 − p)), h_{t-1} is replaced by d ⊙ h_{t-1} where it meets W_hh: a_t = W_xh x_t + W_hh (d ⊙ h_{t-1}) + b_h,
+so δ_{t-1} += d ⊙ W_hhᵀ δa_t and ∂L/∂W_hh = Σ_t δa_t (d ⊙ h_{t-1})ᵀ.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class RNNCache(NamedTuple):
     hs: np.ndarray  # (T+1, B, H) states, hs[0] = h0, hs[t] = h_t (carried state)
     dact: np.ndarray  # (T, B, H) σ'(a_t), computed in bulk after the loop
     mask: np.ndarray | None  # (T, B, 1) 1 where step t is inside the sequence
+    rec_mask: np.ndarray | None = None  # (B, H) recurrent dropout mask d on h_{t-1}
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,21 @@ class RNNCell:
             a += p["b_h"]
         return (self._act(a),)
 
-    def forward(self, x: np.ndarray, state0: tuple[np.ndarray], p: dict, mask: np.ndarray | None):
+    def forward(
+        self,
+        x: np.ndarray,
+        state0: tuple[np.ndarray],
+        p: dict,
+        mask: np.ndarray | None,
+        rec_mask: np.ndarray | None = None,
+    ):
         """Run over a whole sequence.
 
         Parameters
         ----------
         x : (T, B, I) inputs.  state0 : (h0,) with h0 (B, H).  p : parameter dict.
         mask : (T, B, 1) or None (all steps valid).
+        rec_mask : (B, H) recurrent dropout mask d on h_{t-1} (scaled), or None.
 
         Returns
         -------
@@ -81,7 +94,7 @@ class RNNCell:
         hs[0] = state0[0]
         for t in range(T):
             a = xp[t]  # a view: after the next two lines xp[t] holds σ(a_t), used for σ' below
-            a += hs[t] @ W_hh.T
+            a += (hs[t] if rec_mask is None else hs[t] * rec_mask) @ W_hh.T
             h_new = self._act(a)
             if mask is None:
                 hs[t + 1] = h_new
@@ -91,14 +104,14 @@ class RNNCell:
             dact = 1.0 - xp * xp
         else:
             dact = (xp > 0).astype(x.dtype)
-        return hs[1:], (hs[T].copy(),), RNNCache(x, hs, dact, mask)
+        return hs[1:], (hs[T].copy(),), RNNCache(x, hs, dact, mask, rec_mask)
 
     def backward(self, d_hs: np.ndarray, d_stateT: tuple[np.ndarray], cache: RNNCache, p: dict):
         """BPTT. d_hs (T, B, H) gradient w.r.t. each step's output; d_stateT (d_hT,).
 
         Returns dx (T, B, I), (d_h0,), grads (dict with the keys of p).
         """
-        x, hs, dact, mask = cache
+        x, hs, dact, mask, rm = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
         da = np.empty_like(dact)  # (T, B, H) δa_t for every t, used in bulk for the weight gradients
@@ -110,7 +123,13 @@ class RNNCell:
                 dh = da[t] @ W_hh
             else:
                 np.multiply(mask[t] * dh, dact[t], out=da[t])
-                dh = da[t] @ W_hh + (1.0 - mask[t]) * dh
-        grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
+                dh_keep = (1.0 - mask[t]) * dh
+                dh = da[t] @ W_hh
+            if rm is not None:
+                dh *= rm
+            if mask is not None:
+                dh += dh_keep
+        h_prev = hs[:-1] if rm is None else hs[:-1] * rm
+        grads = {"W_hh": da.reshape(T * B, H).T @ h_prev.reshape(T * B, H)}
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh,), grads
