@@ -60,10 +60,10 @@ def unflat(s: np.ndarray, n: int) -> tuple:
     return tuple(np.split(s, n, axis=1))
 
 
-def run_from(cell, p, x, s, mask):
+def run_from(cell, p, x, s, mask, rec_mask=None):
     """s_T of the forward pass over x started from the flat state s (B, S)."""
     n = len(cell.state_names)
-    return flat(cell.forward(x, unflat(s, n), p, mask)[1])
+    return flat(cell.forward(x, unflat(s, n), p, mask, rec_mask)[1])
 
 
 def fd_jacobian(f, s: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -78,24 +78,25 @@ def fd_jacobian(f, s: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return np.stack(cols, axis=2)
 
 
-@pytest.mark.parametrize("with_mask", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("with_mask", [False, True], ids=["full", "lengths+recdrop"])
 @pytest.mark.parametrize("name,cell,G", CELLS, ids=[c[0] for c in CELLS])
 def test_step_jacobians_match_finite_differences(name, cell, G, with_mask):
     rng = np.random.default_rng(1)
     T, B, I, H = 5, 3, 2, 4
     p = cell_params(rng, G, I, H, isinstance(cell, GRUCell) and cell.reset_after)
     x = rng.standard_normal((T, B, I))
-    mask = None
-    if with_mask:
+    mask = rec = None
+    if with_mask:  # variable lengths, and a recurrent dropout mask d on h_{t-1} where it meets W_hh
         mask = (np.arange(T)[:, None] < np.array([5, 3, 1])[None, :]).astype(np.float64)[:, :, None]
-    _, _, cache = cell.forward(x, state0(rng, cell, B, H), p, mask)
+        rec = (rng.random((B, H)) < 0.6) / 0.6
+    _, _, cache = cell.forward(x, state0(rng, cell, B, H), p, mask, rec)
     J = step_jacobians(cell, cache, p)
     S = 2 * H if isinstance(cell, LSTMCell) else H
     assert J.shape == (T, B, S, S) and J.dtype == np.float64
     for t in range(T):
         s_t = flat((cache.hs[t], cache.cs[t]) if isinstance(cell, LSTMCell) else (cache.hs[t],))
         m = None if mask is None else mask[t : t + 1]
-        num = fd_jacobian(lambda s, t=t, m=m: run_from(cell, p, x[t : t + 1], s, m), s_t)
+        num = fd_jacobian(lambda s, t=t, m=m: run_from(cell, p, x[t : t + 1], s, m, rec), s_t)
         np.testing.assert_allclose(J[t], num, atol=1e-7, rtol=1e-6, err_msg=f"{name} step {t}")
     if with_mask:  # a finished sequence carries its state: the step is the identity
         np.testing.assert_array_equal(J[4, 1], np.eye(S))
@@ -225,10 +226,12 @@ def test_gradient_norms_equal_the_layers_own_backward_at_every_step(name, make):
 
 
 @pytest.mark.parametrize("name,make", LAYERS, ids=[c[0] for c in LAYERS])
-def test_gradient_norms_bidirectional_with_lengths_end_at_the_layers_d_h0(name, make):
+def test_gradient_norms_bidirectional_with_lengths_and_dropouts_end_at_the_layers_d_h0(name, make):
     rng = np.random.default_rng(5)
     T, B = 7, 3
-    layer = make(num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
+    layer = make(
+        num_layers=2, bidirectional=True, dropout=0.4, recurrent_dropout=0.3, dtype=np.float64, seed=2
+    )
     x = rng.standard_normal((T, B, 3))
     lengths = np.array([7, 4, 2])
     out, _ = layer.forward(x, _random_state(layer, rng, B), lengths=lengths)

@@ -22,7 +22,10 @@ sigmoid value s; W_i … the gate blocks of W_hh; diag(v) W scales the rows of W
               reset_after:  ∂h̃/∂h = diag(1−h̃²) (diag(W_n h_{t-1} + b_hn) ∂r/∂h + diag(r) W_n)
               classic:      ∂h̃/∂h = diag(1−h̃²) W_n (diag(r) + diag(h_{t-1}) ∂r/∂h)
 
-A finished sequence (mask m_t = 0) carries its state, so there J[t] = I.
+With recurrent dropout (a mask d (B, H) on h_{t-1} where it meets W_hh) every W_hh-side term is
+multiplied on the right by diag(d), and the classic GRU's h_{t-1} in r ⊙ h_{t-1} becomes d ⊙ h_{t-1};
+the carries (the GRU's (1 − z) ⊙ h_{t-1}, the LSTM's f ⊙ c_{t-1}) are untouched. A finished sequence
+(mask m_t = 0) carries its state, so there J[t] = I.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def _require(cache, fields: tuple[str, ...], cell) -> None:
             f"{type(cell).__name__}: the cache {type(cache).__name__} lacks {', '.join(missing)}; "
             "diagnostics need the reference cell's cache (see unrolled.cells)"
         )
+
+
+def _rec_mask(cache) -> np.ndarray | None:
+    """The recurrent dropout mask d (B, H) as float64, or None."""
+    d = getattr(cache, "rec_mask", None)
+    return None if d is None else np.asarray(d, dtype=np.float64)
 
 
 def state_size(cell, params: dict) -> int:
@@ -82,6 +91,9 @@ def step_jacobian(cell, cache, params: dict, t: int) -> np.ndarray:
     elif isinstance(cell, RNNCell):
         _require(cache, ("dact",), cell)
         J = cache.dact[t].astype(np.float64)[:, :, None] * W[None]  # (B, H, H) diag(σ'(a_t)) W_hh
+        d = _rec_mask(cache)
+        if d is not None:
+            J = J * d[:, None, :]  # … diag(d)
     else:
         raise TypeError(f"cell: expected an RNNCell, LSTMCell or GRUCell, got {type(cell).__name__}")
     if cache.mask is not None:
@@ -103,9 +115,13 @@ def _lstm_step(cache, W: np.ndarray, H: int, t: int) -> np.ndarray:
         + (g * i * (1 - i))[:, :, None] * W_i
         + (i * (1 - g * g))[:, :, None] * W_g
     )  # (B, H, H)
+    dh_dh = (tc * o * (1 - o))[:, :, None] * W_o + k[:, :, None] * dc_dh
+    d = _rec_mask(cache)
+    if d is not None:  # every ∂/∂h_{t-1} of the LSTM goes through W_hh (d ⊙ h_{t-1})
+        dc_dh, dh_dh = dc_dh * d[:, None, :], dh_dh * d[:, None, :]
     B = gates.shape[0]
     J = np.zeros((B, 2 * H, 2 * H))
-    J[:, :H, :H] = (tc * o * (1 - o))[:, :, None] * W_o + k[:, :, None] * dc_dh
+    J[:, :H, :H] = dh_dh
     J[:, H:, :H] = dc_dh
     idx = np.arange(H)
     J[:, idx, H + idx] = k * f  # ∂h_t/∂c_{t-1}, diagonal
@@ -119,15 +135,20 @@ def _gru_step(cell: GRUCell, cache, W: np.ndarray, H: int, t: int) -> np.ndarray
     z, r, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
     h = cache.hs[t].astype(np.float64)
     hn = cache.hn[t].astype(np.float64)
+    d = _rec_mask(cache)
+    hd = h if d is None else d * h  # what met W_hh
     W_z, W_r, W_n = W[:H], W[H : 2 * H], W[2 * H :]
-    dz = (z * (1 - z))[:, :, None] * W_z  # (B, H, H) ∂z/∂h
-    dr = (r * (1 - r))[:, :, None] * W_r  # (B, H, H) ∂r/∂h
+    # The W_hh-side derivatives are taken w.r.t. hd = d ⊙ h; the chain rule's diag(d) comes last.
+    dz = (z * (1 - z))[:, :, None] * W_z  # (B, H, H) ∂z/∂hd
+    dr = (r * (1 - r))[:, :, None] * W_r  # (B, H, H) ∂r/∂hd
     if cell.reset_after:
-        dn_pre = hn[:, :, None] * dr + r[:, :, None] * W_n  # hn = W_n h + b_hn
+        dn_pre = hn[:, :, None] * dr + r[:, :, None] * W_n  # hn = W_n hd + b_hn
     else:
-        dn_pre = W_n @ (r[:, :, None] * np.eye(H) + h[:, :, None] * dr)
+        dn_pre = W_n @ (r[:, :, None] * np.eye(H) + hd[:, :, None] * dr)  # hn = r ⊙ hd
     dn = (1 - n * n)[:, :, None] * dn_pre
     J = (n - h)[:, :, None] * dz + z[:, :, None] * dn
+    if d is not None:
+        J = J * d[:, None, :]
     idx = np.arange(H)
     J[:, idx, idx] += 1 - z
     return J

@@ -28,18 +28,28 @@ class LinearRNNCell(RNNCell):
     def _act(self, a: np.ndarray) -> np.ndarray:
         return a
 
-    def forward(self, x: np.ndarray, state0: tuple[np.ndarray], p: dict, mask: np.ndarray | None):
-        """x (T, B, I), state0 (h0 (B, H),) -> hs (T, B, H), (h_T,), RNNCache with dact = 1."""
+    def forward(
+        self,
+        x: np.ndarray,
+        state0: tuple[np.ndarray],
+        p: dict,
+        mask: np.ndarray | None,
+        rec_mask: np.ndarray | None = None,
+    ):
+        """x (T, B, I), state0 (h0 (B, H),) -> hs (T, B, H), (h_T,), RNNCache with dact = 1.
+
+        rec_mask : (B, H) recurrent dropout mask d on h_{t-1} where it meets W_hh, or None.
+        """
         T, B, _ = x.shape
         W_hh = p["W_hh"]
         xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, H)
         hs = np.empty((T + 1, B, W_hh.shape[0]), dtype=x.dtype)
         hs[0] = state0[0]
         for t in range(T):
-            h_new = xp[t] + hs[t] @ W_hh.T
+            h_new = xp[t] + (hs[t] if rec_mask is None else hs[t] * rec_mask) @ W_hh.T
             hs[t + 1] = h_new if mask is None else hs[t] + mask[t] * (h_new - hs[t])
         dact = np.ones_like(xp)
-        return hs[1:], (hs[T].copy(),), RNNCache(x, hs, dact, mask)
+        return hs[1:], (hs[T].copy(),), RNNCache(x, hs, dact, mask, rec_mask)
 
 
 def linear_rnn(
