@@ -268,3 +268,42 @@ def make_windows(
     X = np.stack([values[t - lookback : t] for t in origins])  # (n, L, F)
     Y = np.stack([values[t : t + horizon][:, list(targets)] for t in origins])  # (n, h, |targets|)
     return X, Y, origins
+
+
+# --------------------------------------------------------------------------- the whole preparation
+@dataclass
+class Prepared:
+    """A series made ready for training: filled, split, scaled on the training rows, cut into windows."""
+
+    values: np.ndarray  # (N, F) filled and scaled with ``scaler``
+    raw: np.ndarray  # (N, F) filled, original units
+    observed: np.ndarray  # (N,) bool: the target was observed (not filled) at that row
+    split: Split
+    scaler: Scaler
+    X_train: np.ndarray  # (n, lookback, F) scaled
+    Y_train: np.ndarray  # (n, horizon, |targets|) scaled
+
+
+def prepare(
+    ts: TimeSeries,
+    lookback: int,
+    horizon: int,
+    test_size: int,
+    val_size: int,
+    missing: str = "refuse",
+    targets=(0,),
+    train_horizon: int | None = None,
+) -> Prepared:
+    """Fill missing values, split chronologically, fit the scaler on the training rows and cut the
+    training windows — in that order, so nothing after ``split.train_end`` reaches the scaler or a
+    training window.
+
+    ``horizon`` is the forecast horizon the splits must allow for; ``train_horizon`` (default: horizon)
+    the number of target rows per training window (1 for a one-step recursive model).
+    """
+    split = chronological_split(len(ts.values), lookback, horizon, test_size, val_size)
+    raw, observed = fill_missing(ts, missing, split)
+    scaler = Scaler.fit(raw[: split.train_end])
+    values = scaler.transform(raw)
+    X, Y, _ = make_windows(values, lookback, train_horizon or horizon, 0, split.train_end, targets)
+    return Prepared(values, raw, observed, split, scaler, X, Y)

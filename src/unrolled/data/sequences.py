@@ -1,0 +1,268 @@
+"""Labelled sequences for classification: the file layouts a user brings, the built-in datasets,
+a character vocabulary and a stratified split.
+
+A dataset is a list of items, one per sequence, and one label per item:
+
+- ``kind="dense"``: each item is a float array (T_i, F) — T_i time steps of F features;
+- ``kind="text"``: each item is a string, read character by character (token ids via :class:`CharVocab`).
+
+File layouts (documented in the README):
+
+- **NPZ**: ``x`` (N, T, F) float, zero-padded; ``y`` (N,) labels (integers or strings);
+  optional ``lengths`` (N,) valid steps per sequence (default: all T).
+- **long CSV** (dense): one row per time step, a sequence-id column, a label column and feature
+  columns; a sequence's rows in time order (they need not be contiguous), its label the same on every row.
+- **text CSV**: one row per sequence, a text column and a label column.
+- **text folder**: one ``<label>.txt`` per class, one sequence per line (the names-to-language data).
+"""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SequenceDataset:
+    """N labelled sequences: ``items`` (arrays (T_i, F) or strings), ``labels`` (N,) ids into ``classes``."""
+
+    items: list
+    labels: np.ndarray  # (N,) int64 in 0..K-1
+    classes: list[str]  # K class names, id order
+    kind: str  # "dense" | "text"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dense", "text"):
+            raise ValueError(f"kind: expected 'dense' or 'text', got {self.kind!r}")
+        if len(self.items) != len(self.labels):
+            raise ValueError(f"labels: expected {len(self.items)} labels, got {len(self.labels)}")
+        if len(self.items) == 0:
+            raise ValueError(f"{self.name or 'dataset'}: no sequences")
+        if len(self.classes) < 2:
+            raise ValueError(f"{self.name or 'dataset'}: expected 2 or more classes, got {len(self.classes)}")
+
+    @property
+    def input_size(self) -> int | None:
+        """F for dense items, None for text."""
+        return int(self.items[0].shape[1]) if self.kind == "dense" else None
+
+    def subset(self, idx: np.ndarray) -> SequenceDataset:
+        items = [self.items[i] for i in idx]
+        return SequenceDataset(items, self.labels[idx], self.classes, self.kind, self.name)
+
+
+def _encode_labels(raw: list[str]) -> tuple[np.ndarray, list[str]]:
+    classes = sorted(set(raw))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[r] for r in raw], dtype=np.int64), classes
+
+
+# --------------------------------------------------------------------------- user layouts
+def load_npz(path: str | Path) -> SequenceDataset:
+    """``x`` (N, T, F) zero-padded features, ``y`` (N,) labels, optional ``lengths`` (N,)."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
+    except ValueError as e:
+        raise ValueError(f"{path}: not a plain NPZ of arrays ({e})") from None
+    for k in ("x", "y"):
+        if k not in z.files:
+            raise ValueError(f"{path}: no array {k!r} (arrays: {', '.join(z.files)}; expected x, y, lengths)")
+    x, y = z["x"], z["y"]
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{path}: x: expected numbers shaped (N, T, F), got {x.dtype.name} {x.shape}")
+    if y.shape != (len(x),):
+        raise ValueError(f"{path}: y: expected ({len(x)},) labels, got {y.shape}")
+    lengths = z["lengths"] if "lengths" in z.files else np.full(len(x), x.shape[1])
+    if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
+        got = f"{lengths.dtype.name} {lengths.shape}"
+        raise ValueError(f"{path}: lengths: expected ({len(x)},) integers, got {got}")
+    if len(x) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
+        got = f"{lengths.min()}..{lengths.max()}"
+        raise ValueError(f"{path}: lengths: expected values in 1..{x.shape[1]}, got {got}")
+    items = [np.asarray(x[i, : lengths[i]], dtype=np.float32) for i in range(len(x))]
+    if any(not np.isfinite(a).all() for a in items):
+        raise ValueError(f"{path}: x contains NaN or inf inside a sequence's valid steps")
+    labels, classes = _encode_labels([str(v) for v in y.tolist()])
+    return SequenceDataset(items, labels, classes, "dense", path.stem)
+
+
+def load_long_csv(
+    path: str | Path, id_column: str, label_column: str, features: list[str] | None = None
+) -> SequenceDataset:
+    """One row per time step: ``id_column`` groups rows into sequences (in file order), ``label_column``
+    gives each sequence's label, ``features`` (default: every other column) its per-step inputs."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
+            raise ValueError(f"{path}: empty file (expected a header row)")
+        feats = features or [h for h in header if h not in (id_column, label_column)]
+        for c in [id_column, label_column, *feats]:
+            if c not in header:
+                raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(header)})")
+        if not feats:
+            raise ValueError(f"{path}: no feature columns besides {id_column!r} and {label_column!r}")
+        i_id, i_lab = header.index(id_column), header.index(label_column)
+        i_f = [header.index(c) for c in feats]
+        steps: dict[str, list] = {}
+        labels: dict[str, str] = {}
+        for line, rec in enumerate(reader, start=2):
+            if not rec or all(not c.strip() for c in rec):
+                continue
+            if len(rec) < len(header):
+                raise ValueError(f"{path}: line {line} has {len(rec)} fields, the header has {len(header)}")
+            sid, lab = rec[i_id].strip(), rec[i_lab].strip()
+            if labels.setdefault(sid, lab) != lab:
+                change = f"{labels[sid]!r} → {lab!r}"
+                raise ValueError(f"{path}: line {line}: sequence {sid!r} changes label ({change})")
+            row = []
+            for j in i_f:
+                try:
+                    row.append(float(rec[j]))
+                except ValueError:
+                    raise ValueError(
+                        f"{path}: column {header[j]!r}, line {line}: {rec[j].strip()[:30]!r} is not a number"
+                    ) from None
+            if not np.isfinite(row).all():
+                raise ValueError(f"{path}: line {line}: a missing or non-finite feature value")
+            steps.setdefault(sid, []).append(row)
+    if not steps:
+        raise ValueError(f"{path}: no data rows")
+    y, classes = _encode_labels([labels[s] for s in steps])
+    items = [np.asarray(v, dtype=np.float32) for v in steps.values()]
+    return SequenceDataset(items, y, classes, "dense", path.stem)
+
+
+def load_text_csv(path: str | Path, text_column: str, label_column: str) -> SequenceDataset:
+    """One row per sequence: a text (read character by character) and its label."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in reader.fieldnames or []]
+        for c in (text_column, label_column):
+            if c not in cols:
+                raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(cols)})")
+        texts, raw = [], []
+        for rec in reader:
+            rec = {k.strip(): v for k, v in rec.items() if k is not None}
+            t = _normalise(rec[text_column] or "")
+            if t:
+                texts.append(t)
+                raw.append((rec[label_column] or "").strip())
+    if not texts:
+        raise ValueError(f"{path}: no non-empty text rows")
+    y, classes = _encode_labels(raw)
+    return SequenceDataset(texts, y, classes, "text", path.stem)
+
+
+def load_text_folder(directory: str | Path) -> SequenceDataset:
+    """One ``<label>.txt`` per class, one sequence per line (blank lines skipped)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: not a folder (expected one <label>.txt file per class)")
+    files = sorted(directory.glob("*.txt"))
+    if not files:
+        raise ValueError(f"{directory}: no .txt files (expected one <label>.txt file per class)")
+    texts, raw = [], []
+    for f in files:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            t = _normalise(line)
+            if t:
+                texts.append(t)
+                raw.append(f.stem)
+    y, classes = _encode_labels(raw)
+    return SequenceDataset(texts, y, classes, "text", directory.name)
+
+
+def _normalise(s: str) -> str:
+    """NFC and stripped: the same name typed two ways becomes the same characters."""
+    return unicodedata.normalize("NFC", s.strip())
+
+
+# --------------------------------------------------------------------------- built-in datasets
+NAMES_DIR = Path("..") / "shared" / "data" / "classification" / "names"
+BUILTIN_DATASETS = {
+    "digits-rows": "scikit-learn's 8x8 handwritten digits, row by row: 8 steps x 8 features, 10 classes",
+    "digits-pixels": "the same digits pixel by pixel: 64 steps x 1 feature (a long-dependency test)",
+    "names": f"surnames to 18 languages, character by character (the folder {NAMES_DIR}, or --data-dir)",
+}
+
+
+def load_builtin(name: str, data_dir: str | Path | None = None) -> SequenceDataset:
+    """``digits-rows``, ``digits-pixels`` (scikit-learn, the optional extra ``unrolled[data]``) or ``names``
+    (a text folder, by default ``../shared/data/classification/names`` from the working directory)."""
+    if name not in BUILTIN_DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (choose from: {', '.join(BUILTIN_DATASETS)})")
+    if name == "names":
+        d = Path(data_dir) if data_dir is not None else NAMES_DIR
+        if not d.is_dir():
+            raise ValueError(f"names data not found at {d}: pass --data-dir (a folder of <language>.txt)")
+        ds = load_text_folder(d)
+        ds.name = "names"
+        return ds
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError(
+            f"dataset {name!r} needs scikit-learn: pip install 'unrolled[data]' (or pip install scikit-learn)"
+        ) from None
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)  # (N, 8, 8), pixel intensities 0..16 -> 0..1
+    items = list(images) if name == "digits-rows" else [im.reshape(64, 1) for im in images]
+    return SequenceDataset(items, d.target.astype(np.int64), [str(k) for k in range(10)], "dense", name)
+
+
+# --------------------------------------------------------------------------- text to token ids
+class CharVocab:
+    """Characters → token ids. Id 0 is ``<unk>`` (a character not seen in training; also the padding
+    value, which the lengths keep out of every result)."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = ["<unk>", *chars]
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def build(cls, texts: list[str]) -> CharVocab:
+        """From the training texts only: every character they use, sorted."""
+        return cls(sorted(set("".join(texts))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        """(T,) int64 ids; unseen characters → 0."""
+        return np.array([self.index.get(c, 0) for c in text], dtype=np.int64)
+
+    def to_list(self) -> list[str]:
+        return self.chars[1:]
+
+
+# --------------------------------------------------------------------------- splits
+def stratified_split(
+    labels: np.ndarray, test_frac: float, val_frac: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffle each class with ``rng`` and cut it into train | validation | test in the given fractions
+    (at least one training example per class). Returns three sorted index arrays."""
+    for nm, v in (("test_frac", test_frac), ("val_frac", val_frac)):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"{nm}: expected a fraction in [0, 1), got {v!r}")
+    if test_frac + val_frac >= 1.0:
+        raise ValueError(f"test_frac + val_frac: expected below 1, got {test_frac + val_frac}")
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for k in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        n_test = int(round(test_frac * len(idx)))
+        n_val = int(round(val_frac * len(idx)))
+        n_test, n_val = min(n_test, len(idx) - 1), min(n_val, max(len(idx) - 1 - n_test, 0))
+        parts[0].append(idx[n_test + n_val :])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[2].append(idx[:n_test])
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train, val, test
