@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled._checks import check_array, check_lengths
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
@@ -188,7 +189,8 @@ class RecurrentLayer:
                     keep = 1.0 - self.recurrent_dropout
                     rm = (self.rng.random((B, self.hidden_size)) < keep).astype(self.dtype)
                     rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
-                hs, state_T, cache = self.cell.forward(
+                cell = kernels.pick(self.cell, self.dtype, **rec)  # the reference if rec_mask is set
+                hs, state_T, cache = cell.forward(
                     xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask, **rec
                 )
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
@@ -244,7 +246,8 @@ class RecurrentLayer:
                 gd = g[:, :, d * H : (d + 1) * H]
                 gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
                 p = self._dir_params(layer, d)
-                dxd, dstate0, gr = self.cell.backward(gd, tuple(s[k] for s in d_states_T), cache, p)
+                cell = kernels.owner(self.cell, cache)  # the path that ran the forward
+                dxd, dstate0, gr = cell.backward(gd, tuple(s[k] for s in d_states_T), cache, p)
                 if d == 1:
                     dxd = _reverse(dxd, rev_index)
                 dx = dxd if dx is None else dx + dxd
@@ -271,7 +274,8 @@ class RecurrentLayer:
         states = self._check_state("state", state, x_t.shape[0])
         inp, new = x_t, [[] for _ in range(self.num_states)]
         for layer in range(self.num_layers):
-            s = self.cell.step(inp, tuple(st[layer] for st in states), self._dir_params(layer, 0))
+            cell = kernels.pick(self.cell, self.dtype)
+            s = cell.step(inp, tuple(st[layer] for st in states), self._dir_params(layer, 0))
             for i, v in enumerate(s):
                 new[i].append(v)
             inp = s[0]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 _fast = os.environ.get("UNROLLED_REFERENCE", "").strip().lower() not in ("1", "true", "yes", "on")
 
 
@@ -24,3 +26,45 @@ def fast_enabled() -> bool:
 
 def describe() -> str:
     return "fast" if _fast else "reference"
+
+
+def _fast_cell(cell):
+    """The fast counterpart of a reference cell, or None where there is none for its options."""
+    from unrolled.cells import GRUCell, LSTMCell, RNNCell
+    from unrolled.kernels.gru import FastGRUCell
+    from unrolled.kernels.lstm import FastLSTMCell
+    from unrolled.kernels.rnn import FastRNNCell
+
+    if type(cell) is LSTMCell:
+        return FastLSTMCell(cell)
+    if type(cell) is GRUCell and cell.reset_after:
+        return FastGRUCell(cell)
+    if type(cell) is RNNCell:
+        return FastRNNCell(cell)
+    return None
+
+
+_FAST: dict = {}
+
+
+def pick(cell, dtype=None, **options):
+    """The cell a layer should run: the fast one when enabled and available, else ``cell`` itself.
+
+    Any truthy keyword option that the fast kernels do not implement (for example a recurrent-dropout
+    mask) selects the reference cell. Float32 and float64 are both supported.
+    """
+    if not _fast or any(v is not None and v is not False for v in options.values()):
+        return cell
+    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+        return cell
+    if cell not in _FAST:
+        _FAST[cell] = _fast_cell(cell)
+    return _FAST[cell] or cell
+
+
+def owner(cell, cache):
+    """The cell whose ``backward`` matches ``cache`` (the forward may have run on either path)."""
+    fast = _FAST.get(cell)
+    if fast is not None and isinstance(cache, fast.cache_type):
+        return fast
+    return cell

@@ -1,0 +1,37 @@
+"""Helpers shared by the fast cells: constant gate vectors and per-step length masks."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=64)
+def _gate_affine(pattern: tuple, H: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.repeat(np.asarray(pattern[0], dtype=dtype), H)
+    offset = np.repeat(np.asarray(pattern[1], dtype=dtype), H)
+    scale.flags.writeable = offset.flags.writeable = False
+    return scale, offset
+
+
+def gate_affine(pattern: tuple, H: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gate constant vectors (G·H,) built from one number per gate block, cached (read-only)."""
+    return _gate_affine(pattern, H, np.dtype(dtype))
+
+
+def step_masks(mask: np.ndarray | None) -> list:
+    """For each step t: None when every sequence is still running, else a (B, 1) boolean array that is
+    True for the finished sequences (whose state must be carried unchanged)."""
+    if mask is None:
+        return _AllValid()
+    done = mask == 0  # (T, B, 1)
+    any_done = done.any(axis=(1, 2))
+    return [done[t] if any_done[t] else None for t in range(mask.shape[0])]
+
+
+class _AllValid:
+    """Indexable like step_masks' list, None everywhere (no lengths given)."""
+
+    def __getitem__(self, t: int) -> None:
+        return None

@@ -1,0 +1,146 @@
+"""Fast GRU (``reset_after=True``, the cuDNN / PyTorch variant): the equations of :mod:`unrolled.cells.gru`.
+
+The classic ``reset_after=False`` variant runs on the reference cell. As in the fast LSTM: the z, r rows
+of the weights are scaled by ½ once per call so σ(a) = ½(1 + tanh(a/2)) costs one tanh and two in-place
+affine ops on the (B, 2H) z, r block; every per-step product writes into a preallocated buffer; and the
+backward precomputes over all T every factor that does not depend on the recursion:
+P_z = (h̃ − h_{t-1})⊙σ'(a_z), P_n = z⊙(1 − h̃²), P_r = (W_hn h_{t-1} + b_hn)⊙σ'(a_r), 1 − z.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.kernels._common import gate_affine, step_masks
+
+
+class FastGRUCache(NamedTuple):
+    x: np.ndarray  # (T, B, I)
+    hs: np.ndarray  # (T+1, B, H)
+    gates: np.ndarray  # (T, B, 3H) activated z, r, n
+    hn: np.ndarray  # (T, B, H) W_hn h_{t-1} + b_hn
+    mask: np.ndarray | None  # (T, B, 1)
+
+
+_PATTERN = (0.5, 0.5, 1.0), (0.5, 0.5, 0.0)
+
+
+class FastGRUCell:
+    """Same signatures and results as :class:`unrolled.cells.GRUCell` with ``reset_after=True``."""
+
+    gates = 3
+    state_names = ("h",)
+    cache_type = FastGRUCache
+
+    def __init__(self, ref) -> None:
+        self.ref = ref
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h,) -> (h_t,)."""
+        (h,) = state
+        H = h.shape[1]
+        scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
+        a = np.matmul(x_t, p["W_xh"].T)  # (B, 3H)
+        if "b_h" in p:
+            a += p["b_h"]
+        hp = np.matmul(h, p["W_hh"].T)  # (B, 3H)
+        if "b_hn" in p:
+            hp[:, 2 * H :] += p["b_hn"]
+        a[:, : 2 * H] += hp[:, : 2 * H]
+        a[:, : 2 * H] *= scale[: 2 * H]
+        zr = np.tanh(a[:, : 2 * H])
+        zr *= 0.5
+        zr += 0.5
+        n = hp[:, 2 * H :]
+        n *= zr[:, H:]
+        n += a[:, 2 * H :]
+        np.tanh(n, out=n)
+        n -= h
+        n *= zr[:, :H]
+        n += h
+        return (n,)
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        scale, offset = gate_affine(_PATTERN, H, x.dtype)
+        b = p["b_h"] * scale if "b_h" in p else None
+        xp = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 3H) [a_z/2, a_r/2, a_xn]
+        WT = np.ascontiguousarray((p["W_hh"] * scale[:, None]).T)  # (H, 3H)
+        b_hn = p.get("b_hn")
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        hn = np.empty((T, B, H), dtype=x.dtype)
+        rec = np.empty((B, 3 * H), dtype=x.dtype)
+        tmp = np.empty((B, H), dtype=x.dtype)
+        s2, o2 = scale[: 2 * H], offset[: 2 * H]
+        hs[0] = state0[0]
+        invalid = step_masks(mask)
+        for t in range(T):
+            a = xp[t]
+            zr, n = a[:, : 2 * H], a[:, 2 * H :]
+            np.matmul(hs[t], WT, out=rec)
+            zr += rec[:, : 2 * H]
+            np.tanh(zr, out=zr)
+            zr *= s2
+            zr += o2  # z, r
+            if b_hn is not None:
+                np.add(rec[:, 2 * H :], b_hn, out=hn[t])
+            else:
+                hn[t] = rec[:, 2 * H :]
+            np.multiply(a[:, H : 2 * H], hn[t], out=tmp)
+            n += tmp
+            np.tanh(n, out=n)  # h̃
+            np.subtract(n, hs[t], out=tmp)
+            tmp *= a[:, :H]
+            np.add(hs[t], tmp, out=hs[t + 1])
+            if invalid[t] is not None:
+                np.copyto(hs[t + 1], hs[t], where=invalid[t])
+        return hs[1:], (hs[T].copy(),), FastGRUCache(x, hs, xp, hn, mask)
+
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: FastGRUCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
+        x, hs, gates, hn, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        z, r, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
+        h_prev = hs[:-1]
+        # Factors that do not depend on the recursion, in bulk over all t.
+        P_z = n - h_prev
+        P_z *= z
+        P_z *= 1 - z
+        P_n = n * n
+        np.subtract(1, P_n, out=P_n)
+        P_n *= z
+        P_r = r * (1 - r)
+        P_r *= hn
+        one_minus_z = 1 - z
+        dah = np.empty_like(gates)  # (T, B, 3H) gradients of the recurrent pre-activations
+        da_n = np.empty((T, B, H), dtype=gates.dtype)  # of the input-side candidate pre-activation
+        dh = d_stateT[0].copy()
+        rec = np.empty((B, H), dtype=dh.dtype)
+        invalid = step_masks(mask)
+        for t in range(T - 1, -1, -1):
+            dh += d_hs[t]
+            inv = invalid[t]
+            if inv is not None:
+                dh_keep = dh.copy()
+                dh[inv[:, 0]] = 0
+            np.multiply(dh, P_z[t], out=dah[t, :, :H])
+            np.multiply(dh, P_n[t], out=da_n[t])
+            np.multiply(da_n[t], P_r[t], out=dah[t, :, H : 2 * H])
+            np.multiply(da_n[t], r[t], out=dah[t, :, 2 * H :])
+            dh *= one_minus_z[t]
+            np.matmul(dah[t], W_hh, out=rec)
+            dh += rec
+            if inv is not None:
+                np.copyto(dh, dh_keep, where=inv)
+        grads = {"W_hh": dah.reshape(T * B, 3 * H).T @ h_prev.reshape(T * B, H)}
+        if "b_hn" in p:
+            grads["b_hn"] = dah[..., 2 * H :].reshape(T * B, H).sum(axis=0)
+        dah[..., 2 * H :] = da_n  # the input side's candidate gradient lacks the factor r
+        dx = input_gradients(dah, x, p, grads, bias_key="b_h")
+        return dx, (dh,), grads

@@ -1,0 +1,141 @@
+"""Fast LSTM: the equations of :mod:`unrolled.cells.lstm`, with fewer NumPy calls per step.
+
+What differs from the reference (the mathematics does not):
+
+- σ(a) = ½(1 + tanh(a/2)). The i, f, o rows of W_xh, W_hh and b_h are scaled by ½ once per call (exact in
+  binary floating point), so the pre-activations arrive as [a_i/2, a_f/2, a_g, a_o/2] and one ``np.tanh``
+  over the whole (B, 4H) block, then one multiply and one add by constant vectors, give i, f, g, o.
+- Every per-step product writes into a preallocated buffer (``out=``); W_hhᵀ is made contiguous once.
+- The backward precomputes, over all T at once, every factor that does not depend on the recursion:
+  P = [g⊙σ'(a_i), c_{t-1}⊙σ'(a_f), i⊙(1 − g²), tanh(c_t)⊙σ'(a_o)] and o⊙(1 − tanh²(c_t)), so a step is
+  δa_{i,f,g} = P ⊙ δc (one broadcast multiply), δa_o = P_o ⊙ δh, δc ← δc ⊙ f, δh ← δa W_hh.
+- Steps where every sequence is still running skip the length mask entirely.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.kernels._common import gate_affine, step_masks
+
+
+class FastLSTMCache(NamedTuple):
+    x: np.ndarray  # (T, B, I)
+    hs: np.ndarray  # (T+1, B, H)
+    cs: np.ndarray  # (T+1, B, H)
+    gates: np.ndarray  # (T, B, 4H) activated i, f, g, o
+    tanh_c: np.ndarray  # (T, B, H)
+    mask: np.ndarray | None  # (T, B, 1)
+
+
+# i, f, g, o: the sigmoid gates take a/2 (then ½·tanh + ½), the candidate g takes a (then 1·tanh + 0).
+_PATTERN = (0.5, 0.5, 1.0, 0.5), (0.5, 0.5, 0.0, 0.5)
+
+
+class FastLSTMCell:
+    """Same signatures and results as :class:`unrolled.cells.LSTMCell`."""
+
+    gates = 4
+    state_names = ("h", "c")
+    cache_type = FastLSTMCache
+
+    def __init__(self, ref) -> None:
+        self.ref = ref
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h, c) -> (h_t, c_t)."""
+        h, c = state
+        H = h.shape[1]
+        scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
+        a = np.matmul(x_t, p["W_xh"].T)  # (B, 4H)
+        a += np.matmul(h, p["W_hh"].T)
+        if "b_h" in p:
+            a += p["b_h"]
+        a *= scale
+        np.tanh(a, out=a)
+        a *= scale
+        a += offset
+        c_new = a[:, H : 2 * H] * c
+        c_new += a[:, :H] * a[:, 2 * H : 3 * H]
+        h_new = np.tanh(c_new)
+        h_new *= a[:, 3 * H :]
+        return h_new, c_new
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), cache."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        scale, offset = gate_affine(_PATTERN, H, x.dtype)
+        b = p["b_h"] * scale if "b_h" in p else None
+        gates = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 4H) [a_i/2, a_f/2, a_g, a_o/2]
+        WT = np.ascontiguousarray((p["W_hh"] * scale[:, None]).T)  # (H, 4H)
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        cs = np.empty((T + 1, B, H), dtype=x.dtype)
+        tanh_c = np.empty((T, B, H), dtype=x.dtype)
+        rec = np.empty((B, 4 * H), dtype=x.dtype)
+        ig = np.empty((B, H), dtype=x.dtype)
+        hs[0], cs[0] = state0
+        invalid = step_masks(mask)
+        for t in range(T):
+            a = gates[t]
+            np.matmul(hs[t], WT, out=rec)
+            a += rec
+            np.tanh(a, out=a)
+            a *= scale
+            a += offset  # a = [i, f, g, o]
+            np.multiply(a[:, H : 2 * H], cs[t], out=cs[t + 1])
+            np.multiply(a[:, :H], a[:, 2 * H : 3 * H], out=ig)
+            cs[t + 1] += ig
+            np.tanh(cs[t + 1], out=tanh_c[t])
+            np.multiply(a[:, 3 * H :], tanh_c[t], out=hs[t + 1])
+            if invalid[t] is not None:  # finished sequences keep their state
+                np.copyto(hs[t + 1], hs[t], where=invalid[t])
+                np.copyto(cs[t + 1], cs[t], where=invalid[t])
+        return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
+
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: FastLSTMCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT, d_cT) -> dx (T, B, I), (d_h0, d_c0), grads."""
+        x, hs, cs, gates, tanh_c, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        # Everything that does not depend on the recursion, in bulk over all t.
+        P = gates * (1 - gates)  # σ' for i, f, o (the g block is overwritten below)
+        g = gates[..., 2 * H : 3 * H]
+        P[..., :H] *= g
+        P[..., H : 2 * H] *= cs[:-1]
+        np.multiply(g, g, out=P[..., 2 * H : 3 * H])
+        np.subtract(1, P[..., 2 * H : 3 * H], out=P[..., 2 * H : 3 * H])
+        P[..., 2 * H : 3 * H] *= gates[..., :H]
+        P[..., 3 * H :] *= tanh_c
+        o_dtanh_c = tanh_c * tanh_c
+        np.subtract(1, o_dtanh_c, out=o_dtanh_c)
+        o_dtanh_c *= gates[..., 3 * H :]
+        P4 = P.reshape(T, B, 4, H)
+        da = np.empty_like(gates)  # (T, B, 4H)
+        da4 = da.reshape(T, B, 4, H)
+        dh = d_stateT[0].copy()
+        dc = d_stateT[1].copy()
+        tmp = np.empty((B, H), dtype=dh.dtype)
+        invalid = step_masks(mask)
+        for t in range(T - 1, -1, -1):
+            dh += d_hs[t]
+            inv = invalid[t]
+            if inv is not None:  # a finished sequence passes its gradients through unchanged
+                dh_keep, dc_keep = dh.copy(), dc.copy()
+                dh[inv[:, 0]] = 0
+                dc[inv[:, 0]] = 0
+            np.multiply(dh, o_dtanh_c[t], out=tmp)
+            dc += tmp
+            np.multiply(P4[t, :, :3], dc[:, None, :], out=da4[t, :, :3])  # δa_i, δa_f, δa_g
+            np.multiply(P4[t, :, 3], dh, out=da4[t, :, 3])  # δa_o
+            dc *= gates[t, :, H : 2 * H]
+            np.matmul(da[t], W_hh, out=dh)
+            if inv is not None:
+                np.copyto(dh, dh_keep, where=inv)
+                np.copyto(dc, dc_keep, where=inv)
+        grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
+        dx = input_gradients(da, x, p, grads, bias_key="b_h")
+        return dx, (dh, dc), grads

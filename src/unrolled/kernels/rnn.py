@@ -1,0 +1,99 @@
+"""Fast vanilla RNN: the equations of :mod:`unrolled.cells.rnn` with preallocated per-step buffers.
+
+Forward writes each step straight into the state array (matmul into a buffer, one add, the nonlinearity
+in place); σ'(a_t) is computed in bulk afterwards; BPTT is three NumPy calls per step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.kernels._common import step_masks
+
+
+class FastRNNCache(NamedTuple):
+    x: np.ndarray  # (T, B, I)
+    hs: np.ndarray  # (T+1, B, H)
+    dact: np.ndarray  # (T, B, H) σ'(a_t)
+    mask: np.ndarray | None  # (T, B, 1)
+
+
+class FastRNNCell:
+    """Same signatures and results as :class:`unrolled.cells.RNNCell` (tanh or ReLU)."""
+
+    gates = 1
+    state_names = ("h",)
+    cache_type = FastRNNCache
+
+    def __init__(self, ref) -> None:
+        self.ref = ref
+        self.tanh = ref.nonlinearity == "tanh"
+
+    def _act(self, a: np.ndarray) -> None:
+        if self.tanh:
+            np.tanh(a, out=a)
+        else:
+            np.maximum(a, 0, out=a)
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h,) -> (h_t,)."""
+        a = np.matmul(x_t, p["W_xh"].T)
+        a += np.matmul(state[0], p["W_hh"].T)
+        if "b_h" in p:
+            a += p["b_h"]
+        self._act(a)
+        return (a,)
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[0]
+        xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, H)
+        WT = np.ascontiguousarray(p["W_hh"].T)
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        rec = np.empty((B, H), dtype=x.dtype)
+        hs[0] = state0[0]
+        invalid = step_masks(mask)
+        for t in range(T):
+            np.matmul(hs[t], WT, out=rec)
+            a = xp[t]
+            a += rec
+            self._act(a)  # xp[t] now holds σ(a_t), for σ' below
+            if invalid[t] is None:
+                hs[t + 1] = a
+            else:
+                np.copyto(hs[t + 1], a)
+                np.copyto(hs[t + 1], hs[t], where=invalid[t])
+        if self.tanh:
+            dact = np.multiply(xp, xp, out=xp)
+            np.subtract(1, dact, out=dact)
+        else:
+            dact = (xp > 0).astype(x.dtype)
+        return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
+
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: FastRNNCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
+        x, hs, dact, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        da = np.empty_like(dact)
+        dh = d_stateT[0].copy()
+        invalid = step_masks(mask)
+        for t in range(T - 1, -1, -1):
+            dh += d_hs[t]
+            inv = invalid[t]
+            if inv is None:
+                np.multiply(dh, dact[t], out=da[t])
+                np.matmul(da[t], W_hh, out=dh)
+            else:
+                np.multiply(dh, dact[t], out=da[t])
+                da[t][inv[:, 0]] = 0
+                keep = dh.copy()
+                np.matmul(da[t], W_hh, out=dh)
+                np.copyto(dh, keep, where=inv)
+        grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
+        dx = input_gradients(da, x, p, grads, bias_key="b_h")
+        return dx, (dh,), grads

@@ -1,0 +1,170 @@
+"""The fast kernels equal the reference cells: forward outputs, final states, ∂L/∂x, ∂L/∂state0 and every
+parameter gradient, on random configurations (lengths, bidirectional, several layers, float32 and float64),
+and the one-step streaming API. Also: the switch that forces the reference, and the fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unrolled import GRU, LSTM, RNN, kernels
+from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.kernels.gru import FastGRUCell
+from unrolled.kernels.lstm import FastLSTMCell
+from unrolled.kernels.rnn import FastRNNCell
+
+TOL = {np.float64: 1e-10, np.float32: 2e-5}
+
+
+def _configs(n=30):
+    rng = np.random.default_rng(8)
+    out = []
+    for i in range(n):
+        out.append(
+            dict(
+                kind=["lstm", "gru", "rnn", "rnn_relu"][i % 4],
+                dtype=[np.float64, np.float32][(i // 4) % 2],
+                num_layers=int(rng.integers(1, 4)),
+                bidirectional=bool(rng.integers(0, 2)),
+                lengths=bool(rng.integers(0, 2)),
+                batch_first=bool(rng.integers(0, 2)),
+                bias=bool(rng.integers(0, 4)),  # mostly with bias
+                T=int(rng.integers(1, 9)),
+                B=int(rng.integers(1, 6)),
+                I=int(rng.integers(1, 7)),
+                H=int(rng.integers(1, 8)),
+                seed=i,
+            )
+        )
+    return out
+
+
+def _layer(c):
+    kw = dict(
+        num_layers=c["num_layers"], bidirectional=c["bidirectional"], batch_first=c["batch_first"],
+        bias=c["bias"], dtype=c["dtype"], seed=c["seed"],
+    )  # fmt: skip
+    if c["kind"] == "lstm":
+        return LSTM(c["I"], c["H"], **kw)
+    if c["kind"] == "gru":
+        return GRU(c["I"], c["H"], **kw)
+    return RNN(c["I"], c["H"], nonlinearity="relu" if c["kind"] == "rnn_relu" else "tanh", **kw)
+
+
+def _run(layer, c, fast: bool):
+    """Forward + backward with random upstream gradients on one path; everything it returns, as a dict."""
+    rng = np.random.default_rng(c["seed"] + 1000)
+    dt, T, B, H = c["dtype"], c["T"], c["B"], c["H"]
+    D = 2 if c["bidirectional"] else 1
+    LD = c["num_layers"] * D
+    x = rng.standard_normal((B, T, c["I"]) if c["batch_first"] else (T, B, c["I"])).astype(dt)
+    n_states = 2 if c["kind"] == "lstm" else 1
+    h0 = tuple(rng.standard_normal((LD, B, H)).astype(dt) for _ in range(n_states))
+    d_hn = tuple(rng.standard_normal((LD, B, H)).astype(dt) for _ in range(n_states))
+    lengths = rng.integers(1, T + 1, size=B) if c["lengths"] else None
+    if lengths is not None:
+        lengths[0] = T
+    d_out = rng.standard_normal((B, T, D * H) if c["batch_first"] else (T, B, D * H)).astype(dt)
+    pack = (lambda s: s) if n_states == 2 else (lambda s: s[0])
+    kernels.set_fast(fast)
+    try:
+        out, hn = layer.forward(x, pack(h0), lengths)
+        dx, dh0 = layer.backward(d_out, pack(d_hn))
+    finally:
+        kernels.set_fast(True)
+    res = {"out": out, "dx": dx}
+    hn, dh0 = (hn, dh0) if n_states == 2 else ((hn,), (dh0,))
+    for i in range(n_states):
+        res[f"h_n[{i}]"], res[f"d_h0[{i}]"] = hn[i], dh0[i]
+    res.update({f"grad {k}": v.copy() for k, v in layer.grads.items()})
+    return res
+
+
+@pytest.mark.parametrize("c", _configs(), ids=lambda c: "{kind}-{dtype.__name__}-L{num_layers}".format(**c))
+def test_fast_path_matches_reference_forward_and_every_gradient(c):
+    layer = _layer(c)
+    ref = _run(layer, c, fast=False)
+    fast = _run(layer, c, fast=True)
+    assert set(ref) == set(fast)
+    tol = TOL[c["dtype"]]
+    for k in ref:
+        assert fast[k].dtype == ref[k].dtype, k
+        np.testing.assert_allclose(fast[k], ref[k], rtol=tol, atol=tol, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "rnn_relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 3])
+def test_fast_streaming_step_matches_reference_step(kind, dtype, B):
+    c = dict(kind=kind, dtype=dtype, num_layers=2, bidirectional=False, batch_first=False, bias=True, seed=3)
+    layer = _layer({**c, "I": 5, "H": 6})
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((4, B, 5)).astype(dtype)
+    results = {}
+    for fast in (False, True):
+        kernels.set_fast(fast)
+        try:
+            state, ys = None, []
+            for x_t in xs:
+                y, state = layer.step(x_t, state)
+                ys.append(y)
+        finally:
+            kernels.set_fast(True)
+        results[fast] = (np.stack(ys), state)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=tol, atol=tol)
+    for a, b in zip(np.atleast_1d(results[True][1]), np.atleast_1d(results[False][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_sigmoid_through_halved_weights_is_exact_in_float32():
+    """The fast LSTM's σ(a) = ½·tanh(a/2) + ½ from weights pre-scaled by ½ equals the reference's
+    σ bit for bit when the products are the same (scaling by a power of two is exact)."""
+    from unrolled.cells._common import sigmoid
+
+    a = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 8
+    fast = np.tanh(a * np.float32(0.5)) * np.float32(0.5) + np.float32(0.5)
+    np.testing.assert_array_equal(fast, sigmoid(a.copy()))
+
+
+def test_pick_selects_fast_cells_and_falls_back_to_the_reference():
+    assert isinstance(kernels.pick(LSTMCell(), np.float32), FastLSTMCell)
+    assert isinstance(kernels.pick(GRUCell(reset_after=True), np.float64), FastGRUCell)
+    assert isinstance(kernels.pick(RNNCell("relu"), np.float32), FastRNNCell)
+    assert kernels.pick(GRUCell(reset_after=False), np.float32) == GRUCell(reset_after=False)
+    rm = np.ones((2, 3), np.float32)
+    assert type(kernels.pick(LSTMCell(), np.float32, rec_mask=rm)) is LSTMCell  # recurrent dropout
+    assert type(kernels.pick(LSTMCell(), np.float32, rec_mask=None)) is FastLSTMCell
+    kernels.set_fast(False)
+    try:
+        assert type(kernels.pick(LSTMCell(), np.float32)) is LSTMCell
+        assert kernels.describe() == "reference"
+    finally:
+        kernels.set_fast(True)
+
+
+def test_backward_follows_the_path_of_the_forward_when_the_switch_flips_between():
+    layer = LSTM(3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    d = np.random.default_rng(1).standard_normal((5, 2, 4)).astype(np.float32)
+    layer.forward(x)
+    dx_fast, _ = layer.backward(d)
+    layer.forward(x)
+    kernels.set_fast(False)
+    try:
+        dx_mixed, _ = layer.backward(d)  # the cache is a fast one: its own backward must run
+    finally:
+        kernels.set_fast(True)
+    np.testing.assert_allclose(dx_mixed, dx_fast, rtol=1e-6, atol=1e-6)
+
+
+def test_reference_env_switch_is_read_at_import(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from unrolled import kernels; print(kernels.describe())"
+    for env, want in (("1", "reference"), ("", "fast")):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={"UNROLLED_REFERENCE": env}
+        )
+        assert out.stdout.strip() == want, out.stderr
