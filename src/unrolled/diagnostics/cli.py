@@ -1,0 +1,134 @@
+"""``unrolled diagnose DIR_OR_CONFIG``: the gradient-flow report of a saved model (or a fresh one from a
+config), in the terminal, and optionally the figure and the numbers as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from unrolled.cli import CLIError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "diagnose",
+        help="gradient-flow diagnostics: Jacobian products, γ, memory horizon, vanishing/exploding",
+        description=(
+            "Diagnose vanishing/exploding gradients of a model's recurrent stack on an input batch: "
+            "exact Jacobian products ∂s_T/∂s_k, the fitted factor γ per step, the memory horizon, the "
+            "verdict, the spectrum of W_hh and the gradient norms of a BPTT pass."
+        ),
+    )
+    p.add_argument(
+        "model", metavar="DIR_OR_CONFIG", help="a checkpoint directory, or a ModelConfig JSON file"
+    )
+    p.add_argument(
+        "--input",
+        metavar="FILE.npy",
+        help="input batch, time-major: token ids (T, B) or features (T, B, I); default: random (see --steps)",
+    )
+    p.add_argument("--steps", type=int, default=100, help="T of the random input (default 100)")
+    p.add_argument("--batch", type=int, default=8, help="B of the random input (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input and the probe loss")
+    p.add_argument("--tol", type=float, default=0.01, help="γ within 1 ± tol is 'stable' (default 0.01)")
+    p.add_argument("--plot", metavar="OUT.png", help="write the figure (needs matplotlib)")
+    p.add_argument("--json", metavar="OUT.json", help="write the numbers as JSON")
+    p.set_defaults(func=run)
+
+
+def _load(path: Path):
+    """(model, where it came from) from a checkpoint directory or a config JSON."""
+    from unrolled.models import ModelConfig, SequenceModel
+
+    if path.is_dir():
+        from unrolled.checkpoint import load_model
+
+        model, _ = load_model(path)
+        return model, f"checkpoint {path}"
+    if not path.is_file():
+        raise CLIError(f"{path}: no such checkpoint directory or config file")
+    try:
+        d = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CLIError(f"{path}: not a JSON config ({e})") from e
+    if isinstance(d, dict) and isinstance(d.get("config"), dict):
+        d = d["config"]
+    return SequenceModel(ModelConfig.from_dict(d)), f"config {path} (fresh weights, seed {d.get('seed')})"
+
+
+def _input(args, model) -> np.ndarray:
+    c = model.config
+    if args.input:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except ValueError as e:
+            raise CLIError(f"--input {args.input}: not a plain .npy array ({e})") from e
+        if c.input == "tokens":
+            if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+                raise CLIError(f"--input: expected integer token ids (T, B), got {x.dtype.name}{x.shape}")
+            if x.size and (x.min() < 0 or x.max() >= c.vocab_size):
+                raise CLIError(f"--input: token ids must be in 0..{c.vocab_size - 1}")
+            return x
+        if x.ndim != 3 or x.shape[2] != c.input_size:
+            raise CLIError(f"--input: expected features (T, B, {c.input_size}), got shape {x.shape}")
+        return x.astype(c.dtype)
+    if args.steps < 1 or args.batch < 1:
+        raise CLIError("--steps and --batch must be positive")
+    rng = np.random.default_rng(args.seed)
+    if c.input == "tokens":
+        return rng.integers(0, c.vocab_size, size=(args.steps, args.batch))
+    return rng.standard_normal((args.steps, args.batch, c.input_size)).astype(c.dtype)
+
+
+def model_diagnosis(model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True):
+    """Diagnose a SequenceModel's recurrent stack on model input `x` (token ids or features).
+
+    The input goes through the embedding (if any); the probe loss is a random linear function of the
+    model's output y at the last step, L = Σ_b u_b · y_{T,b}, pulled back through the head, so the
+    BPTT norms show how far back one late error reaches in this model. Returns a Diagnosis.
+    """
+    from unrolled.diagnostics.report import diagnose
+
+    was_training = model.training
+    model.eval()
+    try:
+        e = model.embed.forward(x) if model.embed is not None else x
+        rnn = model.rnn
+        out, _ = rnn.forward(e)
+        rng = np.random.default_rng(seed)
+        u = rng.standard_normal((out.shape[1], model.head.out_features)).astype(model.dtype)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        d_out = np.zeros_like(out)
+        model.head.forward(out[-1])
+        d_out[-1] = model.head.backward(u)
+        return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap)
+    finally:
+        model.train(was_training)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.tol < 1:
+        raise CLIError(f"--tol: expected a number in (0, 1), got {args.tol}")
+    model, origin = _load(Path(args.model))
+    x = _input(args, model)
+    c = model.config
+    diag = model_diagnosis(model, x, seed=args.seed, tol=args.tol)
+    T, B = x.shape[:2]
+    print(
+        f"unrolled diagnose: {origin}\n  {c.cell} H={c.hidden_size} layers={c.num_layers}"
+        f"{' bidirectional' if c.bidirectional else ''}, input T={T} B={B}; "
+        "loss probe: random unit direction of the output at the last step\n"
+    )
+    print(diag.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(diag.to_dict(), indent=1))
+        print(f"\nnumbers: {args.json}")
+    if args.plot:
+        from unrolled.diagnostics.plot import plot_diagnosis
+
+        plot_diagnosis(diag, args.plot, title=f"unrolled diagnose: {c.cell}, H={c.hidden_size}, T={T}")
+        print(f"figure: {args.plot}")
+    return 0

@@ -1,0 +1,97 @@
+"""`unrolled diagnose` on a saved checkpoint and on a config, the figure, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from unrolled.checkpoint import save_model
+from unrolled.cli import main
+from unrolled.diagnostics import linear_rnn
+from unrolled.diagnostics.cli import model_diagnosis
+from unrolled.models import ModelConfig, SequenceModel
+
+
+def _config(**kw) -> dict:
+    base = dict(input="dense", input_size=3, cell="gru", hidden_size=6, output_size=2, seed=4)
+    return {**base, **kw}
+
+
+def test_diagnose_a_checkpoint_prints_the_verdict_and_writes_figure_and_json(tmp_path, capsys):
+    model = SequenceModel(ModelConfig(**_config(cell="lstm", num_layers=2)))
+    save_model(tmp_path / "ckpt", model)
+    out_png, out_json = tmp_path / "d.png", tmp_path / "d.json"
+    pytest.importorskip("matplotlib")
+    rc = main(["diagnose", str(tmp_path / "ckpt"), "--steps", "20", "--batch", "3", "--plot", str(out_png),
+               "--json", str(out_json)])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "layer 1 [lstm, state joint (h, c), T = 20]" in text and "γ =" in text and "c-path" in text
+    assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
+    numbers = json.loads(out_json.read_text())
+    assert [r["layer"] for r in numbers["reports"]] == [0, 1]
+    assert numbers["reports"][0]["regime"] in ("vanishing", "stable", "exploding")
+
+
+def test_diagnose_a_config_with_an_input_file_uses_that_input(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"config": _config(cell="rnn")}))
+    x = np.random.default_rng(0).standard_normal((13, 2, 3))
+    np.save(tmp_path / "x.npy", x)
+    assert main(["diagnose", str(cfg), "--input", str(tmp_path / "x.npy")]) == 0
+    text = capsys.readouterr().out
+    assert "T = 13" in text and "bound ‖W_hh‖·max|σ'|" in text
+
+
+def test_the_probe_gradient_goes_through_the_head():
+    model = SequenceModel(ModelConfig(**_config(input="tokens", vocab_size=7, output_size=7)))
+    x = np.random.default_rng(1).integers(0, 7, size=(9, 2))
+    diag = model_diagnosis(model, x, heatmap=False)
+    (rep,) = diag.reports
+    assert rep.T == 9 and rep.grad_h[9] > 0 and model.training
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["diagnose", "/nonexistent/x"], "no such checkpoint"),
+        (["diagnose", "CFG", "--tol", "3"], "--tol"),
+        (["diagnose", "CFG", "--steps", "0"], "--steps"),
+        (["diagnose", "CFG", "--input", "BAD"], "--input"),
+        (["diagnose", "NOTJSON"], "not a JSON config"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config()))
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 2, 5)))  # wrong feature size
+    (tmp_path / "n.json").write_text("{not json")
+    argv = [a.replace("CFG", str(cfg)).replace("BAD", str(bad)).replace("NOTJSON", str(tmp_path / "n.json"))
+            for a in argv]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and err.startswith("unrolled: error:")
+
+
+def test_plot_of_the_linear_rnn_and_missing_matplotlib_message(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from unrolled.diagnostics import diagnose
+    from unrolled.diagnostics.plot import plot_diagnosis
+
+    diag = diagnose(linear_rnn(0.9, 2, 3, seed=0), np.ones((15, 1, 2)))
+    assert plot_diagnosis(diag, tmp_path / "a.png").exists()
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(ImportError, match=r"unrolled\[plot\]"):
+        plot_diagnosis(diag, tmp_path / "b.png")
