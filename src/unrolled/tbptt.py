@@ -1,0 +1,142 @@
+"""Truncated backpropagation through time for long sequences (a text of millions of characters).
+
+A sequence of T steps is walked in chunks of k steps. Each chunk starts from the state the previous
+chunk ended in — the hidden state h and, for an LSTM, the cell state c are *carried* — but that state
+is a constant for the chunk's backward: the gradient is *cut* at the boundary, so BPTT runs back at
+most k steps and memory is O(k), not O(T)::
+
+    s_0 = state0
+    for chunk c = [t_c, t_c + k):   y_c, s_{c+1} = model(x_c, s_c)        (s_c held constant)
+                                    ∂L_c/∂θ by BPTT inside the chunk only
+
+With k ≥ T there is one chunk and the result is full BPTT. :func:`truncated_bptt` sums the chunks'
+gradients for one update; the Trainer instead makes one update per chunk (``carry_state=True``
+with :func:`lm_loss` and :class:`TokenStreams`), as char-rnn does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from unrolled.data.batching import Batch
+from unrolled.nn import cross_entropy
+
+__all__ = ["TokenStreams", "chunk_bounds", "lm_loss", "truncated_bptt"]
+
+
+def chunk_bounds(T: int, k: int) -> list[tuple[int, int]]:
+    """[(start, stop), …] covering 0..T in chunks of k steps (the last may be shorter)."""
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k: expected a positive chunk length, got {k!r}")
+    return [(s, min(s + int(k), T)) for s in range(0, T, int(k))]
+
+
+def _copy_state(state):
+    if state is None:
+        return None
+    return tuple(s.copy() for s in state) if isinstance(state, tuple) else state.copy()
+
+
+def truncated_bptt(
+    model,
+    x: np.ndarray,
+    target: np.ndarray,
+    k: int,
+    state=None,
+    loss: Callable = cross_entropy,
+):
+    """Gradients of the mean loss over a long sequence by truncated BPTT with chunks of k steps.
+
+    Parameters
+    ----------
+    model : a SequenceModel with output="sequence".
+    x : (T, B) token ids or (T, B, I) features.  target : what ``loss(y, target)`` compares with y
+        for each chunk, time-major (T, B) class ids or (T, B, K).
+    k : chunk length; k ≥ T is full BPTT.  state : initial state (zeros if None).
+    loss : ``loss(y_chunk, target_chunk) -> (mean loss, ∂/∂y)``, cross_entropy by default.
+
+    Returns
+    -------
+    loss : the mean over all T·B steps.  grads : name -> ∂loss/∂θ summed over the chunks (new arrays).
+    state : the final state, to carry on into the next stretch of the sequence.
+    """
+    T = x.shape[0]
+    if target.shape[0] != T:
+        raise ValueError(f"target: expected {T} steps like x, got shape {target.shape}")
+    total = 0.0
+    grads = {name: np.zeros_like(v) for name, v in model.params.items()}
+    for start, stop in chunk_bounds(T, k):
+        y, state_n = model.forward(x[start:stop], state)
+        chunk_loss, dy = loss(y, target[start:stop])
+        w = (stop - start) / T  # chunk means → the mean over the whole sequence
+        total += w * chunk_loss
+        model.backward(dy * dy.dtype.type(w))  # no d_state: the gradient is cut at the chunk's end …
+        for name in grads:
+            grads[name] += model.grads[name]
+        state = _copy_state(state_n)  # … and the carried state is a constant for the next chunk
+    return total, grads, state
+
+
+class TokenStreams(Sequence):
+    """A long token sequence as B parallel streams, served in chunks of k steps for truncated BPTT.
+
+    The ids (N,) are cut into B contiguous streams of L = (N − 1) // B tokens each; chunk i holds
+    x = steps [i·k, i·k + k) of every stream (k, B) and y = the next token of each (k, B). Chunk i + 1
+    continues each stream exactly where chunk i stopped, so the carried state is meaningful. The last
+    chunk may be shorter than k.
+
+    Parameters
+    ----------
+    ids : (N,) integer token ids.  batch_size : B.  k : chunk length (the truncation horizon).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, k: int) -> None:
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"ids: expected a 1-D integer array of token ids, got {ids.dtype.name}{ids.shape}"
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        L = (len(ids) - 1) // batch_size
+        if L < 1:
+            raise ValueError(
+                f"ids: {len(ids)} tokens are too few for {batch_size} streams (need ≥ {batch_size + 1})"
+            )
+        self.bounds = chunk_bounds(L, k)
+        self.k, self.batch_size, self.stream_len = int(k), batch_size, L
+        starts = np.arange(batch_size) * L
+        self._ids = ids
+        self._cols = starts[None, :]  # (1, B) where each stream begins
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"chunk {i} out of range (0..{len(self) - 1})")
+        start, stop = self.bounds[i]
+        t = np.arange(start, stop)[:, None] + self._cols  # (k, B) positions in ids
+        x = self._ids[t].astype(np.int64)
+        y = self._ids[t + 1].astype(np.int64)
+        return Batch(x, y, np.full(self.batch_size, stop - start, dtype=np.int64), np.arange(self.batch_size))
+
+    def __call__(self, epoch: int) -> TokenStreams:
+        """The same chunks every epoch (the Trainer's batch factory interface)."""
+        return self
+
+
+def lm_loss(model, batch: Batch, state=None):
+    """One chunk of truncated BPTT for a language model: the Trainer's ``loss_fn`` with ``carry_state=True``.
+
+    Forward from the carried ``state``, mean cross-entropy of next-token prediction, backward with the
+    gradient cut at the chunk's end. Returns (loss, number of predicted tokens, the state to carry on).
+    """
+    y, state_n = model.forward(batch.x, state)
+    loss, dy = cross_entropy(y, batch.y)
+    model.backward(dy)
+    return loss, int(batch.y.size), _copy_state(state_n)
