@@ -1,0 +1,476 @@
+"""Forecasting a time series with a recurrent network, side by side with the forecasts it must beat.
+
+    unrolled train forecast (--csv FILE --column NAME [--time-column NAME] | --dataset NAME) --out DIR
+    unrolled forecast DIR [--csv FILE] [--horizon N] [--holdout] [--plot out.png] [--output forecast.csv]
+
+The pipeline, in the order that keeps the future out of the past (see :mod:`unrolled.data.timeseries`):
+missing values filled causally → chronological split train | validation | test → scaler fitted on the
+training rows → training windows cut inside the training split → the network trained on them, early
+stopping on its validation forecasts → every method forecast from each test origin (rolling origin,
+history up to the origin only) and scored on the held-out tail with MAE, RMSE, sMAPE and MASE.
+
+Two multi-step strategies: ``direct`` (the model's head outputs all ``horizon`` steps at once) and
+``recursive`` (a one-step model predicts the next row — every column, so multivariate inputs can be fed
+back — and its prediction is appended to the window ``horizon`` times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unrolled.apps import forecast_baselines as baselines
+from unrolled.apps._options import add_config_arguments, config_from_args, option
+from unrolled.clip import clip_grad_norm
+from unrolled.data.timeseries import (
+    BUILTIN_DATASETS,
+    MISSING_POLICIES,
+    Prepared,
+    Scaler,
+    Split,
+    TimeSeries,
+    fill_missing,
+    load_builtin,
+    load_csv,
+    prepare,
+)
+from unrolled.metrics import forecast_errors
+from unrolled.models import ModelConfig, SequenceModel
+from unrolled.nn import mse
+from unrolled.optim import Adam
+
+STRATEGIES = ("direct", "recursive")
+
+
+@dataclass
+class ForecastConfig:
+    """Everything ``unrolled train forecast`` needs; each field is also its command-line option."""
+
+    # the data: a CSV column or a built-in dataset
+    csv: str | None = option(None, "a CSV file with a header row, rows in time order", metavar="FILE")
+    column: str | None = option(None, "the column to forecast (with --csv)", metavar="NAME")
+    time_column: str | None = option(None, "a column of time labels (with --csv)", metavar="NAME")
+    features: tuple = option((), "extra input columns, comma-separated (multivariate inputs)", metavar="A,B")
+    dataset: str | None = option(
+        None, "a built-in dataset (statsmodels, no download)", choices=sorted(BUILTIN_DATASETS)
+    )
+    missing: str = option(
+        "refuse", "missing values: refuse, or interpolate (causally)", choices=MISSING_POLICIES
+    )
+    period: int | None = option(
+        None, "seasonal period in rows for seasonal naive (default: the dataset's; 1 for a CSV)", type=int
+    )
+    # windows, strategy and the held-out tail
+    lookback: int = option(24, "rows of history the model reads before each forecast")
+    horizon: int = option(6, "steps ahead to forecast")
+    strategy: str = option("direct", "multi-step forecasts: direct or recursive", choices=STRATEGIES)
+    test_size: int | None = option(
+        None, "rows held out for the test (default: max(horizon, 10%% of rows))", type=int
+    )
+    val_size: int | None = option(
+        None, "rows before the test for early stopping (default: as test)", type=int
+    )
+    # the network
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    layers: int = option(1, "stacked recurrent layers")
+    hidden: int = option(32, "hidden units per layer")
+    dropout: float = option(0.0, "dropout between stacked layers")
+    # training
+    epochs: int = option(300, "most passes over the training windows")
+    batch: int = option(32, "windows per update")
+    lr: float = option(3e-3, "Adam learning rate")
+    clip: float = option(1.0, "clip the global gradient norm to this")
+    patience: int = option(30, "stop after this many epochs without a better validation error")
+    time_limit: float | None = option(None, "stop training after this many minutes", type=float)
+    seed: int = option(0, "seed of the weights and the shuffling")
+    # baselines
+    arima: bool = option(True, "fit the ARIMA baseline (needs statsmodels)")
+    arima_order: str | None = option(None, "ARIMA order p,d,q (default: lowest AIC, p≤4 d≤1 q≤2)")
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        if (self.csv is None) == (self.dataset is None):
+            raise ValueError("give exactly one source: --csv FILE --column NAME, or --dataset NAME")
+        if self.csv is not None and not self.column:
+            raise ValueError("--csv needs --column NAME (the column to forecast)")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(f"missing: expected one of {MISSING_POLICIES}, got {self.missing!r}")
+        for name in ("lookback", "horizon", "layers", "hidden", "epochs", "batch", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if not (self.lr > 0 and self.clip > 0):
+            raise ValueError(f"lr and clip: expected positive numbers, got {self.lr!r}, {self.clip!r}")
+        if self.period is not None and self.period < 1:
+            raise ValueError(f"period: expected a positive integer, got {self.period!r}")
+
+    def load_series(self) -> TimeSeries:
+        """The series this configuration names, with its seasonal period set."""
+        if self.dataset is not None:
+            ts = load_builtin(self.dataset)
+        else:
+            ts = load_csv(self.csv, self.column, self.time_column, self.features)
+        if self.period is not None:
+            ts.period = self.period
+        return ts
+
+    def sizes(self, n: int) -> tuple[int, int]:
+        """(test_size, val_size) for a series of n rows."""
+        test = self.test_size if self.test_size is not None else max(self.horizon, n // 10)
+        return test, self.val_size if self.val_size is not None else test
+
+
+# --------------------------------------------------------------------------- the forecaster
+class Forecaster:
+    """A trained model plus what it needs to forecast in the units of the data.
+
+    ``predict`` works on a whole scaled series at once: for each origin t it reads rows
+    t − lookback … t − 1 and returns the next ``horizon`` values of the target (scaled).
+    """
+
+    def __init__(self, model: SequenceModel, scaler: Scaler, strategy: str, lookback: int, horizon: int):
+        self.model, self.scaler, self.strategy = model, scaler, strategy
+        self.lookback, self.horizon = lookback, horizon
+
+    def predict(self, values: np.ndarray, origins: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """values (N, F) scaled, origins (n,) with lookback ≤ t ≤ N -> (n, horizon) scaled target."""
+        h = self.horizon if horizon is None else int(horizon)
+        origins = np.asarray(origins, dtype=np.int64)
+        if origins.size and origins.min() < self.lookback:
+            raise ValueError(
+                f"an origin at row {origins.min()} has fewer than lookback = {self.lookback} rows"
+            )
+        if self.strategy == "direct" and h > self.horizon:
+            raise ValueError(
+                f"horizon: this direct model forecasts at most {self.horizon} steps, asked for {h} "
+                "(train with a longer --horizon, or use --strategy recursive)"
+            )
+        dtype = self.model.dtype
+        window = np.stack([values[t - self.lookback : t] for t in origins]).astype(dtype)  # (n, L, F)
+        self.model.eval()
+        if self.strategy == "direct":
+            y, _ = self.model(np.ascontiguousarray(window.transpose(1, 0, 2)))  # (n, horizon_trained)
+            return y[:, :h].astype(np.float64)
+        out = np.empty((len(origins), h))
+        for k in range(h):
+            y, _ = self.model(np.ascontiguousarray(window.transpose(1, 0, 2)))  # (n, F): the next row
+            out[:, k] = y[:, 0]
+            window = np.concatenate([window[:, 1:], y[:, None, :]], axis=1)  # feed the prediction back
+        return out
+
+
+def build_model(cfg: ForecastConfig, n_features: int) -> SequenceModel:
+    """One-step model (outputs every column of the next row) for recursive, horizon outputs for direct."""
+    out = n_features if cfg.strategy == "recursive" else cfg.horizon
+    mc = ModelConfig(
+        input="dense",
+        input_size=n_features,
+        cell=cfg.cell,
+        hidden_size=cfg.hidden,
+        num_layers=cfg.layers,
+        dropout=cfg.dropout,
+        output_size=out,
+        output="last",
+        seed=cfg.seed,
+    )
+    return SequenceModel(mc)
+
+
+def prepare_for(cfg: ForecastConfig, ts: TimeSeries) -> Prepared:
+    """The training data of ``cfg``: recursive models learn one step of every column, direct models
+    the whole horizon of the target."""
+    test, val = cfg.sizes(len(ts.values))
+    if cfg.strategy == "recursive":
+        targets, train_h = tuple(range(ts.values.shape[1])), 1
+    else:
+        targets, train_h = (0,), cfg.horizon
+    return prepare(ts, cfg.lookback, cfg.horizon, test, val, cfg.missing, targets, train_h)
+
+
+def _scaled_error(fc: Forecaster, prep: Prepared, origins: np.ndarray, horizon: int) -> float:
+    """Mean absolute error of the forecasts from ``origins`` in scaled units, on observed targets."""
+    pred = fc.predict(prep.values, origins, horizon)
+    idx = origins[:, None] + np.arange(horizon)[None, :]
+    ok = prep.observed[idx]
+    return float(np.abs(pred - prep.values[idx, 0])[ok].mean())
+
+
+def fit(cfg: ForecastConfig, prep: Prepared, log=print) -> tuple[Forecaster, dict]:
+    """Train on the training windows of ``prep``; early stopping on the validation split's forecasts
+    (the same multi-step forecasts that are scored, so a recursive model is selected for its recursion).
+
+    Returns the forecaster with the best validation weights and a summary of the run.
+
+    Note: a plain mini-batch loop (Adam + global-norm clipping from unrolled.optim / unrolled.clip);
+    the windows fit in memory and an epoch takes milliseconds, so nothing of a Trainer is needed here.
+    """
+    F = prep.values.shape[1]
+    model = build_model(cfg, F)
+    fc = Forecaster(model, prep.scaler, cfg.strategy, cfg.lookback, cfg.horizon)
+    X = np.ascontiguousarray(prep.X_train.transpose(1, 0, 2)).astype(model.dtype)  # (L, n, F)
+    if cfg.strategy == "recursive":
+        Y = prep.Y_train[:, 0, :].astype(model.dtype)  # (n, F): the next row
+    else:
+        Y = prep.Y_train[:, :, 0].astype(model.dtype)  # (n, horizon)
+    n = X.shape[1]
+    if n == 0:
+        raise ValueError("no training window: the training split is shorter than lookback + horizon")
+    sp = prep.split
+    val_origins = np.arange(max(sp.train_end, cfg.lookback), sp.val_end - cfg.horizon + 1)
+    rng = np.random.default_rng(cfg.seed)
+    opt = Adam(model.params, lr=cfg.lr)
+    best, best_params, best_epoch, since = np.inf, None, 0, 0
+    t0, epoch, loss = time.perf_counter(), 0, float("nan")
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = rng.permutation(n)
+        losses = []
+        for i in range(0, n, cfg.batch):
+            idx = perm[i : i + cfg.batch]
+            y, _ = model(np.ascontiguousarray(X[:, idx]))
+            loss, dy = mse(y, Y[idx])
+            model.backward(dy)
+            clip_grad_norm(model.grads, cfg.clip)
+            opt.step(model.grads)
+            losses.append(loss)
+        loss = float(np.mean(losses))
+        if not np.isfinite(loss):
+            raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}); lower --lr")
+        val = _scaled_error(fc, prep, val_origins, cfg.horizon)
+        if val < best:
+            best, best_epoch, since = val, epoch, 0
+            best_params = {k: v.copy() for k, v in model.params.items()}
+        else:
+            since += 1
+        if epoch % 25 == 0 or epoch == 1:
+            log(
+                f"epoch {epoch:4d}  train MSE {loss:.4f}  val MAE {val:.4f} (scaled)"
+                f"  best {best:.4f} @ {best_epoch}"
+            )
+        if since >= cfg.patience:
+            log(f"early stop at epoch {epoch}: no better validation error for {cfg.patience} epochs")
+            break
+        if cfg.time_limit is not None and time.perf_counter() - t0 > 60 * cfg.time_limit:
+            log(f"time limit reached at epoch {epoch}")
+            break
+    for k, v in best_params.items():
+        model.params[k][...] = v
+    model.eval()
+    summary = {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "val_mae_scaled": best,
+        "train_mse_scaled": loss,
+        "train_windows": n,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return fc, summary
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(
+    fc: Forecaster, prep: Prepared, cfg: ForecastConfig, period: int, label: str = "network"
+) -> dict[str, dict[str, float]]:
+    """Every method forecast from each test origin t (history rows < t), scored on observed test values.
+
+    Returns ``{method: {"MAE", "RMSE", "sMAPE", "MASE"}}``; MASE is scaled by the one-step naive error
+    on the training split.
+    """
+    sp, h = prep.split, cfg.horizon
+    y = prep.raw[:, 0]
+    origins = np.arange(sp.val_end, sp.n - h + 1)
+    idx = origins[:, None] + np.arange(h)[None, :]  # (n, h) rows forecast
+    truth, ok = y[idx], prep.observed[idx]
+    y_train = y[: sp.train_end]
+    forecasts = {label: prep.scaler.inverse_target(fc.predict(prep.values, origins, h))}
+    forecasts["naive"] = baselines.naive(y, origins, h)
+    if period > 1:
+        forecasts[f"seasonal naive (m={period})"] = baselines.seasonal_naive(y, origins, h, period)
+    if cfg.arima:
+        try:
+            order = tuple(int(v) for v in cfg.arima_order.split(",")) if cfg.arima_order else None
+            f, order = baselines.arima(y, sp.train_end, origins, h, order)
+            forecasts["ARIMA({},{},{})".format(*order)] = f
+        except ImportError as e:
+            print(f"unrolled: note: {e}; ARIMA left out of the table", file=sys.stderr)
+    return {name: forecast_errors(truth[ok], f[ok], y_train) for name, f in forecasts.items()}
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """The results as an aligned text table (also valid Markdown)."""
+    w = max(len(k) for k in table)
+    lines = [
+        f"| {'method':<{w}} |     MAE |    RMSE | sMAPE % |   MASE |",
+        f"|{'-' * (w + 2)}|--------:|--------:|--------:|-------:|",
+    ]
+    for name, m in table.items():
+        lines.append(
+            f"| {name:<{w}} | {m['MAE']:7.3f} | {m['RMSE']:7.3f} | {m['sMAPE']:7.2f} | {m['MASE']:6.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def network_label(cfg: ForecastConfig) -> str:
+    return f"{cfg.cell.upper()} {cfg.layers}x{cfg.hidden} ({cfg.strategy})"
+
+
+# --------------------------------------------------------------------------- save / load
+def save(directory: str | Path, fc: Forecaster, cfg: ForecastConfig, ts: TimeSeries, results: dict) -> None:
+    from unrolled.checkpoint import save_model
+
+    meta = {
+        "app": "forecast",
+        "forecast": dataclasses.asdict(cfg),
+        "columns": ts.columns,
+        "period": ts.period,
+        "scaler": fc.scaler.to_dict(),
+        "results": results,
+    }
+    save_model(directory, fc.model, meta)
+
+
+def load(directory: str | Path) -> tuple[Forecaster, ForecastConfig, dict]:
+    from unrolled.checkpoint import load_model
+
+    model, meta = load_model(directory)
+    if meta.get("app") != "forecast":
+        raise ValueError(
+            f"{directory}: not a forecasting model (it was saved by {meta.get('app', 'another tool')!r})"
+        )
+    cfg = ForecastConfig(**meta["forecast"])
+    fc = Forecaster(model, Scaler.from_dict(meta["scaler"]), cfg.strategy, cfg.lookback, cfg.horizon)
+    return fc, cfg, meta
+
+
+# --------------------------------------------------------------------------- plot
+def plot_forecast(
+    path: str | Path, history: TimeSeries, forecast: np.ndarray, holdout: np.ndarray | None, title: str
+) -> None:
+    """History, the held-out actual values (if any) and the forecast in one PNG (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'unrolled[plot]'") from None
+    n, h = len(history.values), len(forecast)
+    shown = max(0, n - max(100, 10 * h))  # the recent past: the forecast stays readable on long series
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(np.arange(shown, n), history.target[shown:], color="0.3", lw=1, label="history")
+    future = np.arange(n, n + h)
+    if holdout is not None:
+        ax.plot(future, holdout, color="tab:green", lw=1.5, marker=".", label="holdout (actual)")
+    ax.plot(future, forecast, color="tab:red", lw=1.5, marker=".", label="forecast")
+    ax.axvline(n - 0.5, color="0.6", ls="--", lw=0.8)
+    ticks = ax.get_xticks()
+    ax.set_xticks(
+        [t for t in ticks if shown <= t < n], [history.time[int(t)] for t in ticks if shown <= t < n]
+    )
+    ax.set_title(title)
+    ax.set_ylabel(history.columns[0])
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- commands
+def train_command(args) -> int:
+    cfg = config_from_args(ForecastConfig, args)
+    ts = cfg.load_series()
+    prep = prepare_for(cfg, ts)
+    sp = prep.split
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    log(
+        f"{ts.name}: {sp.n} rows, {len(ts.columns)} column(s); train {sp.train_end}, "
+        f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
+        f"{prep.X_train.shape[0]} training windows"
+    )
+    fc, summary = fit(cfg, prep, log)
+    label = network_label(cfg)
+    table = evaluate(fc, prep, cfg, ts.period, label)
+    save(args.out, fc, cfg, ts, {"test": table, "training": summary})
+    print(f"test: {sp.n - sp.val_end} held-out rows of {ts.name}, horizon {cfg.horizon}, rolling origin")
+    print(format_table(table))
+    print(
+        f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
+        f"{summary['seconds']} s)"
+    )
+    return 0
+
+
+def forecast_command(args) -> int:
+    fc, cfg, meta = load(args.directory)
+    if args.csv is not None:
+        cfg = dataclasses.replace(cfg, csv=args.csv, dataset=None, period=meta["period"])
+    ts = cfg.load_series()
+    if ts.columns != meta["columns"]:
+        raise ValueError(f"columns: the model was trained on {meta['columns']}, this series has {ts.columns}")
+    h = args.horizon if args.horizon is not None else cfg.horizon
+    if h < 1:
+        raise ValueError(f"--horizon: expected a positive integer, got {h}")
+    holdout = None
+    if args.holdout:
+        if len(ts.values) < cfg.lookback + h:
+            raise ValueError(
+                f"too few rows for --holdout: {len(ts.values)} < lookback + horizon = {cfg.lookback + h}"
+            )
+        cut = len(ts.values) - h
+        holdout, held_time = ts.values[cut:, 0], ts.time[cut:]
+        ts = TimeSeries(ts.values[:cut], ts.columns, ts.time[:cut], ts.period, ts.name)
+    n = len(ts.values)
+    if n < cfg.lookback:
+        raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
+    raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
+    pred = fc.scaler.inverse_target(fc.predict(fc.scaler.transform(raw), np.array([n]), h))[0]
+    rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
+    for k in range(h):
+        extra = f",{holdout[k]:.6g}" if holdout is not None else ""
+        when = held_time[k] if holdout is not None else f"+{k + 1} after {ts.time[-1]}"
+        rows.append(f"{k + 1},{when},{pred[k]:.6g}{extra}")
+    text = "\n".join(rows) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    if holdout is not None:
+        ok = np.isfinite(holdout)
+        errs = forecast_errors(holdout[ok], pred[ok], raw[:, 0])
+        print("holdout: " + "  ".join(f"{k} {v:.4g}" for k, v in errs.items()), file=sys.stderr)
+    if args.plot:
+        title = f"{ts.name}: {network_label(cfg)}, lookback {cfg.lookback}"
+        plot_forecast(args.plot, ts, pred, holdout, title)
+    return 0
+
+
+def register(subparsers) -> None:
+    from unrolled.cli import command_group
+
+    train = command_group(subparsers, "train", "train a model")
+    p = train.add_parser(
+        "forecast",
+        help="forecast a time series (CSV column or built-in dataset), beside naive/seasonal/ARIMA",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_config_arguments(p, ForecastConfig)
+    p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained forecaster")
+    p.set_defaults(func=train_command)
+
+    q = subparsers.add_parser("forecast", help="forecast the next steps with a model from 'train forecast'")
+    q.add_argument("directory", metavar="DIR", help="a directory written by 'unrolled train forecast'")
+    q.add_argument(
+        "--csv", metavar="FILE", help="forecast this series (same columns) instead of the training one"
+    )
+    q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
+    q.add_argument("--holdout", action="store_true", help="hold out the last horizon rows and forecast them")
+    q.add_argument("--plot", metavar="PNG", help="save a plot of history, holdout and forecast")
+    q.add_argument("--output", metavar="CSV", help="write the forecast here (default: stdout)")
+    q.set_defaults(func=forecast_command)
