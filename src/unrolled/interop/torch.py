@@ -138,3 +138,186 @@ def to_torch(layer: RecurrentLayer):
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
     module.train(layer.training)
     return module
+
+
+# --------------------------------------------------------------------------- whole sequence models
+# unrolled.models.SequenceModel <-> a torch nn.Module made of nn.Embedding (or dense input), one
+# nn.RNN / LSTM / GRU, the same pooling ("sequence" / "last" / "mean") and nn.Linear. The recurrent
+# stack converts with the single-layer functions above; the embedding matrix and the head's W, b are
+# the same arrays in both libraries (torch's Linear weight is (out, in) like unrolled's W).
+
+_TORCH_MODEL_CLASS = None
+
+
+def torch_sequence_model_class():
+    """The torch ``nn.Module`` class equal to :class:`unrolled.models.SequenceModel` (created on first use,
+    so that importing this module never imports torch).
+
+    ``TorchSequenceModel(embed, rnn, head, output="sequence", input_dropout=0.0, output_dropout=0.0)``;
+    ``forward(x, lengths=None, state=None) -> (y, state_n)`` with x time-major token ids (T, B) (int64) or
+    features (T, B, I); variable lengths run as packed sequences; y (T, B, K) or (B, K) as in unrolled.
+    """
+    global _TORCH_MODEL_CLASS
+    if _TORCH_MODEL_CLASS is not None:
+        return _TORCH_MODEL_CLASS
+    torch = _torch()
+    nn = torch.nn
+
+    class TorchSequenceModel(nn.Module):
+        """Embedding or dense input -> nn.RNN / LSTM / GRU -> pooling -> nn.Linear (a SequenceModel)."""
+
+        def __init__(self, embed, rnn, head, output="sequence", input_dropout=0.0, output_dropout=0.0):
+            super().__init__()
+            if output not in ("sequence", "last", "mean"):
+                raise ValueError(f"output: expected 'sequence', 'last' or 'mean', got {output!r}")
+            self.embed, self.rnn, self.head, self.output = embed, rnn, head, output
+            self.input_dropout = nn.Dropout(input_dropout)
+            self.output_dropout = nn.Dropout(output_dropout)
+
+        def forward(self, x, lengths=None, state=None):
+            e = self.embed(x) if self.embed is not None else x
+            e = self.input_dropout(e)
+            T, B = e.shape[0], e.shape[1]
+            if lengths is not None:
+                lengths = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
+                packed = nn.utils.rnn.pack_padded_sequence(e, lengths, enforce_sorted=False)
+                out, state_n = self.rnn(packed, state)
+                out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+            else:
+                out, state_n = self.rnn(e, state)
+                lengths = torch.full((B,), T, dtype=torch.int64)
+            if self.output == "last":
+                H = self.rnn.hidden_size
+                u = out[lengths - 1, torch.arange(B)]  # (B, D·H)
+                if self.rnn.bidirectional:  # the reverse direction ends at t = 0
+                    u = torch.cat([u[:, :H], out[0, :, H:]], dim=1)
+            elif self.output == "mean":
+                u = out.sum(dim=0) / lengths[:, None].to(out.dtype)  # padding is zero
+            else:
+                u = out
+            return self.head(self.output_dropout(u)), state_n
+
+    _TORCH_MODEL_CLASS = TorchSequenceModel
+    return TorchSequenceModel
+
+
+def to_torch_model(model):
+    """Build the torch module equal to an :class:`unrolled.models.SequenceModel` (same dtype and mode).
+
+    The recurrent stack converts as in :func:`to_torch` (a GRU with reset_after=False has no torch
+    equivalent and is refused). Input and output dropout become ``nn.Dropout``; the stack's dropout
+    between layers is torch's ``dropout``. Recurrent (variational) dropout has no torch.nn equivalent:
+    such a model converts with a warning, and equals the torch module in eval mode.
+    """
+    import warnings
+
+    torch = _torch()
+    nn = torch.nn
+    c = model.config
+    if getattr(c, "recurrent_dropout", 0):
+        warnings.warn(
+            "recurrent_dropout has no torch.nn equivalent: the torch module equals the model in eval mode",
+            stacklevel=2,
+        )
+    tdtype = getattr(torch, model.dtype.name)
+    rnn = to_torch(model.rnn)
+    embed = None
+    if model.embed is not None:
+        embed = nn.Embedding(model.embed.num_embeddings, model.embed.embedding_dim).to(tdtype)
+        with torch.no_grad():
+            embed.weight.copy_(torch.from_numpy(model.params["embed.W"]))
+    has_b = "head.b" in model.params
+    head = nn.Linear(model.head.in_features, model.head.out_features, bias=has_b).to(tdtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(model.params["head.W"]))
+        if head.bias is not None:
+            head.bias.copy_(torch.from_numpy(model.params["head.b"]))
+    cls = torch_sequence_model_class()
+    module = cls(embed, rnn, head, c.output, c.input_dropout, c.output_dropout)
+    return module.train(model.training)
+
+
+def from_torch_model(module, output: str | None = None):
+    """Build the :class:`unrolled.models.SequenceModel` equal to a torch module.
+
+    Parameters
+    ----------
+    module : a module from :func:`to_torch_model`, or any ``nn.Module`` whose submodules are an optional
+        ``nn.Embedding``, exactly one ``nn.RNN`` / ``LSTM`` / ``GRU`` (time-major, with biases) and exactly
+        one ``nn.Linear`` head (with bias), used in that order.
+    output : "sequence", "last" or "mean"; default: the module's ``output`` attribute, else "sequence".
+
+    Raises
+    ------
+    TypeError / ValueError : the module is not of that shape (the message says what is missing or extra).
+    """
+    torch = _torch()
+    nn = torch.nn
+    from unrolled.models import ModelConfig, SequenceModel
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    found: dict[str, list] = {"embed": [], "rnn": [], "head": [], "dropout": []}
+    for m in module.modules():
+        if isinstance(m, nn.Embedding):
+            found["embed"].append(m)
+        elif isinstance(m, nn.RNN | nn.LSTM | nn.GRU):
+            found["rnn"].append(m)
+        elif isinstance(m, nn.Linear):
+            found["head"].append(m)
+    for part, want in (("rnn", "one nn.RNN, nn.LSTM or nn.GRU"), ("head", "one nn.Linear head")):
+        if len(found[part]) != 1:
+            raise ValueError(f"module: expected exactly {want}, found {len(found[part])}")
+    if len(found["embed"]) > 1:
+        raise ValueError(f"module: expected at most one nn.Embedding, found {len(found['embed'])}")
+    rnn, head = found["rnn"][0], found["head"][0]
+    embed = found["embed"][0] if found["embed"] else None
+    if not rnn.bias:
+        raise ValueError("module: a recurrent stack without biases has no SequenceModel equivalent")
+    if head.bias is None:
+        raise ValueError("module: a Linear head without bias has no SequenceModel equivalent (bias=True)")
+    if embed is not None and (embed.max_norm is not None or embed.scale_grad_by_freq or embed.sparse):
+        raise ValueError("module: nn.Embedding with max_norm / scale_grad_by_freq / sparse is not supported")
+    if rnn.batch_first:
+        raise ValueError("module: a batch_first recurrent stack is not supported (unrolled is time-major)")
+    D = 2 if rnn.bidirectional else 1
+    if head.in_features != D * rnn.hidden_size:
+        raise ValueError(f"module: head takes {head.in_features} features, stack gives {D * rnn.hidden_size}")
+    if embed is not None and rnn.input_size != embed.embedding_dim:
+        raise ValueError(
+            f"module: stack takes {rnn.input_size} inputs, embedding gives {embed.embedding_dim}"
+        )
+    output = output if output is not None else getattr(module, "output", "sequence")
+    dtype = rnn.weight_ih_l0.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"module: dtype {dtype} is not supported (expected float32 or float64)")
+    cell = "lstm" if isinstance(rnn, nn.LSTM) else "gru" if isinstance(rnn, nn.GRU) else "rnn"
+    drop = {
+        k: float(getattr(getattr(module, k, None), "p", 0.0)) for k in ("input_dropout", "output_dropout")
+    }
+    config = ModelConfig(
+        input="tokens" if embed is not None else "dense",
+        vocab_size=embed.num_embeddings if embed is not None else None,
+        input_size=None if embed is not None else rnn.input_size,
+        embed_dim=embed.embedding_dim if embed is not None else ModelConfig.embed_dim,
+        cell=cell,
+        hidden_size=rnn.hidden_size,
+        num_layers=rnn.num_layers,
+        bidirectional=rnn.bidirectional,
+        nonlinearity=getattr(rnn, "nonlinearity", "tanh"),
+        reset_after=True,
+        dropout=float(rnn.dropout),
+        output_size=head.out_features,
+        output=output,
+        dtype=str(dtype).removeprefix("torch."),
+        **drop,
+    )
+    model = SequenceModel(config)
+    layer = from_torch(rnn)
+    for k, v in layer.params.items():
+        model.params["rnn." + k][...] = v
+    if embed is not None:
+        model.params["embed.W"][...] = embed.weight.detach().cpu().numpy()
+    model.params["head.W"][...] = head.weight.detach().cpu().numpy()
+    model.params["head.b"][...] = head.bias.detach().cpu().numpy()
+    return model.train(module.training)
