@@ -13,7 +13,12 @@ import sys
 
 # Modules with a ``register(subparsers)`` function, in the order their commands are listed.
 # A module that needs an optional dependency imports it inside its command, not at registration.
-COMMAND_MODULES: list[str] = ["unrolled.bench.command", "unrolled.diagnostics.cli", "unrolled.apps.forecast"]
+COMMAND_MODULES: list[str] = [
+    "unrolled.bench.command",
+    "unrolled.diagnostics.cli",
+    "unrolled.apps.forecast",
+    "unrolled.interop.command",
+]
 
 
 class CLIError(Exception):
