@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "unrolled.bench.command",
     "unrolled.diagnostics.cli",
     "unrolled.apps.forecast",
+    "unrolled.apps.classify",
     "unrolled.interop.command",
 ]
 

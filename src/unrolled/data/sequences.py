@@ -63,20 +63,39 @@ def _encode_labels(raw: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 # --------------------------------------------------------------------------- user layouts
-def load_npz(path: str | Path) -> SequenceDataset:
-    """``x`` (N, T, F) zero-padded features, ``y`` (N,) labels, optional ``lengths`` (N,)."""
+@dataclass
+class Records:
+    """Sequences as read from a file, labelled or not: ``ids`` name them in outputs."""
+
+    ids: list[str]
+    items: list  # (T_i, F) float32 arrays, or strings
+    labels: list[str] | None  # raw labels, or None where the file has none
+
+    def dataset(self, kind: str, name: str) -> SequenceDataset:
+        if self.labels is None:
+            raise ValueError(f"{name}: the file has no labels (training needs a label per sequence)")
+        y, classes = _encode_labels(self.labels)
+        return SequenceDataset(self.items, y, classes, kind, name)
+
+
+def read_npz(path: str | Path, need_labels: bool = True) -> Records:
+    """``x`` (N, T, F) zero-padded features, ``y`` (N,) labels (optional when ``need_labels`` is False),
+    optional ``lengths`` (N,)."""
     path = Path(path)
     try:
         z = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
-    except ValueError as e:
-        raise ValueError(f"{path}: not a plain NPZ of arrays ({e})") from None
-    for k in ("x", "y"):
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable NPZ of plain arrays ({e})") from None
+    if not hasattr(z, "files"):
+        raise ValueError(f"{path}: a single .npy array, expected an .npz with arrays x, y (and lengths)")
+    for k in ("x", "y") if need_labels else ("x",):
         if k not in z.files:
             raise ValueError(f"{path}: no array {k!r} (arrays: {', '.join(z.files)}; expected x, y, lengths)")
-    x, y = z["x"], z["y"]
+    x = z["x"]
     if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{path}: x: expected numbers shaped (N, T, F), got {x.dtype.name} {x.shape}")
-    if y.shape != (len(x),):
+    y = z["y"] if "y" in z.files else None
+    if y is not None and y.shape != (len(x),):
         raise ValueError(f"{path}: y: expected ({len(x)},) labels, got {y.shape}")
     lengths = z["lengths"] if "lengths" in z.files else np.full(len(x), x.shape[1])
     if lengths.shape != (len(x),) or not np.issubdtype(lengths.dtype, np.integer):
@@ -88,28 +107,30 @@ def load_npz(path: str | Path) -> SequenceDataset:
     items = [np.asarray(x[i, : lengths[i]], dtype=np.float32) for i in range(len(x))]
     if any(not np.isfinite(a).all() for a in items):
         raise ValueError(f"{path}: x contains NaN or inf inside a sequence's valid steps")
-    labels, classes = _encode_labels([str(v) for v in y.tolist()])
-    return SequenceDataset(items, labels, classes, "dense", path.stem)
+    labels = [str(v) for v in y.tolist()] if y is not None else None
+    return Records([str(i) for i in range(len(x))], items, labels)
 
 
-def load_long_csv(
-    path: str | Path, id_column: str, label_column: str, features: list[str] | None = None
-) -> SequenceDataset:
-    """One row per time step: ``id_column`` groups rows into sequences (in file order), ``label_column``
-    gives each sequence's label, ``features`` (default: every other column) its per-step inputs."""
+def read_long_csv(
+    path: str | Path, id_column: str, label_column: str | None, features: list[str] | None = None
+) -> Records:
+    """One row per time step: ``id_column`` groups rows into sequences (in order of first appearance),
+    ``label_column`` (None: unlabelled) gives each sequence's label, ``features`` (default: every other
+    column) its per-step inputs."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         if not header:
             raise ValueError(f"{path}: empty file (expected a header row)")
-        feats = features or [h for h in header if h not in (id_column, label_column)]
-        for c in [id_column, label_column, *feats]:
+        feats = list(features or [h for h in header if h not in (id_column, label_column)])
+        for c in [id_column, *([label_column] if label_column else []), *feats]:
             if c not in header:
                 raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(header)})")
         if not feats:
             raise ValueError(f"{path}: no feature columns besides {id_column!r} and {label_column!r}")
-        i_id, i_lab = header.index(id_column), header.index(label_column)
+        i_id = header.index(id_column)
+        i_lab = header.index(label_column) if label_column else None
         i_f = [header.index(c) for c in feats]
         steps: dict[str, list] = {}
         labels: dict[str, str] = {}
@@ -118,35 +139,37 @@ def load_long_csv(
                 continue
             if len(rec) < len(header):
                 raise ValueError(f"{path}: line {line} has {len(rec)} fields, the header has {len(header)}")
-            sid, lab = rec[i_id].strip(), rec[i_lab].strip()
-            if labels.setdefault(sid, lab) != lab:
-                change = f"{labels[sid]!r} → {lab!r}"
-                raise ValueError(f"{path}: line {line}: sequence {sid!r} changes label ({change})")
+            sid = rec[i_id].strip()
+            if i_lab is not None:
+                lab = rec[i_lab].strip()
+                if labels.setdefault(sid, lab) != lab:
+                    change = f"{labels[sid]!r} → {lab!r}"
+                    raise ValueError(f"{path}: line {line}: sequence {sid!r} changes label ({change})")
             row = []
             for j in i_f:
                 try:
                     row.append(float(rec[j]))
                 except ValueError:
+                    what = rec[j].strip()[:30]
                     raise ValueError(
-                        f"{path}: column {header[j]!r}, line {line}: {rec[j].strip()[:30]!r} is not a number"
+                        f"{path}: column {header[j]!r}, line {line}: {what!r} is not a number"
                     ) from None
             if not np.isfinite(row).all():
                 raise ValueError(f"{path}: line {line}: a missing or non-finite feature value")
             steps.setdefault(sid, []).append(row)
     if not steps:
         raise ValueError(f"{path}: no data rows")
-    y, classes = _encode_labels([labels[s] for s in steps])
     items = [np.asarray(v, dtype=np.float32) for v in steps.values()]
-    return SequenceDataset(items, y, classes, "dense", path.stem)
+    return Records(list(steps), items, [labels[s] for s in steps] if i_lab is not None else None)
 
 
-def load_text_csv(path: str | Path, text_column: str, label_column: str) -> SequenceDataset:
-    """One row per sequence: a text (read character by character) and its label."""
+def read_text_csv(path: str | Path, text_column: str, label_column: str | None) -> Records:
+    """One row per sequence: a text (read character by character) and its label (None: unlabelled)."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip() for c in reader.fieldnames or []]
-        for c in (text_column, label_column):
+        for c in (text_column, *([label_column] if label_column else [])):
             if c not in cols:
                 raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(cols)})")
         texts, raw = [], []
@@ -155,11 +178,36 @@ def load_text_csv(path: str | Path, text_column: str, label_column: str) -> Sequ
             t = _normalise(rec[text_column] or "")
             if t:
                 texts.append(t)
-                raw.append((rec[label_column] or "").strip())
+                raw.append((rec[label_column] or "").strip() if label_column else "")
     if not texts:
         raise ValueError(f"{path}: no non-empty text rows")
-    y, classes = _encode_labels(raw)
-    return SequenceDataset(texts, y, classes, "text", path.stem)
+    return Records(list(texts), texts, raw if label_column else None)
+
+
+def read_text_lines(path: str | Path) -> Records:
+    """Unlabelled texts, one per line (for prediction)."""
+    path = Path(path)
+    texts = [t for t in (_normalise(line) for line in path.read_text(encoding="utf-8").splitlines()) if t]
+    if not texts:
+        raise ValueError(f"{path}: no non-empty lines")
+    return Records(list(texts), texts, None)
+
+
+def load_npz(path: str | Path) -> SequenceDataset:
+    """A labelled NPZ (see :func:`read_npz`)."""
+    return read_npz(path).dataset("dense", Path(path).stem)
+
+
+def load_long_csv(
+    path: str | Path, id_column: str, label_column: str, features: list[str] | None = None
+) -> SequenceDataset:
+    """A labelled long CSV (see :func:`read_long_csv`)."""
+    return read_long_csv(path, id_column, label_column, features).dataset("dense", Path(path).stem)
+
+
+def load_text_csv(path: str | Path, text_column: str, label_column: str) -> SequenceDataset:
+    """A labelled text CSV (see :func:`read_text_csv`)."""
+    return read_text_csv(path, text_column, label_column).dataset("text", Path(path).stem)
 
 
 def load_text_folder(directory: str | Path) -> SequenceDataset:

@@ -1,0 +1,407 @@
+"""Classifying whole sequences (many-to-one) with a recurrent network.
+
+    unrolled train classify (--dataset NAME | --npz FILE | --csv FILE ... | --text-dir DIR) --out DIR
+    unrolled classify DIR FILE [--output predictions.csv]
+
+Sequences of different lengths are padded into batches and their lengths passed to the layers
+(packed-sequence semantics), so padding never reaches a result: the head reads each sequence's last
+valid step (``--pooling last``; for a bidirectional stack, each direction's final state) or the mean over
+its valid steps (``--pooling mean``). Text is read character by character through an embedding.
+
+The split is stratified and seeded (train | validation | test); early stopping keeps the weights with
+the lowest validation loss; the test report gives accuracy, macro-F1 and the confusion matrix beside
+the majority-class baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unrolled.apps._options import add_config_arguments, config_from_args, option
+from unrolled.clip import clip_grad_norm
+from unrolled.data.batching import SequenceBatches, pad_sequences
+from unrolled.data.sequences import (
+    BUILTIN_DATASETS,
+    CharVocab,
+    Records,
+    SequenceDataset,
+    load_builtin,
+    load_long_csv,
+    load_npz,
+    load_text_csv,
+    load_text_folder,
+    read_long_csv,
+    read_npz,
+    read_text_csv,
+    read_text_lines,
+    stratified_split,
+)
+from unrolled.metrics import accuracy, confusion_matrix, macro_f1, majority_baseline
+from unrolled.models import ModelConfig, SequenceModel
+from unrolled.nn import cross_entropy, softmax
+from unrolled.optim import Adam
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything ``unrolled train classify`` needs; each field is also its command-line option."""
+
+    # the data: one source
+    dataset: str | None = option(None, "a built-in dataset", choices=list(BUILTIN_DATASETS))
+    data_dir: str | None = option(
+        None, "folder of the names data (default ../shared/data/classification/names)"
+    )
+    npz: str | None = option(None, "NPZ with x (N, T, F), y (N,), optional lengths (N,)", metavar="FILE")
+    csv: str | None = option(
+        None, "CSV: one row per step (--id-column) or per text (--text-column)", metavar="FILE"
+    )
+    id_column: str | None = option(None, "long CSV: the column naming each row's sequence", metavar="NAME")
+    text_column: str | None = option(
+        None, "text CSV: the column holding each sequence's text", metavar="NAME"
+    )
+    label_column: str = option("label", "CSV: the label column", metavar="NAME")
+    features: tuple = option((), "long CSV: feature columns (default: all others)", metavar="A,B")
+    text_dir: str | None = option(None, "folder of <label>.txt files, one text per line", metavar="DIR")
+    # the network
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    layers: int = option(1, "stacked recurrent layers")
+    hidden: int = option(64, "hidden units per layer and direction")
+    bidirectional: bool = option(False, "read each sequence both ways")
+    pooling: str = option(
+        "last", "the head reads the last valid step or the mean of valid steps", choices=("last", "mean")
+    )
+    embed: int = option(32, "embedding width (text input)")
+    dropout: float = option(0.0, "dropout between stacked layers and on the head's input")
+    # training
+    class_weights: str = option(
+        "none", "loss weights: none, or balanced (n / (K · n_k))", choices=("none", "balanced")
+    )
+    test_frac: float = option(0.2, "fraction of each class held out for the test")
+    val_frac: float = option(0.1, "fraction of each class for validation / early stopping")
+    epochs: int = option(30, "most passes over the training set")
+    batch: int = option(64, "sequences per update")
+    lr: float = option(3e-3, "Adam learning rate")
+    clip: float = option(1.0, "clip the global gradient norm to this")
+    patience: int = option(5, "stop after this many epochs without a lower validation loss")
+    time_limit: float | None = option(None, "stop training after this many minutes", type=float)
+    bucket: bool = option(True, "batch sequences of similar length together (less padding)")
+    seed: int = option(0, "seed of the split, the weights and the batch order")
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        sources = [s for s in ("dataset", "npz", "csv", "text_dir") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one source: --dataset, --npz, --csv or --text-dir")
+        if self.csv is not None and (self.id_column is None) == (self.text_column is None):
+            raise ValueError("--csv needs --id-column (one row per step) or --text-column (one row per text)")
+        for name in ("layers", "hidden", "embed", "epochs", "batch", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if not (self.lr > 0 and self.clip > 0):
+            raise ValueError(f"lr and clip: expected positive numbers, got {self.lr!r}, {self.clip!r}")
+
+    def load(self) -> SequenceDataset:
+        """The labelled data set this configuration names."""
+        if self.dataset is not None:
+            return load_builtin(self.dataset, self.data_dir)
+        if self.npz is not None:
+            return load_npz(self.npz)
+        if self.text_dir is not None:
+            return load_text_folder(self.text_dir)
+        if self.text_column is not None:
+            return load_text_csv(self.csv, self.text_column, self.label_column)
+        return load_long_csv(self.csv, self.id_column, self.label_column, list(self.features) or None)
+
+
+# --------------------------------------------------------------------------- the classifier
+class Classifier:
+    """A trained model with its classes and, for text, its vocabulary."""
+
+    def __init__(self, model: SequenceModel, classes: list[str], vocab: CharVocab | None):
+        self.model, self.classes, self.vocab = model, classes, vocab
+
+    def inputs(self, items: list) -> list[np.ndarray]:
+        """Items as model inputs: token ids (T,) for text, float arrays (T, F) otherwise."""
+        if self.vocab is not None:
+            return [self.vocab.encode(t) for t in items]
+        F = self.model.config.input_size
+        for i, a in enumerate(items):
+            if a.ndim != 2 or a.shape[1] != F:
+                raise ValueError(
+                    f"sequence {i}: expected (T, {F}) features like the training data, got {a.shape}"
+                )
+        return [a.astype(self.model.dtype, copy=False) for a in items]
+
+    def predict_proba(self, items: list, batch_size: int = 256) -> np.ndarray:
+        """(N, K) class probabilities in the order of ``items`` (batched by length, lengths passed)."""
+        xs = self.inputs(items)
+        order = np.argsort([len(x) for x in xs], kind="stable")  # similar lengths together: less padding
+        out = np.empty((len(xs), len(self.classes)))
+        self.model.eval()
+        for i in range(0, len(xs), batch_size):
+            idx = order[i : i + batch_size]
+            x, lengths = pad_sequences([xs[j] for j in idx])
+            logits, _ = self.model(x, lengths=lengths)
+            out[idx] = softmax(logits.astype(np.float64))
+        return out
+
+
+def build_model(cfg: ClassifyConfig, ds: SequenceDataset, vocab: CharVocab | None) -> SequenceModel:
+    common = dict(
+        cell=cfg.cell,
+        hidden_size=cfg.hidden,
+        num_layers=cfg.layers,
+        bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        output_dropout=cfg.dropout,
+        output_size=len(ds.classes),
+        output=cfg.pooling,
+        seed=cfg.seed,
+    )
+    if vocab is not None:
+        return SequenceModel(
+            ModelConfig(input="tokens", vocab_size=len(vocab), embed_dim=cfg.embed, **common)
+        )
+    return SequenceModel(ModelConfig(input="dense", input_size=ds.input_size, **common))
+
+
+def class_weights(y: np.ndarray, K: int, how: str) -> np.ndarray:
+    """(K,) loss weight per class: ones, or "balanced" n / (K · n_k) (scikit-learn's), so that every class
+    carries the same total weight."""
+    if how == "none":
+        return np.ones(K)
+    counts = np.bincount(y, minlength=K).astype(np.float64)
+    return np.where(counts > 0, len(y) / (K * np.maximum(counts, 1)), 0.0)
+
+
+def _loss(clf: Classifier, items: list, y: np.ndarray) -> float:
+    p = clf.predict_proba(items)
+    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+
+
+def fit(
+    cfg: ClassifyConfig, train: SequenceDataset, val: SequenceDataset, log=print
+) -> tuple[Classifier, dict]:
+    """Train with mini-batches (bucketed by length, seeded order), weighted cross-entropy, Adam and
+    global-norm clipping; keep the weights of the epoch with the lowest validation loss.
+
+    Note: a plain loop over unrolled.data.batching / unrolled.optim / unrolled.clip; the run is minutes
+    long and in memory, so checkpoint-resume is not offered here.
+    """
+    vocab = CharVocab.build(train.items) if train.kind == "text" else None
+    model = build_model(cfg, train, vocab)
+    clf = Classifier(model, train.classes, vocab)
+    K = len(train.classes)
+    w = class_weights(train.labels, K, cfg.class_weights).astype(model.dtype)
+    batches = SequenceBatches(
+        clf.inputs(train.items), train.labels, batch_size=cfg.batch, bucket=cfg.bucket, seed=cfg.seed
+    )
+    opt = Adam(model.params, lr=cfg.lr)
+    val_items, val_y = (val.items, val.labels) if len(val.items) else (train.items, train.labels)
+    best, best_params, best_epoch, since = np.inf, None, 0, 0
+    t0, epoch, history = time.perf_counter(), 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for b in batches.epoch(epoch):
+            logits, _ = model(b.x, lengths=b.lengths)
+            loss, d = cross_entropy(logits, b.y, mask=w[b.y])  # Σ w_y · nll / Σ w_y
+            model.backward(d)
+            clip_grad_norm(model.grads, cfg.clip)
+            opt.step(model.grads)
+            losses.append(loss)
+        loss = float(np.mean(losses))
+        if not np.isfinite(loss):
+            raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}); lower --lr")
+        v = _loss(clf, val_items, val_y)
+        acc = accuracy(val_y, clf.predict_proba(val_items).argmax(1))
+        history.append({"epoch": epoch, "train_loss": loss, "val_loss": v, "val_acc": acc})
+        if v < best:
+            best, best_epoch, since = v, epoch, 0
+            best_params = {k: p.copy() for k, p in model.params.items()}
+        else:
+            since += 1
+        elapsed = time.perf_counter() - t0
+        log(f"epoch {epoch:3d}  train loss {loss:.4f}  val loss {v:.4f}  val acc {acc:.4f}  {elapsed:.0f} s")
+        if since >= cfg.patience:
+            log(f"early stop: no lower validation loss for {cfg.patience} epochs")
+            break
+        if cfg.time_limit is not None and elapsed > 60 * cfg.time_limit:
+            log(f"time limit reached at epoch {epoch}")
+            break
+    for k, p in best_params.items():
+        model.params[k][...] = p
+    model.eval()
+    summary = {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "val_loss": best,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "history": history,
+    }
+    return clf, summary
+
+
+def evaluate(clf: Classifier, test: SequenceDataset, y_train: np.ndarray) -> dict:
+    """Accuracy, macro-F1 and confusion matrix on ``test``, beside the majority-class baseline."""
+    pred = clf.predict_proba(test.items).argmax(1)
+    K = len(clf.classes)
+    return {
+        "n": len(test.items),
+        "accuracy": accuracy(test.labels, pred),
+        "macro_f1": macro_f1(test.labels, pred, K),
+        "majority_baseline_accuracy": majority_baseline(y_train, test.labels),
+        "confusion_matrix": confusion_matrix(test.labels, pred, K).tolist(),
+    }
+
+
+def format_confusion(cm: list[list[int]], classes: list[str]) -> str:
+    """Rows = true class, columns = predicted (class names cut to 4 characters in the header)."""
+    w = max(4, max(len(c) for c in classes))
+    cw = max(4, len(str(max(max(r) for r in cm))))
+    head = " " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes)
+    rows = [f"{c:>{w}}  " + " ".join(f"{v:>{cw}}" for v in r) for c, r in zip(classes, cm, strict=True)]
+    return "\n".join(["confusion matrix (rows: true class, columns: predicted)", head, *rows])
+
+
+# --------------------------------------------------------------------------- save / load
+def save(
+    directory: str | Path, clf: Classifier, cfg: ClassifyConfig, ds: SequenceDataset, results: dict
+) -> None:
+    from unrolled.checkpoint import save_model
+
+    meta = {
+        "app": "classify",
+        "classify": dataclasses.asdict(cfg),
+        "classes": clf.classes,
+        "kind": ds.kind,
+        "vocab": clf.vocab.to_list() if clf.vocab is not None else None,
+        "results": results,
+    }
+    save_model(directory, clf.model, meta)
+
+
+def load(directory: str | Path) -> tuple[Classifier, ClassifyConfig, dict]:
+    from unrolled.checkpoint import load_model
+
+    model, meta = load_model(directory)
+    if meta.get("app") != "classify":
+        raise ValueError(
+            f"{directory}: not a sequence classifier (saved by {meta.get('app', 'another tool')!r})"
+        )
+    vocab = CharVocab(meta["vocab"]) if meta["vocab"] is not None else None
+    return Classifier(model, meta["classes"], vocab), ClassifyConfig(**meta["classify"]), meta
+
+
+def read_for_prediction(path: str | Path, cfg: ClassifyConfig, kind: str) -> Records:
+    """The sequences of FILE in the layout the model was trained on (labels optional)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if kind == "text":
+        if suffix == ".csv":
+            col = cfg.text_column or "text"
+            return read_text_csv(path, col, cfg.label_column if _has_column(path, cfg.label_column) else None)
+        return read_text_lines(path)
+    if suffix == ".npz":
+        return read_npz(path, need_labels=False)
+    if suffix == ".csv":
+        if cfg.id_column is None:
+            raise ValueError(f"{path}: a long CSV needs the id column; this model was not trained on one")
+        label = cfg.label_column if _has_column(path, cfg.label_column) else None
+        return read_long_csv(path, cfg.id_column, label, list(cfg.features) or None)
+    raise ValueError(f"{path}: expected an .npz or a long .csv for this model (dense features)")
+
+
+def _has_column(path: Path, column: str) -> bool:
+    with open(path, encoding="utf-8-sig") as fh:
+        return column in [c.strip() for c in fh.readline().split(",")]
+
+
+# --------------------------------------------------------------------------- commands
+def train_command(args) -> int:
+    cfg = config_from_args(ClassifyConfig, args)
+    ds = cfg.load()
+    rng = np.random.default_rng(cfg.seed)
+    i_tr, i_va, i_te = stratified_split(ds.labels, cfg.test_frac, cfg.val_frac, rng)
+    train, val, test = ds.subset(i_tr), ds.subset(i_va), ds.subset(i_te)
+    lengths = [len(x) for x in ds.items]
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    log(
+        f"{ds.name}: {len(ds.items)} sequences, {len(ds.classes)} classes, "
+        f"lengths {min(lengths)}..{max(lengths)}; "
+        f"train {len(i_tr)}, validation {len(i_va)}, test {len(i_te)}"
+    )
+    clf, summary = fit(cfg, train, val, log)
+    res = evaluate(clf, test, train.labels) if len(i_te) else None
+    save(
+        args.out,
+        clf,
+        cfg,
+        ds,
+        {"test": res, "training": {k: v for k, v in summary.items() if k != "history"}},
+    )
+    if res is not None:
+        print(
+            f"test ({res['n']} sequences): accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  "
+            f"majority-class baseline {res['majority_baseline_accuracy']:.4f}"
+        )
+        print(format_confusion(res["confusion_matrix"], ds.classes))
+    print(
+        f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
+        f"{summary['seconds']} s)"
+    )
+    return 0
+
+
+def classify_command(args) -> int:
+    clf, cfg, meta = load(args.directory)
+    rec = read_for_prediction(args.file, cfg, meta["kind"])
+    p = clf.predict_proba(rec.items)
+    pred = p.argmax(1)
+    lines = ["sequence,predicted,probability"]
+    for sid, k, row in zip(rec.ids, pred, p, strict=True):
+        name = '"' + sid.replace('"', '""') + '"' if ("," in sid or '"' in sid) else sid
+        lines.append(f"{name},{clf.classes[k]},{row[k]:.4f}")
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if rec.labels is not None:
+        known = {c: i for i, c in enumerate(clf.classes)}
+        ok = [i for i, lab in enumerate(rec.labels) if lab in known]
+        if ok:
+            y = np.array([known[rec.labels[i]] for i in ok])
+            print(
+                f"accuracy on the {len(ok)} labelled sequences: {accuracy(y, pred[ok]):.4f}", file=sys.stderr
+            )
+    return 0
+
+
+def register(subparsers) -> None:
+    from unrolled.cli import command_group
+
+    train = command_group(subparsers, "train", "train a model")
+    p = train.add_parser(
+        "classify",
+        help="classify whole sequences (NPZ, CSV, text, digits, names): accuracy, macro-F1, confusion matrix",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_config_arguments(p, ClassifyConfig)
+    p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained classifier")
+    p.set_defaults(func=train_command)
+
+    q = subparsers.add_parser("classify", help="predict the class of each sequence in FILE")
+    q.add_argument("directory", metavar="DIR", help="a directory written by 'unrolled train classify'")
+    q.add_argument(
+        "file", metavar="FILE", help="sequences in the training layout (.npz, .csv, or .txt lines)"
+    )
+    q.add_argument("--output", metavar="CSV", help="write the predictions here (default: stdout)")
+    q.set_defaults(func=classify_command)
