@@ -318,6 +318,28 @@ def test_graph_without_recurrent_nodes_is_refused(uo):
         uo.from_onnx(onnx.helper.make_model(graph))
 
 
+def test_parallel_recurrent_nodes_are_not_stacked(uo):
+    """Two LSTMs fed by the same input (not a chain) are refused rather than silently stacked."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("W", (1, 8, 2)), ("R", (1, 8, 2)))
+    ]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], [f"Y{i}"], hidden_size=2) for i in range(2)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", 2])],
+        [helper.make_tensor_value_info(f"Y{i}", TensorProto.FLOAT, ["T", 1, "B", 2]) for i in range(2)],
+        inits,
+    )
+    with pytest.raises(ValueError, match="one chain of stacked layers"):
+        uo.from_onnx(onnx.helper.make_model(graph))
+
+
 def test_export_refuses_other_objects(uo):
     with pytest.raises(TypeError, match="expected an unrolled recurrent layer"):
         uo.to_onnx(object())

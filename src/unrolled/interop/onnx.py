@@ -397,6 +397,19 @@ def _constants(model) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _ancestors(name: str, producer: dict) -> set[str]:
+    """Every tensor name that ``name`` is computed from (itself included)."""
+    seen, todo = set(), [name]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in producer:
+            todo.extend(i for i in producer[t].input if i)
+    return seen
+
+
 def _check_recurrent_node(node, where: str) -> dict:
     onnx = _onnx()
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -454,10 +467,16 @@ def from_onnx(src):
         )
     op_type = nodes[0].op_type
     kind = op_type.lower()
+    producer = {o: n for n in model.graph.node for o in n.output}
     layers_w, attrs0 = [], None
-    for n in nodes:
+    for k, n in enumerate(nodes):
         at = f"{where}: node {n.name or n.op_type!r}"
         attrs = _check_recurrent_node(n, at)
+        if k and nodes[k - 1].output[0] not in _ancestors(n.input[0], producer):
+            raise ValueError(
+                f"{at}: its input does not come from the previous recurrent node's output Y; "
+                "expected one chain of stacked layers"
+            )
         ins = list(n.input) + [""] * (8 - len(n.input))
         if len(n.input) > 7 and ins[7]:
             P = consts.get(ins[7])
