@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "unrolled.apps.forecast",
     "unrolled.apps.classify",
     "unrolled.interop.command",
+    "unrolled.apps.translate",  # last: it adds --pairs to the 'eval' of unrolled.apps.charlm when present
 ]
 
 

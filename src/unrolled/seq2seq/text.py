@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -144,3 +145,27 @@ def pad_batch(seqs: Sequence[Sequence[int]], add_bos: bool = False, add_eos: boo
     for b, s in enumerate(seqs):
         ids[: len(s), b] = s
     return ids, lengths
+
+
+class PairBatch(NamedTuple):
+    """A padded batch of sentence pairs, time-major."""
+
+    src: np.ndarray  # (S, B) source ids, each ending in <eos>
+    src_lengths: np.ndarray  # (B,)
+    tgt_in: np.ndarray  # (T, B) decoder inputs: <bos> y_1 … y_{n-1}
+    tgt_out: np.ndarray  # (T, B) what to predict: y_1 … y_n with y_n = <eos>
+    tgt_mask: np.ndarray  # (T, B) 1.0 at real target tokens, 0.0 at padding
+
+
+def make_batch(
+    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], dtype=np.float32
+) -> PairBatch:
+    """Pad B source and target id lists (without specials) into a :class:`PairBatch`."""
+    if len(src_ids) != len(tgt_ids):
+        raise ValueError(f"batch: {len(src_ids)} sources but {len(tgt_ids)} targets")
+    src, src_len = pad_batch(src_ids)
+    tgt_out, tgt_len = pad_batch(tgt_ids)
+    tgt_in = np.vstack([np.full((1, len(tgt_ids)), BOS, dtype=np.int64), tgt_out[:-1]])
+    tgt_in[tgt_in == EOS] = PAD  # an <eos> is never a decoder input
+    mask = (np.arange(tgt_out.shape[0])[:, None] < tgt_len[None, :]).astype(dtype)
+    return PairBatch(src, src_len, tgt_in, tgt_out, mask)

@@ -1,0 +1,562 @@
+"""Translation: train an encoder–decoder with attention on sentence pairs, translate, evaluate with BLEU.
+
+``unrolled train translate --pairs FILE [--source-col N --target-col N] ... --out DIR`` (or ``--dates N``
+for the embedded human-readable-dates → ISO task, no file needed), ``unrolled translate DIR [--beam K]
+[TEXT ... | < file]`` and ``unrolled eval DIR --pairs FILE`` (corpus BLEU, token accuracy, exact match,
+beside the copy-the-source baseline); ``--plot-attention out.png`` draws one sentence's attention.
+
+A model directory is a checkpoint (unrolled.checkpoint) whose meta holds ``"app": "translate"``, the
+model config, both vocabularies and the tokenizer; ``heldout.tsv`` beside it holds the pairs kept out of
+training, so ``unrolled eval DIR --pairs DIR/heldout.tsv`` scores exactly the held-out part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unrolled.apps._options import add_config_arguments, config_from_args, option
+from unrolled.seq2seq.bleu import corpus_bleu
+from unrolled.seq2seq.decode import Hypothesis, beam_search, greedy_decode
+from unrolled.seq2seq.model import ATTENTION, CELLS, Seq2Seq, Seq2SeqConfig
+from unrolled.seq2seq.text import MODES, PAD, Vocab, detokenize, make_batch, read_pairs, tokenize
+
+APP = "translate"
+
+
+@dataclass
+class TranslateConfig:
+    """The options of ``unrolled train translate`` (its command line is built from these fields)."""
+
+    tokenizer: str = option("word", "tokens: 'word' (words and punctuation) or 'char'", choices=MODES)
+    vocab_size: int = option(
+        8000, "largest vocabulary per language, specials included (rarer tokens → <unk>)"
+    )
+    cell: str = option("lstm", "recurrent cell of encoder and decoder", choices=tuple(CELLS))
+    embed_dim: int = option(128, "embedding width (both languages)")
+    hidden: int = option(128, "encoder width per direction")
+    enc_layers: int = option(1, "stacked encoder layers")
+    dec_layers: int = option(1, "stacked decoder layers")
+    bidirectional: bool = option(True, "bidirectional encoder")
+    attention: str = option("general", "attention score ('none': plain encoder-decoder)", choices=ATTENTION)
+    input_feeding: bool = option(True, "feed the attentional vector h̃_{t-1} back into the decoder")
+    dropout: float = option(0.2, "inverted dropout on the embeddings and before the output layer")
+    batch: int = option(64, "sentence pairs per batch")
+    lr: float = option(2e-3, "Adam learning rate")
+    clip: float = option(5.0, "clip the global gradient norm to this (0: no clipping)")
+    steps: int = option(3000, "training steps (batches)")
+    time: float = option(0.0, "stop after this many minutes of training as well (0: no time limit)")
+    sample_prob: float = option(0.0, "scheduled sampling: probability of feeding the model's own prediction")
+    valid_fraction: float = option(0.1, "held-out fraction of the distinct source sentences")
+    eval_every: int = option(500, "validate every N steps (loss and greedy BLEU on the held-out pairs)")
+    max_len: int = option(60, "longest training sentence in tokens (longer pairs are skipped)")
+    seed: int = option(0, "seed of the weights, the split, the batch order and dropout")
+
+
+# --------------------------------------------------------------------------- data
+def split_pairs(
+    pairs: list[tuple[str, str]], valid_fraction: float, rng: np.random.Generator
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Hold out ``valid_fraction`` of the *distinct source sentences* with all their translations, so no
+    held-out source is ever seen in training (the Tatoeba file has many translations per sentence)."""
+    if not 0 < valid_fraction < 1:
+        raise ValueError(f"valid fraction: expected a number in (0, 1), got {valid_fraction!r}")
+    sources = sorted({s for s, _ in pairs})
+    if len(sources) < 2:
+        raise ValueError(
+            f"pairs: need at least 2 distinct source sentences to hold some out, got {len(sources)}"
+        )
+    n_valid = max(1, round(valid_fraction * len(sources)))
+    held = {sources[i] for i in rng.permutation(len(sources))[:n_valid]}
+    return [p for p in pairs if p[0] not in held], [p for p in pairs if p[0] in held]
+
+
+def group_references(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
+    """Distinct sources (first-seen order) and, for each, every target it has in ``pairs``."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    for s, t in pairs:
+        refs[s].append(t)
+    return list(refs), list(refs.values())
+
+
+@dataclass
+class Translator:
+    """A trained model with its vocabularies and tokenizer: text in, text out."""
+
+    model: Seq2Seq
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    tokenizer: str
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]):
+        src = [self.src_vocab.encode(tokenize(s, self.tokenizer)) for s, _ in pairs]
+        tgt = [self.tgt_vocab.encode(tokenize(t, self.tokenizer)) for _, t in pairs]
+        return src, tgt
+
+    def translate(
+        self,
+        sentences: Sequence[str],
+        beam: int = 1,
+        max_len: int | None = None,
+        length_penalty: float = 1.0,
+        batch_size: int = 64,
+    ) -> list[tuple[str, Hypothesis]]:
+        """Translate ``sentences`` (greedy for beam 1); returns (text, hypothesis) per sentence, in order."""
+        self.model.eval()
+        out: list[tuple[str, Hypothesis]] = []
+        for i in range(0, len(sentences), batch_size):
+            chunk = sentences[i : i + batch_size]
+            ids = [self.src_vocab.encode(tokenize(s, self.tokenizer)) for s in chunk]
+            b = make_batch(ids, [[PAD]] * len(ids))
+            n = max_len or 2 * int(b.src_lengths.max()) + 10
+            hyps = (
+                greedy_decode(self.model, b.src, b.src_lengths, n)
+                if beam == 1
+                else beam_search(self.model, b.src, b.src_lengths, beam, n, length_penalty)
+            )
+            out += [(detokenize(self.tgt_vocab.decode(h.tokens), self.tokenizer), h) for h in hyps]
+        return out
+
+    def loss_and_accuracy(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 128
+    ) -> tuple[float, float]:
+        """Teacher-forced mean cross-entropy per target token (nats) and next-token accuracy (with <eos>)."""
+        from unrolled.nn import log_softmax
+
+        self.model.eval()
+        src, tgt = self.encode_pairs(pairs)
+        nll = correct = count = 0.0
+        for i in range(0, len(src), batch_size):
+            b = make_batch(src[i : i + batch_size], tgt[i : i + batch_size], self.model.dtype)
+            logp = log_softmax(self.model.forward(b.src, b.src_lengths, b.tgt_in).astype(np.float64))
+            gold = np.take_along_axis(logp, b.tgt_out[..., None], axis=-1)[..., 0]
+            nll -= float((gold * b.tgt_mask).sum())
+            correct += float(((logp.argmax(-1) == b.tgt_out) * b.tgt_mask).sum())
+            count += float(b.tgt_mask.sum())
+        return nll / count, correct / count
+
+
+def evaluate_pairs(
+    tr: Translator,
+    pairs: Sequence[tuple[str, str]],
+    beam: int = 1,
+    max_len: int | None = None,
+    length_penalty: float = 1.0,
+) -> dict[str, Any]:
+    """BLEU (references grouped by source sentence), exact match, token accuracy, and the copy baseline."""
+    sources, refs = group_references(pairs)
+    t0 = time.perf_counter()
+    hyps = [h for h, _ in tr.translate(sources, beam=beam, max_len=max_len, length_penalty=length_penalty)]
+    decode_s = time.perf_counter() - t0
+    loss, acc = tr.loss_and_accuracy(pairs)
+    return {
+        "sentences": len(sources),
+        "pairs": len(pairs),
+        "bleu": corpus_bleu(hyps, refs).score,
+        "copy_bleu": corpus_bleu(sources, refs).score,
+        "exact_match": float(np.mean([h in r for h, r in zip(hyps, refs, strict=True)])),
+        "token_accuracy": acc,
+        "loss": loss,
+        "beam": beam,
+        "decode_seconds": decode_s,
+        "examples": [(s, h, r[0]) for s, h, r in list(zip(sources, hyps, refs, strict=True))[:5]],
+    }
+
+
+# --------------------------------------------------------------------------- saving / loading
+def save_translator(directory, tr: Translator, meta: dict[str, Any], optimizer=None) -> None:
+    from unrolled.checkpoint import save_checkpoint
+
+    arrays = {f"model/{k}": v for k, v in tr.model.params.items()}
+    opt_meta = None
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        arrays.update({f"optim/{k}": v for k, v in sd.pop("arrays").items()})
+        opt_meta = sd
+    save_checkpoint(
+        directory,
+        arrays,
+        {
+            **meta,
+            "app": APP,
+            "config": tr.model.config.to_dict(),
+            "src_vocab": tr.src_vocab.to_list(),
+            "tgt_vocab": tr.tgt_vocab.to_list(),
+            "tokenizer": tr.tokenizer,
+            "optimizer": opt_meta,
+        },
+    )
+
+
+def is_translator(directory) -> bool:
+    """Whether ``directory`` holds a model written by ``unrolled train translate`` (reads meta.json only)."""
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("meta"), dict) and meta["meta"].get("app") == APP
+
+
+def load_translator(directory) -> tuple[Translator, dict[str, Any]]:
+    """The translator (eval mode) and checkpoint meta of a directory written by ``train translate``."""
+    from unrolled.checkpoint import CheckpointError, load_checkpoint
+
+    arrays, meta = load_checkpoint(directory)
+    if meta.get("app") != APP:
+        what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no translation model"
+        raise CheckpointError(f"{directory}: not a translation model (it holds {what})")
+    try:
+        model = Seq2Seq(Seq2SeqConfig.from_dict(meta["config"]))
+        src_vocab, tgt_vocab = Vocab(meta["src_vocab"]), Vocab(meta["tgt_vocab"])
+        model.load_params({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}: invalid translation model ({e})") from None
+    if meta.get("tokenizer") not in MODES:
+        raise CheckpointError(f"{directory}: unknown tokenizer {meta.get('tokenizer')!r}")
+    return Translator(model.eval(), src_vocab, tgt_vocab, meta["tokenizer"]), meta
+
+
+# --------------------------------------------------------------------------- training
+def build_translator(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -> Translator:
+    """Vocabularies from the training pairs and a freshly initialised model."""
+    src_vocab = Vocab.build((tokenize(s, cfg.tokenizer) for s, _ in train_pairs), cfg.vocab_size)
+    tgt_vocab = Vocab.build((tokenize(t, cfg.tokenizer) for _, t in train_pairs), cfg.vocab_size)
+    model = Seq2Seq(
+        Seq2SeqConfig(
+            src_vocab_size=len(src_vocab),
+            tgt_vocab_size=len(tgt_vocab),
+            embed_dim=cfg.embed_dim,
+            cell=cfg.cell,
+            hidden_size=cfg.hidden,
+            enc_layers=cfg.enc_layers,
+            bidirectional=cfg.bidirectional,
+            dec_layers=cfg.dec_layers,
+            attention=cfg.attention,
+            input_feeding=cfg.input_feeding,
+            dropout=cfg.dropout,
+            seed=cfg.seed,
+        )
+    )
+    return Translator(model, src_vocab, tgt_vocab, cfg.tokenizer)
+
+
+def train_translator(
+    cfg: TranslateConfig,
+    train_pairs: list[tuple[str, str]],
+    valid_pairs: list[tuple[str, str]],
+    out_dir=None,
+    progress: bool = True,
+    log=print,
+    meta: dict[str, Any] | None = None,
+) -> tuple[Translator, dict[str, Any]]:
+    """Teacher-forced training with Adam and global-norm clipping; keeps the weights of the best validation
+    loss (saved to ``out_dir`` when given). Returns the translator and a summary."""
+    from unrolled.clip import clip_grad_norm
+    from unrolled.data.batching import batch_order
+    from unrolled.optim import Adam
+
+    for name in ("steps", "batch", "eval_every", "max_len", "vocab_size", "embed_dim", "hidden"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(cfg, name)}"
+            )
+    if not 0 <= cfg.sample_prob <= 1:
+        raise ValueError(f"--sample-prob: expected a probability in [0, 1], got {cfg.sample_prob}")
+    tr = build_translator(cfg, train_pairs)
+    src, tgt = tr.encode_pairs(train_pairs)
+    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= cfg.max_len and 0 < len(tgt[i]) <= cfg.max_len]
+    if not keep:
+        raise ValueError(
+            f"pairs: no training pair has at most {cfg.max_len} tokens on both sides (see --max-len)"
+        )
+    src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[1])
+    opt = Adam(tr.model.params, lr=cfg.lr)
+    lengths = np.array([len(s) for s in src])
+    best = {"loss": math.inf, "step": 0}
+    best_params = None
+    history = []
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="train translate", unit="step", dynamic_ncols=True, file=sys.stderr)
+    step, tokens, order = 0, 0, []
+    try:
+        while step < cfg.steps:
+            if not order:
+                order = batch_order(lengths, cfg.batch, rng, bucket=True)
+            idx = order.pop()
+            b = make_batch([src[i] for i in idx], [tgt[i] for i in idx], tr.model.dtype)
+            tr.model.train()
+            loss = tr.model.loss(b.src, b.src_lengths, b.tgt_in, b.tgt_out, b.tgt_mask, cfg.sample_prob)
+            if not math.isfinite(loss):
+                raise RuntimeError(f"step {step + 1}: the loss is {loss}; try a smaller --lr or --clip")
+            norm = clip_grad_norm(tr.model.grads, cfg.clip) if cfg.clip > 0 else float("nan")
+            opt.step(tr.model.grads)
+            step += 1
+            tokens += int(b.tgt_mask.sum())
+            elapsed = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
+            out_of_time = cfg.time > 0 and elapsed >= 60 * cfg.time
+            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+                record = {"step": step, "loss": loss, "grad_norm": norm, "seconds": elapsed}
+                if valid_pairs:
+                    v_loss, v_acc = tr.loss_and_accuracy(valid_pairs)
+                    record.update(valid_loss=v_loss, valid_token_accuracy=v_acc)
+                    if v_loss < best["loss"]:
+                        best = {"loss": v_loss, "step": step}
+                        best_params = {k: v.copy() for k, v in tr.model.params.items()}
+                history.append(record)
+                if bar is not None:
+                    bar.write(
+                        json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+                    )
+                if out_dir is not None:
+                    _save_run(out_dir, tr, cfg, meta, step, elapsed, history, best, best_params, opt)
+            if out_of_time:
+                break
+    except KeyboardInterrupt:
+        log(f"interrupted at step {step}; saving")
+        if out_dir is None:
+            raise
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    if best_params is not None:
+        tr.model.load_params(best_params)
+    summary = {"steps": step, "train_seconds": elapsed, "best": best, "history": history}
+    if out_dir is not None:
+        _save_run(out_dir, tr, cfg, meta, step, elapsed, history, best, None, opt)
+    tr.model.eval()
+    return tr, summary
+
+
+def _save_run(out_dir, tr, cfg, extra, step, elapsed, history, best, best_params, opt) -> None:
+    """Save the best weights so far (the current ones when none is better) with the run's record."""
+    current = None
+    if best_params is not None:
+        current = {k: v.copy() for k, v in tr.model.params.items()}
+        tr.model.load_params(best_params)
+    meta = {
+        **(extra or {}),
+        "train_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
+        "step": step,
+        "train_seconds": elapsed,
+        "best": best,
+        "history": history,
+    }
+    save_translator(out_dir, tr, meta, opt)
+    if current is not None:
+        tr.model.load_params(current)
+
+
+# --------------------------------------------------------------------------- attention plot
+def plot_attention(path, source_tokens: list[str], output_tokens: list[str], weights: np.ndarray) -> None:
+    """Save the attention matrix (outputs × source tokens) of one sentence as an image."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot-attention needs matplotlib: pip install 'unrolled[plot]'") from None
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(source_tokens), 1 + 0.4 * len(output_tokens)))
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(source_tokens)), [t.replace("▁", " ") for t in source_tokens], rotation=90)
+    ax.set_yticks(range(len(output_tokens)), [t.replace("▁", " ") for t in output_tokens])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_first(tr: Translator, sentence: str, hyp: Hypothesis, path) -> None:
+    if hyp.attention is None:
+        raise ValueError("--plot-attention: this model has no attention (trained with --attention none)")
+    src_tokens = tokenize(sentence, tr.tokenizer) + ["<eos>"]
+    out_tokens = [tr.tgt_vocab.tokens[i] for i in hyp.tokens]
+    plot_attention(path, src_tokens, out_tokens, hyp.attention)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    from unrolled.data.dates import date_pairs
+
+    cfg = config_from_args(TranslateConfig, args)
+    if args.pairs is not None:
+        pairs = read_pairs(args.pairs, args.source_col, args.target_col)
+        source = {"pairs": str(args.pairs), "source_col": args.source_col, "target_col": args.target_col}
+    else:
+        if args.dates < 10:
+            raise ValueError(f"--dates: expected at least 10 pairs, got {args.dates}")
+        pairs = date_pairs(args.dates, np.random.default_rng(cfg.seed), "train")
+        source = {"dates": args.dates}
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
+    train, valid = split_pairs(pairs, cfg.valid_fraction, rng)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "heldout.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in valid), encoding="utf-8")
+    print(f"{len(train)} training pairs, {len(valid)} held out (in {out / 'heldout.tsv'})", file=sys.stderr)
+    tr, summary = train_translator(
+        cfg, train, valid, out_dir=out, progress=not args.quiet, meta={"data": source}
+    )
+    res = evaluate_pairs(tr, valid, beam=1)
+    print(
+        f"held out: BLEU {res['bleu']:.2f} (greedy; copying the source: {res['copy_bleu']:.2f}), "
+        f"exact match {100 * res['exact_match']:.1f}%, token accuracy {100 * res['token_accuracy']:.1f}%, "
+        f"{summary['steps']} steps in {summary['train_seconds']:.0f} s, "
+        f"{tr.model.num_parameters():,} parameters; saved to {out}"
+    )
+    return 0
+
+
+def _read_sentences(args) -> list[str]:
+    if args.text:
+        return [" ".join(args.text)]
+    if sys.stdin.isatty():
+        raise ValueError("no text: give TEXT or pipe sentences, one per line, on standard input")
+    lines = [line.strip() for line in sys.stdin.read().splitlines()]
+    lines = [s for s in lines if s]
+    if not lines:
+        raise ValueError("no text: standard input holds no sentence")
+    return lines
+
+
+def cmd_translate(args) -> int:
+    tr, _ = load_translator(args.dir)
+    _check_decode_options(args)
+    sentences = _read_sentences(args)
+    results = tr.translate(
+        sentences, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty
+    )
+    for text, _ in results:
+        print(text)
+    if args.plot_attention:
+        _plot_first(tr, sentences[0], results[0][1], args.plot_attention)
+        print(f"attention of the first sentence saved to {args.plot_attention}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    tr, _ = load_translator(args.dir)
+    _check_decode_options(args)
+    pairs = read_pairs(args.pairs, args.source_col, args.target_col)
+    res = evaluate_pairs(tr, pairs, args.beam, args.max_len, args.length_penalty)
+    how = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    print(
+        f"BLEU {res['bleu']:.2f} ({how}; copying the source: {res['copy_bleu']:.2f}) over {res['sentences']} "
+        f"source sentences ({res['pairs']} pairs, references grouped by source), "
+        f"exact match {100 * res['exact_match']:.1f}%, token accuracy {100 * res['token_accuracy']:.1f}% "
+        f"(teacher-forced), loss {res['loss']:.3f} nats/token"
+    )
+    if args.plot_attention:
+        src = group_references(pairs)[0][0]
+        hyp = tr.translate([src], args.beam, args.max_len, args.length_penalty)[0][1]
+        _plot_first(tr, src, hyp, args.plot_attention)
+        print(f"attention of {src!r} saved to {args.plot_attention}", file=sys.stderr)
+    return 0
+
+
+def _check_decode_options(args) -> None:
+    if args.beam < 1:
+        raise ValueError(f"--beam: expected a positive integer, got {args.beam}")
+    if getattr(args, "max_len", None) is not None and args.max_len < 1:
+        raise ValueError(f"--max-len: expected a positive integer, got {args.max_len}")
+
+
+def _add_columns(p) -> None:
+    p.add_argument(
+        "--source-col", type=int, default=1, metavar="N", help="source column, 1-based (default: 1)"
+    )
+    p.add_argument(
+        "--target-col", type=int, default=2, metavar="N", help="target column, 1-based (default: 2)"
+    )
+
+
+def register(sub) -> None:
+    """``unrolled train translate``, ``unrolled translate``, and ``--pairs`` of ``unrolled eval``."""
+    from unrolled.cli import command_group
+
+    train = command_group(sub, "train", "train a model (one subcommand per kind of model)").add_parser(
+        "translate",
+        help="train an encoder-decoder with attention on sentence pairs",
+        description="Train a sequence-to-sequence model (RNN/LSTM/GRU encoder, attention, decoder) on "
+        "tab-separated sentence pairs, or on the built-in dates task (--dates N: human-readable dates to ISO "
+        "dates, no file needed). A fraction of the distinct source sentences is held out (written to "
+        "DIR/heldout.tsv) for validation; DIR keeps the weights of the best validation loss.",
+    )
+    data = train.add_mutually_exclusive_group(required=True)
+    data.add_argument("--pairs", metavar="FILE", help="UTF-8 file, one tab-separated sentence pair per line")
+    data.add_argument(
+        "--dates", type=int, metavar="N", help="generate N date pairs instead of reading a file"
+    )
+    _add_columns(train)
+    train.add_argument("--out", required=True, metavar="DIR", help="directory for the model")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(train, TranslateConfig)
+    train.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser(
+        "translate",
+        help="translate sentences with a model from 'unrolled train translate'",
+        description="Translate TEXT (or each line of standard input) and print one translation per line.",
+    )
+    tr.add_argument("dir", metavar="DIR", help="directory written by 'unrolled train translate'")
+    tr.add_argument("text", nargs="*", metavar="TEXT", help="the sentence (default: lines of standard input)")
+    _add_decode_options(tr)
+    tr.set_defaults(func=cmd_translate)
+
+    ev = sub.choices.get("eval")
+    if ev is None:
+        ev = sub.add_parser("eval", help="evaluate a trained model", description="Evaluate a trained model.")
+        ev.add_argument("dir", metavar="DIR", help="a model directory")
+    ev.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="translation models: BLEU, exact match and token accuracy on these tab-separated pairs",
+    )
+    _add_columns(ev)
+    if "--beam" not in ev._option_string_actions:
+        _add_decode_options(ev)
+    previous = ev.get_default("func")
+
+    def dispatch(args) -> int:
+        if is_translator(args.dir):
+            if args.pairs is None:
+                raise ValueError("eval: a translation model needs --pairs FILE")
+            return cmd_eval(args)
+        if getattr(args, "pairs", None) is not None:
+            raise ValueError(f"eval: {args.dir} is not a translation model (--pairs needs one)")
+        if previous is None:
+            raise ValueError(f"eval: {args.dir} is not a model directory")
+        return previous(args)
+
+    ev.set_defaults(func=dispatch)
+
+
+def _add_decode_options(p) -> None:
+    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (default: 1, greedy)")
+    p.add_argument("--max-len", type=int, metavar="N", help="most output tokens (default: 2 × source + 10)")
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        metavar="A",
+        help="beam search ranks by log p / length^A (default: 1.0; 0 = plain model score)",
+    )
+    p.add_argument("--plot-attention", metavar="PNG", help="save the attention matrix of the first sentence")
