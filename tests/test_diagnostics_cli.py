@@ -9,8 +9,7 @@ import pytest
 
 from unrolled.checkpoint import save_model
 from unrolled.cli import main
-from unrolled.diagnostics import linear_rnn
-from unrolled.diagnostics.cli import model_diagnosis
+from unrolled.diagnostics import diagnose_model, linear_rnn
 from unrolled.models import ModelConfig, SequenceModel
 
 
@@ -48,7 +47,7 @@ def test_diagnose_a_config_with_an_input_file_uses_that_input(tmp_path, capsys):
 def test_the_probe_gradient_goes_through_the_head():
     model = SequenceModel(ModelConfig(**_config(input="tokens", vocab_size=7, output_size=7)))
     x = np.random.default_rng(1).integers(0, 7, size=(9, 2))
-    diag = model_diagnosis(model, x, heatmap=False)
+    diag = diagnose_model(model, x, heatmap=False)
     (rep,) = diag.reports
     assert rep.T == 9 and rep.grad_h[9] > 0 and model.training
 

@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "unrolled.bench.command",
     "unrolled.diagnostics.cli",
+    "unrolled.apps.experiments_cli",
     "unrolled.apps.forecast",
     "unrolled.apps.classify",
     "unrolled.interop.command",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.cli import CLIError
+from unrolled.diagnostics.report import diagnose_model
 
 
 def register(subparsers) -> None:
@@ -83,39 +84,13 @@ def _input(args, model) -> np.ndarray:
     return rng.standard_normal((args.steps, args.batch, c.input_size)).astype(c.dtype)
 
 
-def model_diagnosis(model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True):
-    """Diagnose a SequenceModel's recurrent stack on model input `x` (token ids or features).
-
-    The input goes through the embedding (if any); the probe loss is a random linear function of the
-    model's output y at the last step, L = Σ_b u_b · y_{T,b}, pulled back through the head, so the
-    BPTT norms show how far back one late error reaches in this model. Returns a Diagnosis.
-    """
-    from unrolled.diagnostics.report import diagnose
-
-    was_training = model.training
-    model.eval()
-    try:
-        e = model.embed.forward(x) if model.embed is not None else x
-        rnn = model.rnn
-        out, _ = rnn.forward(e)
-        rng = np.random.default_rng(seed)
-        u = rng.standard_normal((out.shape[1], model.head.out_features)).astype(model.dtype)
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
-        d_out = np.zeros_like(out)
-        model.head.forward(out[-1])
-        d_out[-1] = model.head.backward(u)
-        return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap)
-    finally:
-        model.train(was_training)
-
-
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise CLIError(f"--tol: expected a number in (0, 1), got {args.tol}")
     model, origin = _load(Path(args.model))
     x = _input(args, model)
     c = model.config
-    diag = model_diagnosis(model, x, seed=args.seed, tol=args.tol)
+    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol)
     T, B = x.shape[:2]
     print(
         f"unrolled diagnose: {origin}\n  {c.cell} H={c.hidden_size} layers={c.num_layers}"

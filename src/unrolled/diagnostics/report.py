@@ -296,6 +296,30 @@ def diagnose(
     return Diagnosis(reports)
 
 
+def diagnose_model(model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True) -> Diagnosis:
+    """Diagnose a :class:`~unrolled.models.SequenceModel`'s recurrent stack on model input `x`.
+
+    x : token ids (T, B) or features (T, B, I), as the model's forward takes them.
+
+    The input goes through the embedding (if any); the probe loss is a random linear function of the
+    model's output y at the last step, L = Σ_b u_b · y_{T,b}, pulled back through the head, so the
+    BPTT norms show how far back one late error reaches in this model. Returns a Diagnosis.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        e = model.embed.forward(x) if model.embed is not None else x  # (T, B, E or I)
+        rnn, W = model.rnn, model.head.params["W"]  # W (K, D·H): y = u Wᵀ + b, so ∂L/∂u = u_probe W
+        T, B = e.shape[:2]
+        probe = np.random.default_rng(seed).standard_normal((B, W.shape[0]))
+        probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+        d_out = np.zeros((T, B, W.shape[1]), dtype=rnn.dtype)
+        d_out[-1] = probe @ W
+        return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap)
+    finally:
+        model.train(was_training)
+
+
 def _direction_report(
     layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch
 ) -> DirectionReport:
