@@ -343,3 +343,30 @@ def test_parallel_recurrent_nodes_are_not_stacked(uo):
 def test_export_refuses_other_objects(uo):
     with pytest.raises(TypeError, match="expected an unrolled recurrent layer"):
         uo.to_onnx(object())
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_graph_exported_by_torch_loads_as_the_equal_layer(uo, kind):
+    """A foreign graph: torch.onnx's own export of a stacked bidirectional torch layer."""
+    import io
+    import warnings
+
+    from conftest import require_torch
+
+    torch = require_torch()
+    import onnx
+
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True).eval()
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(5, 2, 3),), buf, dynamo=False)
+    except Exception as e:  # the TorchScript-based exporter may be absent in other torch versions
+        pytest.skip(f"torch.onnx.export(dynamo=False) unavailable: {type(e).__name__}")
+    layer = uo.from_onnx(onnx.load_from_string(buf.getvalue()))
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(layer(x)[0], want, rtol=0, atol=TOL)
