@@ -1,0 +1,466 @@
+"""The Trainer: the loop every application shares, with exact checkpoints and resume.
+
+One training step::
+
+    lr      = schedule(step) · lr_scale                  (lr_scale halves on each skipped step)
+    loss, n = loss_fn(model, batch)                       forward + backward: fills model.grads
+    ‖g‖     = clip_grad_norm(model.grads, clip_norm)      (or just measured)
+    if loss or any gradient is not finite: the update is not applied (policy "stop" or "skip")
+    optimizer.step(model.grads)
+
+The application supplies ``loss_fn`` — so a char-LM with truncated BPTT, a forecaster, a classifier
+and a seq2seq model all reuse the same loop. With ``carry_state=True`` the call is
+``loss_fn(model, batch, state) -> (loss, n_tokens, state)`` and the returned state is passed to the next
+batch of the same epoch (truncated BPTT: see :mod:`unrolled.tbptt`); it restarts from None each epoch.
+
+Exact resume. A checkpoint holds the weights, the optimizer's slots and step count, every Generator
+state of the model (dropout masks), the carried state, the position in the data (epoch, batch index),
+the schedule's step, the lr scale and the early-stopping counters. The batches of an epoch must be a
+pure function of the epoch number (``batches(epoch)``, e.g. :class:`~unrolled.data.batching.SequenceBatches`),
+and any randomness inside ``loss_fn`` must be drawn from the model's generators. Then an interrupted
+run resumed from its last checkpoint ends with bit-identical weights to the run never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unrolled.checkpoint import CheckpointError, load_checkpoint, restore_arrays, save_checkpoint
+from unrolled.clip import clip_grad_norm, clip_grad_value, global_norm
+from unrolled.optim import ConstantLR, schedule_to_dict
+
+__all__ = ["NonFiniteError", "Trainer", "TrainResult"]
+
+# Fields of ModelConfig that change the shapes or the function (refused on resume when they differ).
+_ARCH_FIELDS = (
+    "input", "vocab_size", "input_size", "embed_dim", "cell", "hidden_size", "num_layers", "bidirectional",
+    "nonlinearity", "reset_after", "output_size", "output", "dtype",
+)  # fmt: skip
+
+
+class NonFiniteError(RuntimeError):
+    """A step produced a non-finite loss or gradient and the policy is "stop"."""
+
+
+@dataclass
+class TrainResult:
+    """How :meth:`Trainer.fit` ended."""
+
+    step: int  # updates counted so far (skipped steps included)
+    epoch: int  # completed epochs
+    reason: str  # "max_steps" | "epochs" | "early_stopping" | "interrupted"
+    loss: float | None  # the last training loss
+    best_val_loss: float | None
+    checkpoint: Path | None  # the last checkpoint written
+
+
+class Trainer:
+    """Steps/epochs, validation, early stopping, JSONL metrics, progress bar, Ctrl-C, checkpoints, resume.
+
+    Parameters
+    ----------
+    model : a SequenceModel, or anything with ``params``, ``grads``, ``train()``, ``eval()`` (and, for exact
+        resume with dropout, ``rng_state()`` / ``set_rng_state()``; ``config.to_dict()`` to check the
+        architecture on resume).
+    optimizer : an :mod:`unrolled.optim` optimizer over ``model.params``.
+    batches : the batches of one epoch (a sequence, reused every epoch) or a callable ``epoch -> batches``.
+        A sequence (``__len__`` + ``__getitem__``) lets resume jump to the batch directly.
+    loss_fn : ``loss_fn(model, batch) -> (loss, n_tokens)`` doing forward and backward (fills model.grads);
+        with ``carry_state``: ``loss_fn(model, batch, state) -> (loss, n_tokens, state)``.
+    val_fn : ``val_fn(model) -> float`` (lower is better), run in eval mode every ``eval_every`` steps and
+        at the end.
+    schedule : ``lr(step)`` (step = updates so far), e.g. :class:`~unrolled.optim.CosineLR`; default the
+        optimizer's lr held constant.
+    max_steps, epochs : stop after this many steps / epochs (at least one of them).
+    clip_norm : clip the global gradient norm to this (None: measured only). clip_value: clamp entries.
+    eval_every : validate every N steps.  patience : stop after this many validations without an
+        improvement of more than ``min_delta`` (None: never).
+    checkpoint_dir : write ``<dir>/last`` every ``checkpoint_every`` steps, at the end and on Ctrl-C, and
+        ``<dir>/best`` on each validation improvement.
+    metrics_path : JSONL, one line per step: step, epoch, loss, grad_norm, lr, tokens, tokens_per_s,
+        wall_time, and val_loss on validation steps.
+    progress : show a tqdm bar (loss, tokens/s, ETA) on stderr.
+    on_nonfinite : "stop" (raise :class:`NonFiniteError`, keep the last good checkpoint) or "skip"
+        (drop the step, multiply the lr by ``lr_backoff``, go on).
+    meta : extra JSON-able entries saved in every checkpoint (e.g. the vocabulary).
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        batches: Sequence | Callable[[int], Iterable],
+        loss_fn: Callable,
+        *,
+        val_fn: Callable[[Any], float] | None = None,
+        schedule: Callable[[int], float] | None = None,
+        max_steps: int | None = None,
+        epochs: int | None = None,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        eval_every: int | None = None,
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        metrics_path: str | os.PathLike | None = None,
+        progress: bool = True,
+        on_nonfinite: str = "stop",
+        lr_backoff: float = 0.5,
+        carry_state: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if max_steps is None and epochs is None:
+            raise ValueError("max_steps / epochs: expected at least one of them, got neither")
+        for name, v in (("max_steps", max_steps), ("epochs", epochs), ("eval_every", eval_every),
+                        ("checkpoint_every", checkpoint_every), ("patience", patience)):  # fmt: skip
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite: expected 'stop' or 'skip', got {on_nonfinite!r}")
+        if not 0 < lr_backoff <= 1:
+            raise ValueError(f"lr_backoff: expected a factor in (0, 1], got {lr_backoff!r}")
+        if patience is not None and (val_fn is None or eval_every is None):
+            raise ValueError("patience: early stopping needs val_fn and eval_every")
+        if optimizer.params is not model.params and set(optimizer.params) != set(model.params):
+            raise ValueError("optimizer: expected an optimizer over model.params")
+        self.model, self.optimizer, self.batches, self.loss_fn = model, optimizer, batches, loss_fn
+        self.val_fn, self.schedule = val_fn, schedule or ConstantLR(optimizer.lr)
+        self.max_steps, self.epochs = max_steps, epochs
+        self.clip_norm, self.clip_value = clip_norm, clip_value
+        self.eval_every, self.patience, self.min_delta = eval_every, patience, float(min_delta)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.metrics_path = Path(metrics_path) if metrics_path is not None else None
+        self.progress, self.on_nonfinite, self.lr_backoff = progress, on_nonfinite, float(lr_backoff)
+        self.carry_state, self.meta = carry_state, dict(meta or {})
+        # The run's position and counters: everything a checkpoint needs besides model and optimizer.
+        self.step = 0  # updates so far (a skipped step counts)
+        self.epoch = 0  # completed epochs
+        self.pos = 0  # batches of the current epoch already consumed
+        self.state = None  # carried recurrent state (truncated BPTT)
+        self.lr_scale = 1.0
+        self.best_val: float | None = None
+        self.bad_evals = 0
+        self.tokens = 0
+        self.wall_offset = 0.0
+        self.last_checkpoint_step: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self._stop_requested = False
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def last_path(self) -> Path | None:
+        return self.checkpoint_dir / "last" if self.checkpoint_dir else None
+
+    def _trainer_state(self, wall: float) -> dict[str, Any]:
+        return {
+            "step": self.step, "epoch": self.epoch, "pos": self.pos, "lr_scale": self.lr_scale,
+            "best_val": self.best_val, "bad_evals": self.bad_evals, "tokens": self.tokens, "wall_time": wall,
+            "state_kind": None if self.state is None else type(self.state).__name__,
+        }  # fmt: skip
+
+    def save(self, path: str | os.PathLike | None = None, wall: float | None = None) -> Path:
+        """Write a checkpoint of the whole run (default ``<checkpoint_dir>/last``)."""
+        path = Path(path) if path is not None else self.last_path
+        if path is None:
+            raise ValueError("path: no checkpoint_dir given to the Trainer and no path given to save")
+        m = self.model
+        arrays = {f"model/{k}": v for k, v in m.params.items()}
+        osd = self.optimizer.state_dict()
+        arrays.update({f"optim/{k}": v for k, v in osd.pop("arrays").items()})
+        if self.state is not None:
+            for i, s in enumerate(self.state if isinstance(self.state, tuple) else (self.state,)):
+                arrays[f"state/{i}"] = s
+        meta = {
+            **self.meta,
+            "kind": "unrolled.train",
+            "optimizer": osd,
+            "rng": m.rng_state() if hasattr(m, "rng_state") else None,
+            "trainer": self._trainer_state(self.wall_offset if wall is None else wall),
+            "schedule": _schedule_dict(self.schedule),
+        }
+        if hasattr(m, "config"):
+            meta["config"] = m.config.to_dict()
+        save_checkpoint(path, arrays, meta)
+        if path == self.last_path:
+            self.last_checkpoint_step = self.step
+        return path
+
+    def load(self, path: str | os.PathLike | None = None) -> None:
+        """Restore a run from a checkpoint written by :meth:`save` (refuses another architecture)."""
+        path = Path(path) if path is not None else self.last_path
+        arrays, meta = load_checkpoint(path)
+        if meta.get("kind") != "unrolled.train":
+            raise CheckpointError(
+                f"checkpoint {path}: not a training checkpoint (no optimizer / trainer state)"
+            )
+        if hasattr(self.model, "config") and "config" in meta:
+            ours, theirs = self.model.config.to_dict(), meta["config"]
+            diff = [f"{k} {theirs.get(k)!r} (this model: {ours[k]!r})" for k in _ARCH_FIELDS
+                    if k in ours and theirs.get(k) != ours[k]]  # fmt: skip
+            if diff:
+                raise CheckpointError(
+                    f"checkpoint {path} was written for another architecture: {', '.join(diff)}"
+                )
+        restore_arrays(self.model.params, arrays, "model/", what=f"checkpoint {path}")
+        osd = dict(meta["optimizer"])
+        osd["arrays"] = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+        try:
+            self.optimizer.load_state_dict(osd)
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer state does not fit this optimizer ({e})"
+            ) from e
+        if meta.get("rng") is not None and hasattr(self.model, "set_rng_state"):
+            self.model.set_rng_state(meta["rng"])
+        t = meta["trainer"]
+        self.step, self.epoch, self.pos = t["step"], t["epoch"], t["pos"]
+        self.lr_scale, self.best_val, self.bad_evals = t["lr_scale"], t["best_val"], t["bad_evals"]
+        self.tokens, self.wall_offset = t["tokens"], t["wall_time"]
+        states = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
+        self.state = (
+            None if t["state_kind"] is None else (tuple(states) if t["state_kind"] == "tuple" else states[0])
+        )
+        self.last_checkpoint_step = self.step
+
+    # ----------------------------------------------------------------- the loop
+    def _epoch_batches(self, epoch: int):
+        return self.batches(epoch) if callable(self.batches) else self.batches
+
+    def _nonfinite(self, loss: float) -> str | None:
+        """What is not finite in this step (the loss or the first bad gradient), or None."""
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        for k, g in self.model.grads.items():
+            if not np.isfinite(g).all():
+                bad = ~np.isfinite(g)
+                kinds = "nan" if np.isnan(g).any() else "inf"
+                return f"the gradient of {k!r} has {int(bad.sum())} non-finite values ({kinds})"
+        return None
+
+    def _validate(self) -> float:
+        self.model.eval()
+        try:
+            return float(self.val_fn(self.model))
+        finally:
+            self.model.train()
+
+    def _total(self, data) -> int | None:
+        if self.max_steps is not None:
+            return self.max_steps
+        try:
+            return self.epochs * len(data)
+        except TypeError:
+            return None
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until max_steps / epochs / early stopping / Ctrl-C.
+
+        resume : continue from ``<checkpoint_dir>/last`` when it exists (a fresh start otherwise).
+        Raises :class:`NonFiniteError` under the "stop" policy.
+        """
+        if resume:
+            if self.last_path is None:
+                raise ValueError("resume: needs the Trainer's checkpoint_dir")
+            if (self.last_path / "meta.json").exists():
+                self.load()
+        self._open_metrics(resume)
+        old_handler = self._install_sigint()
+        t_start = time.perf_counter()
+        wall = self.wall_offset
+        reason, loss = None, None
+        bar = None
+        try:
+            self.model.train()
+            data = self._epoch_batches(self.epoch)
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=self._total(data), initial=self.step, unit="step", dynamic_ncols=True)
+            while reason is None:
+                if self.epochs is not None and self.epoch >= self.epochs:
+                    reason = "epochs"
+                    break
+                data = self._epoch_batches(self.epoch)
+                if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+                    it = (data[i] for i in range(self.pos, len(data)))
+                else:
+                    it = islice(iter(data), self.pos, None)
+                for batch in it:
+                    if self.max_steps is not None and self.step >= self.max_steps:
+                        reason = "max_steps"
+                        break
+                    loss, record = self._train_step(batch)
+                    wall = self.wall_offset + time.perf_counter() - t_start
+                    record["wall_time"] = round(wall, 6)
+                    if self.val_fn is not None and self.eval_every and self.step % self.eval_every == 0:
+                        record["val_loss"] = val = self._validate()
+                        if self._improved(val, wall):
+                            record["best"] = True
+                        elif self.patience is not None and self.bad_evals >= self.patience:
+                            reason = "early_stopping"
+                    self._log(record, bar)
+                    if (
+                        self.checkpoint_every
+                        and self.step % self.checkpoint_every == 0
+                        and self.checkpoint_dir
+                    ):
+                        self.save(wall=wall)
+                    if self._stop_requested:
+                        reason = "interrupted"
+                    if reason is not None:
+                        break
+                else:
+                    self.epoch += 1
+                    self.pos = 0
+                    self.state = None
+            if (
+                reason != "interrupted"
+                and self.val_fn is not None
+                and not (self.eval_every and self.step % self.eval_every == 0)
+            ):
+                # Informational only: it changes no counter, so where a run stops cannot change its course.
+                val = self._validate()
+                self._log({"step": self.step, "epoch": self.epoch, "val_loss": val, "final": True}, None)
+            ckpt = self.save(wall=wall) if self.checkpoint_dir else None
+        finally:
+            if bar is not None:
+                bar.close()
+            self._close_metrics()
+            self._restore_sigint(old_handler)
+        return TrainResult(self.step, self.epoch, reason, loss, self.best_val, ckpt)
+
+    def _train_step(self, batch) -> tuple[float, dict[str, Any]]:
+        lr = float(self.schedule(self.step)) * self.lr_scale
+        self.optimizer.lr = lr
+        t0 = time.perf_counter()
+        if self.carry_state:
+            loss, n_tokens, new_state = self.loss_fn(self.model, batch, self.state)
+        else:
+            loss, n_tokens = self.loss_fn(self.model, batch)
+            new_state = None
+        loss = float(loss)
+        bad = self._nonfinite(loss)
+        step = self.step + 1
+        record: dict[str, Any] = {"step": step, "epoch": self.epoch, "loss": loss, "lr": lr}
+        if bad is not None:
+            msg = f"step {step}: {bad}; the update was not applied"
+            if self.on_nonfinite == "stop":
+                where = (
+                    f"the last good checkpoint is {self.last_path} (step {self.last_checkpoint_step})"
+                    if self.last_checkpoint_step is not None
+                    else "no checkpoint had been written"
+                )
+                self._log({**record, "nonfinite": bad}, None)
+                raise NonFiniteError(f"{msg}; stopped ({where})")
+            self.lr_scale *= self.lr_backoff
+            record.update(nonfinite=bad, skipped=True, grad_norm=None)
+            self._warn(f"{msg}; skipped, learning rate scaled to {self.lr_scale:g}×")
+            new_state = None  # a state carried out of a broken step is not trusted
+        else:
+            grads = self.model.grads
+            norm = clip_grad_norm(grads, self.clip_norm) if self.clip_norm else global_norm(grads)
+            if self.clip_value:
+                clip_grad_value(grads, self.clip_value)
+            self.optimizer.step(grads)
+            record["grad_norm"] = norm
+        dt = time.perf_counter() - t0
+        self.step, self.pos, self.state = step, self.pos + 1, new_state
+        self.tokens += int(n_tokens)
+        record.update(tokens=int(n_tokens), tokens_per_s=round(n_tokens / dt, 1) if dt > 0 else None)
+        return loss, record
+
+    def _improved(self, val: float, wall: float) -> bool:
+        if math.isfinite(val) and (self.best_val is None or val < self.best_val - self.min_delta):
+            self.best_val, self.bad_evals = val, 0
+            if self.checkpoint_dir:
+                self.save(self.checkpoint_dir / "best", wall=wall)
+            return True
+        self.bad_evals += 1
+        return False
+
+    # ----------------------------------------------------------------- metrics, progress, signals
+    def _open_metrics(self, resume: bool) -> None:
+        self._metrics = None
+        if self.metrics_path is None:
+            return
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.metrics_path.exists():
+            # Drop what a killed run logged after its last checkpoint: those steps are run again.
+            keep = []
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by the kill
+            self.metrics_path.write_text("".join(s + "\n" for s in keep))
+        elif not resume:
+            self.metrics_path.write_text("")
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _close_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+    def _log(self, record: dict[str, Any], bar) -> None:
+        self.history.append(record)
+        if self._metrics is not None:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+        if bar is not None:
+            bar.update(1)
+            post = {"loss": f"{record['loss']:.4f}"}
+            if record.get("tokens_per_s"):
+                post["tok/s"] = f"{record['tokens_per_s']:.0f}"
+            if self.best_val is not None:
+                post["val"] = f"{self.best_val:.4f}"
+            bar.set_postfix(post, refresh=False)
+
+    def _warn(self, msg: str) -> None:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"unrolled: warning: {msg}", file=sys.stderr)
+
+    def _install_sigint(self):
+        """First Ctrl-C: finish the current step, checkpoint, return. A second one: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self._warn(
+                "interrupted: stopping after this step and writing a checkpoint (Ctrl-C again to abort)"
+            )
+
+        self._stop_requested = False
+        return signal.signal(signal.SIGINT, handler)
+
+    def _restore_sigint(self, old) -> None:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _schedule_dict(schedule) -> dict | None:
+    try:
+        return schedule_to_dict(schedule)
+    except ValueError:
+        return None  # a user's own callable: not recorded
