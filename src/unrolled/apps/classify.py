@@ -53,7 +53,7 @@ class ClassifyConfig:
     """Everything ``unrolled train classify`` needs; each field is also its command-line option."""
 
     # the data: one source
-    dataset: str | None = option(None, "a built-in dataset", choices=list(BUILTIN_DATASETS))
+    dataset: str | None = option(None, "a built-in dataset: " + ", ".join(BUILTIN_DATASETS), metavar="NAME")
     data_dir: str | None = option(
         None, "folder of the names data (default ../shared/data/classification/names)"
     )

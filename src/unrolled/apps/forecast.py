@@ -57,7 +57,7 @@ class ForecastConfig:
     time_column: str | None = option(None, "a column of time labels (with --csv)", metavar="NAME")
     features: tuple = option((), "extra input columns, comma-separated (multivariate inputs)", metavar="A,B")
     dataset: str | None = option(
-        None, "a built-in dataset (statsmodels, no download)", choices=sorted(BUILTIN_DATASETS)
+        None, "a built-in dataset (statsmodels, no download): " + ", ".join(BUILTIN_DATASETS), metavar="NAME"
     )
     missing: str = option(
         "refuse", "missing values: refuse, or interpolate (causally)", choices=MISSING_POLICIES

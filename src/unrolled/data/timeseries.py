@@ -65,7 +65,8 @@ def load_csv(
     """Read one target column (and optional extra feature columns) of a CSV with a header row.
 
     Rows are taken in file order, which must be time order. Empty cells and NA/NaN/null/? are missing
-    values (NaN here; see :func:`fill_missing`). Anything else that is not a number is an error that
+    values (NaN here; see :func:`fill_missing`), and so is a blank line between data rows of a one-column
+    file (trailing blank lines are not rows). Anything else that is not a number is an error that
     names the file, column and line.
     """
     path = Path(path)
@@ -83,10 +84,16 @@ def load_csv(
             raise ValueError(f"features: the target {column!r} or a feature is named twice")
         idx = [header.index(c) for c in wanted]
         t_idx = header.index(time_column) if time_column else None
-        rows, times = [], []
+        rows, times, blanks = [], [], []
         for line, rec in enumerate(reader, start=2):
             if not rec or all(not c.strip() for c in rec):
-                continue  # a blank line is not a row
+                if len(header) == 1:  # in a one-column file a blank line inside the data is a missing value
+                    blanks.append(line)
+                continue
+            for _ in blanks:
+                rows.append([float("nan")])
+                times.append(str(len(times)))
+            blanks = []
             if len(rec) < len(header):
                 raise ValueError(f"{path}: line {line} has {len(rec)} fields, the header has {len(header)}")
             rows.append([_parse_float(rec[i], header[i], line, path) for i in idx])
