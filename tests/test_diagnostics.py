@@ -284,6 +284,8 @@ def test_fit_horizon_and_regime_on_known_curves():
     y = d * np.log10(0.9)
     assert memory_horizon(y, 0.9)[0] is None  # 0.9^50 = 5e-3: not yet below 1e-3 within the span
     assert memory_horizon(y, 0.9)[1] == pytest.approx(np.log(1e-3) / np.log(0.9))
+    assert memory_horizon(y + 1, 0.9, intercept=1.0)[1] == pytest.approx(np.log(1e-3) / np.log(0.9))
+    assert memory_horizon(y, 0.9, intercept=1.0)[1] == pytest.approx(np.log(1e-4) / np.log(0.9))
     assert memory_horizon(d * np.log10(0.5), 0.5)[0] == 10
     assert [regime(g) for g in (0.98, 0.995, 1.0, 1.005, 1.02)] == [
         "vanishing",

@@ -37,8 +37,14 @@ def test_monitor_leaves_params_grads_rng_and_mode_alone():
     grads = {k: v.copy() for k, v in model.grads.items()}
     rng_state = model.rng_state()
     mon = GammaMonitor(x, every=1)
-    mon(type("T", (), {"model": model, "step": 3})())  # as a Trainer callback: reads trainer.model / .step
+    record = {"step": 3, "loss": 0.5}
+    mon(type("T", (), {"model": model, "step": 3})(), record)  # as a Trainer callback: .model, .step
     assert mon.history[0]["step"] == 3 and model.training
+    assert record["gamma"] == mon.history[0]["gamma"] and record["gamma_regime"] in (
+        "vanishing",
+        "stable",
+        "exploding",
+    )
     assert all(np.array_equal(before[k], model.params[k]) for k in before)
     assert all(np.array_equal(grads[k], model.grads[k]) for k in grads)
     assert model.rng_state() == rng_state
@@ -49,3 +55,5 @@ def test_monitor_refuses_bad_arguments():
         GammaMonitor(np.zeros((3, 1, 2)), every=0)
     with pytest.raises(ValueError, match="x_probe"):
         GammaMonitor([1, 2, 3])
+    with pytest.raises(TypeError, match="trainer"):
+        GammaMonitor(np.zeros((3, 1, 2)))(object())

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
         q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
         q.add_argument("--eval-every", type=int, default=100, help="steps between test evaluations and γ")
         q.add_argument("--test-size", type=int, default=256)
-        q.add_argument("--out", default=f"results/{task}.jsonl", help="results file (JSON lines; resumable)")
+        q.add_argument("--out", default=f"runs/experiments/{task}.jsonl", help="results file (JSON lines; resumable)")
         q.add_argument("--figures", metavar="DIR", help="diagnostics figure of each seed-0 final model")
         q.add_argument("--quiet", action="store_true", help="only one line per finished run")
         q.set_defaults(func=_run, task=task)

@@ -67,13 +67,22 @@ class GammaMonitor:
         """:meth:`measure` if `step` is a multiple of `every`, else None."""
         return self.measure(model, step) if step % self.every == 0 else None
 
-    def __call__(self, trainer, step: int | None = None, **_) -> None:
-        """Trainer callback: measures the trainer's model at its current step (every `every` steps)."""
-        model = getattr(trainer, "model", trainer)
-        step = getattr(trainer, "step", None) if step is None else step
-        if not isinstance(step, int | np.integer):
-            raise TypeError("GammaMonitor: could not find the current step (pass step=… or trainer.step)")
-        self.maybe_measure(model, int(step))
+    def __call__(self, trainer, *args, **kwargs) -> dict | None:
+        """Trainer callback: ``monitor(trainer)`` or ``monitor(trainer, record)`` after an update.
+
+        Reads ``trainer.model`` and ``trainer.step``; measures every `every` steps. When the hook passes
+        the step's metrics record (a dict), γ and the regime are added to it, so they reach the
+        metrics JSONL beside the loss.
+        """
+        model = getattr(trainer, "model", None)
+        step = getattr(trainer, "step", None)
+        if model is None or isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise TypeError("GammaMonitor: expected a trainer with .model and an integer .step")
+        rec = self.maybe_measure(model, int(step))
+        record = next((a for a in (*args, *kwargs.values()) if isinstance(a, dict)), None)
+        if rec is not None and record is not None:
+            record.update(gamma=rec["gamma"], gamma_regime=rec["regime"])
+        return rec
 
     def gammas(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, γ) of the history as arrays."""

@@ -6,9 +6,9 @@ The fitted factor γ: with n_d = ‖∂s_T/∂s_{T−d}‖₂ (geometric mean ov
 
 so n_d ≈ 10^a γ^d: γ < 1 shrinks the gradient by that factor per step, γ > 1 grows it. The memory
 horizon is the first distance d with n_d < 10⁻³ n_0 (n_0 = ‖I‖₂ = 1), or, if the span is too short to
-see it, the extrapolation log(10⁻³)/log γ. The regime is vanishing for γ < 1 − tol, exploding for
-γ > 1 + tol, else stable (tol = 0.01 by default: within it, a gradient changes by less than a factor e
-over 100 steps).
+see it, where the fitted line crosses that level, (−3 − a) / log10 γ. The regime is vanishing for
+γ < 1 − tol, exploding for γ > 1 + tol, else stable (tol = 0.01 by default: within it, a gradient
+changes by less than a factor e over 100 steps).
 """
 
 from __future__ import annotations
@@ -58,13 +58,22 @@ def fit_gamma(log10_norms: np.ndarray, skip: int = 1) -> tuple[float, float, flo
     return float(10.0**slope), float(a), float(r2)
 
 
-def memory_horizon(log10_norms: np.ndarray, gamma: float) -> tuple[int | None, float | None]:
-    """(measured, extrapolated) steps until n_d < 10⁻³ n_0; measured is None if it never happens within D,
-    extrapolated log(10⁻³)/log γ is None unless γ < 1."""
+def memory_horizon(
+    log10_norms: np.ndarray, gamma: float, intercept: float = 0.0
+) -> tuple[int | None, float | None]:
+    """Steps until n_d < 10⁻³ n_0: (measured, extrapolated).
+
+    measured : the first distance d with n_d < 10⁻³ n_0, or None if that does not happen within D.
+    extrapolated : where the fit 10^a γ^d crosses 10⁻³ n_0, (log10(10⁻³ n_0) − a) / log10 γ;
+        None unless γ < 1.
+    """
     y = np.asarray(log10_norms, dtype=np.float64)
-    below = np.nonzero(y < y[0] + math.log10(HORIZON_DROP))[0]
+    level = y[0] + math.log10(HORIZON_DROP)
+    below = np.nonzero(y < level)[0]
     measured = int(below[0]) if below.size else None
-    extrapolated = math.log(HORIZON_DROP) / math.log(gamma) if 0 < gamma < 1 else None
+    extrapolated = None
+    if 0 < gamma < 1 and math.isfinite(intercept):
+        extrapolated = max(0.0, (level - intercept) / math.log10(gamma))
     return measured, extrapolated
 
 
@@ -330,7 +339,7 @@ def _direction_report(
     spec = _batch_mean(norms.log10_spectral)[::-1]  # index by distance d = T − k
     frob = _batch_mean(norms.log10_frobenius)[::-1]
     gamma, a, r2 = fit_gamma(spec)
-    horizon, extra = memory_horizon(spec, gamma)
+    horizon, extra = memory_horizon(spec, gamma, a)
     kind = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn"}[_cell_kind(cell)]
     cpath = gamma_c = None
     if kind == "lstm":
