@@ -60,7 +60,7 @@ class TrainResult:
 
     step: int  # updates counted so far (skipped steps included)
     epoch: int  # completed epochs
-    reason: str  # "max_steps" | "epochs" | "early_stopping" | "interrupted"
+    reason: str  # "max_steps" | "max_time" | "epochs" | "early_stopping" | "interrupted"
     loss: float | None  # the last training loss
     best_val_loss: float | None
     checkpoint: Path | None  # the last checkpoint written
@@ -83,7 +83,9 @@ class Trainer:
         at the end.
     schedule : ``lr(step)`` (step = updates so far), e.g. :class:`~unrolled.optim.CosineLR`; default the
         optimizer's lr held constant.
-    max_steps, epochs : stop after this many steps / epochs (at least one of them).
+    max_steps, epochs : stop after this many steps / epochs (at least one of them, or max_time).
+    max_time : stop after the step during which the run's training wall time (all resumed sessions
+        together, as in the checkpoints) reaches this many seconds.
     clip_norm : clip the global gradient norm to this (None: measured only). clip_value: clamp entries.
     eval_every : validate every N steps.  patience : stop after this many validations without an
         improvement of more than ``min_delta`` (None: never).
@@ -108,6 +110,7 @@ class Trainer:
         schedule: Callable[[int], float] | None = None,
         max_steps: int | None = None,
         epochs: int | None = None,
+        max_time: float | None = None,
         clip_norm: float | None = None,
         clip_value: float | None = None,
         eval_every: int | None = None,
@@ -122,8 +125,10 @@ class Trainer:
         carry_state: bool = False,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        if max_steps is None and epochs is None:
-            raise ValueError("max_steps / epochs: expected at least one of them, got neither")
+        if max_steps is None and epochs is None and max_time is None:
+            raise ValueError("max_steps / epochs / max_time: expected at least one of them, got none")
+        if max_time is not None and not (isinstance(max_time, int | float) and 0 < max_time < math.inf):
+            raise ValueError(f"max_time: expected a positive number of seconds, got {max_time!r}")
         for name, v in (("max_steps", max_steps), ("epochs", epochs), ("eval_every", eval_every),
                         ("checkpoint_every", checkpoint_every), ("patience", patience)):  # fmt: skip
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -138,7 +143,7 @@ class Trainer:
             raise ValueError("optimizer: expected an optimizer over model.params")
         self.model, self.optimizer, self.batches, self.loss_fn = model, optimizer, batches, loss_fn
         self.val_fn, self.schedule = val_fn, schedule or ConstantLR(optimizer.lr)
-        self.max_steps, self.epochs = max_steps, epochs
+        self.max_steps, self.epochs, self.max_time = max_steps, epochs, max_time
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.eval_every, self.patience, self.min_delta = eval_every, patience, float(min_delta)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -261,6 +266,8 @@ class Trainer:
     def _total(self, data) -> int | None:
         if self.max_steps is not None:
             return self.max_steps
+        if self.epochs is None:
+            return None
         try:
             return self.epochs * len(data)
         except TypeError:
@@ -302,6 +309,9 @@ class Trainer:
                 for batch in it:
                     if self.max_steps is not None and self.step >= self.max_steps:
                         reason = "max_steps"
+                        break
+                    if self.max_time is not None and wall >= self.max_time:
+                        reason = "max_time"
                         break
                     loss, record = self._train_step(batch)
                     wall = self.wall_offset + time.perf_counter() - t_start
