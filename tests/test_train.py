@@ -321,3 +321,18 @@ def test_ctrl_c_stops_cleanly_and_writes_a_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last")[1]["trainer"]["step"] == int(step) >= 5
     if os.name == "posix":
         assert "Traceback" not in err
+
+
+def test_bad_trainer_arguments_are_named():
+    model = SequenceModel(ModelConfig(vocab_size=4, hidden_size=4, output="last", seed=0))
+    opt = SGD(model.params, lr=0.1)
+    with pytest.raises(ValueError, match="max_steps / epochs.*: expected at least one"):
+        Trainer(model, opt, [], classify_loss)
+    with pytest.raises(ValueError, match="on_nonfinite: expected 'stop' or 'skip', got 'ignore'"):
+        Trainer(model, opt, [], classify_loss, max_steps=1, on_nonfinite="ignore")
+    with pytest.raises(ValueError, match="checkpoint_every: needs checkpoint_dir"):
+        Trainer(model, opt, [], classify_loss, max_steps=1, checkpoint_every=5)
+    with pytest.raises(ValueError, match="patience: early stopping needs val_fn and eval_every"):
+        Trainer(model, opt, [], classify_loss, max_steps=1, patience=2)
+    with pytest.raises(ValueError, match="batches: epoch 0 has no batches"):
+        Trainer(model, opt, [], classify_loss, max_steps=3, progress=False).fit()

@@ -137,6 +137,8 @@ class Trainer:
             raise ValueError(f"on_nonfinite: expected 'stop' or 'skip', got {on_nonfinite!r}")
         if not 0 < lr_backoff <= 1:
             raise ValueError(f"lr_backoff: expected a factor in (0, 1], got {lr_backoff!r}")
+        if checkpoint_every is not None and checkpoint_dir is None:
+            raise ValueError("checkpoint_every: needs checkpoint_dir (where to write the checkpoints)")
         if patience is not None and (val_fn is None or eval_every is None):
             raise ValueError("patience: early stopping needs val_fn and eval_every")
         if optimizer.params is not model.params and set(optimizer.params) != set(model.params):
@@ -306,7 +308,9 @@ class Trainer:
                     it = (data[i] for i in range(self.pos, len(data)))
                 else:
                     it = islice(iter(data), self.pos, None)
+                consumed = 0
                 for batch in it:
+                    consumed += 1
                     if self.max_steps is not None and self.step >= self.max_steps:
                         reason = "max_steps"
                         break
@@ -334,6 +338,8 @@ class Trainer:
                     if reason is not None:
                         break
                 else:
+                    if consumed == 0 and self.pos == 0:
+                        raise ValueError(f"batches: epoch {self.epoch} has no batches (nothing to train on)")
                     self.epoch += 1
                     self.pos = 0
                     self.state = None
@@ -435,8 +441,10 @@ class Trainer:
         if bar is not None:
             bar.update(1)
             post = {"loss": f"{record['loss']:.4f}"}
-            if record.get("tokens_per_s"):
-                post["tok/s"] = f"{record['tokens_per_s']:.0f}"
+            if record.get("tokens_per_s"):  # smoothed: one step's rate is noisy
+                tps = record["tokens_per_s"]
+                self._tps = tps if getattr(self, "_tps", None) is None else 0.9 * self._tps + 0.1 * tps
+                post["tok/s"] = f"{self._tps:.0f}"
             if self.best_val is not None:
                 post["val"] = f"{self.best_val:.4f}"
             bar.set_postfix(post, refresh=False)
