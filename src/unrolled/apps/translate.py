@@ -12,6 +12,7 @@ training, so ``unrolled eval DIR --pairs DIR/heldout.tsv`` scores exactly the he
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -516,6 +517,7 @@ def register(sub) -> None:
         help="translate sentences with a model from 'unrolled train translate'",
         description="Translate TEXT (or each line of standard input) and print one translation per line.",
     )
+    tr.__class__ = _IntermixedParser  # options may come between DIR and TEXT
     tr.add_argument("dir", metavar="DIR", help="directory written by 'unrolled train translate'")
     tr.add_argument("text", nargs="*", metavar="TEXT", help="the sentence (default: lines of standard input)")
     _add_decode_options(tr)
@@ -547,6 +549,22 @@ def register(sub) -> None:
         return previous(args)
 
     ev.set_defaults(func=dispatch)
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """``unrolled translate DIR --beam 5 TEXT``: argparse alone stops reading positionals at the first
+    option, so TEXT after an option would be "unrecognized"; intermixed parsing accepts it."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
 
 
 def _add_decode_options(p) -> None:
