@@ -11,7 +11,15 @@ import os
 
 import numpy as np
 
-_fast = os.environ.get("UNROLLED_REFERENCE", "").strip().lower() not in ("1", "true", "yes", "on")
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_fast = not _env_flag("UNROLLED_REFERENCE")
+_jit_wanted = os.environ.get("UNROLLED_NUMBA", "").strip().lower() not in ("0", "false", "no", "off")
+_jit_module = None
+_jit_tried = False
 
 
 def set_fast(enabled: bool) -> None:
@@ -24,8 +32,33 @@ def fast_enabled() -> bool:
     return _fast
 
 
+def set_jit(enabled: bool) -> None:
+    """Use the Numba-compiled float32 gate kernels when Numba is installed (True, the default), or the
+    NumPy fast path only (False). Environment: ``UNROLLED_NUMBA=0``."""
+    global _jit_wanted
+    _jit_wanted = bool(enabled)
+
+
+def jit_for(dtype):
+    """The compiled kernels module for arrays of ``dtype``, or None (float64, Numba absent or disabled)."""
+    global _jit_module, _jit_tried
+    if not (_fast and _jit_wanted) or dtype != np.float32:
+        return None
+    if not _jit_tried:
+        _jit_tried = True
+        try:
+            from unrolled.kernels import _jit
+        except ImportError:  # Numba is the optional extra "fast"
+            _jit = None
+        _jit_module = _jit
+    return _jit_module
+
+
 def describe() -> str:
-    return "fast" if _fast else "reference"
+    """Which path the layers run now, in words."""
+    if not _fast:
+        return "reference"
+    return "fast (Numba float32 gate kernels)" if jit_for(np.dtype(np.float32)) else "fast (NumPy)"
 
 
 def _fast_cell(cell):

@@ -35,3 +35,16 @@ class _AllValid:
 
     def __getitem__(self, t: int) -> None:
         return None
+
+
+def valid_steps(mask: np.ndarray | None, T: int, B: int, dtype) -> np.ndarray:
+    """(T, B) with 1 where step t of sequence b is inside the sequence (for the compiled kernels)."""
+    if mask is None:
+        return np.ones((T, B), dtype=dtype)
+    return np.ascontiguousarray(mask[..., 0], dtype=dtype)
+
+
+def as_vector(p: dict, key: str, dtype) -> np.ndarray:
+    """p[key] as a contiguous vector, or an empty one when the layer has no such bias."""
+    v = p.get(key)
+    return np.empty(0, dtype=dtype) if v is None else np.ascontiguousarray(v, dtype=dtype)

@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import gate_affine, step_masks
+from unrolled.kernels._common import as_vector, gate_affine, step_masks, valid_steps
 
 
 class FastGRUCache(NamedTuple):
@@ -42,6 +43,12 @@ class FastGRUCell:
         """One time step: x_t (B, I), (h,) -> (h_t,)."""
         (h,) = state
         H = h.shape[1]
+        jit = kernels.jit_for(x_t.dtype)
+        if jit is not None:
+            h_new = np.empty_like(h)
+            xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 3H) each
+            jit.gru_step(xa, ha, as_vector(p, "b_h", h.dtype), as_vector(p, "b_hn", h.dtype), h, h_new)
+            return (h_new,)
         scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
         a = np.matmul(x_t, p["W_xh"].T)  # (B, 3H)
         if "b_h" in p:
@@ -67,6 +74,9 @@ class FastGRUCell:
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
+        jit = kernels.jit_for(x.dtype)
+        if jit is not None:
+            return self._forward_jit(jit, x, state0, p, mask)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         xp = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 3H) [a_z/2, a_r/2, a_xn]
@@ -106,6 +116,9 @@ class FastGRUCell:
         x, hs, gates, hn, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
+        jit = kernels.jit_for(gates.dtype)
+        if jit is not None:
+            return self._backward_jit(jit, d_hs, d_stateT, cache, p)
         z, r, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         h_prev = hs[:-1]
         # Factors that do not depend on the recursion, in bulk over all t.
@@ -144,3 +157,41 @@ class FastGRUCell:
         dah[..., 2 * H :] = da_n  # the input side's candidate gradient lacks the factor r
         dx = input_gradients(dah, x, p, grads, bias_key="b_h")
         return dx, (dh,), grads
+
+    # ------------------------------------------------------------------ float32: compiled gate kernels
+    def _forward_jit(self, jit, x, state0, p, mask):
+        """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 3H)
+        WT = np.ascontiguousarray(p["W_hh"].T)  # (H, 3H)
+        b_hn = as_vector(p, "b_hn", x.dtype)
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        hn = np.empty((T, B, H), dtype=x.dtype)
+        rec = np.empty((B, 3 * H), dtype=x.dtype)
+        hs[0] = state0[0]
+        valid = valid_steps(mask, T, B, x.dtype)
+        for t in range(T):
+            np.matmul(hs[t], WT, out=rec)
+            jit.gru_forward_step(t, xp, rec, b_hn, hs, hn, valid)
+        return hs[1:], (hs[T].copy(),), FastGRUCache(x, hs, xp, hn, mask)
+
+    def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
+        x, hs, gates, hn, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        d_hs = np.ascontiguousarray(d_hs, dtype=gates.dtype)
+        valid = valid_steps(mask, T, B, gates.dtype)
+        dah = np.empty_like(gates)  # (T, B, 3H)
+        da_n = np.empty((T, B, H), dtype=gates.dtype)
+        dh_rec = np.zeros((B, H), dtype=gates.dtype)
+        carry = np.array(d_stateT[0], dtype=gates.dtype)
+        for t in range(T - 1, -1, -1):
+            jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
+            np.matmul(dah[t], W_hh, out=dh_rec)
+        grads = {"W_hh": dah.reshape(T * B, 3 * H).T @ hs[:-1].reshape(T * B, H)}
+        if "b_hn" in p:
+            grads["b_hn"] = dah[..., 2 * H :].reshape(T * B, H).sum(axis=0)
+        dah[..., 2 * H :] = da_n
+        dx = input_gradients(dah, x, p, grads, bias_key="b_h")
+        return dx, (dh_rec + carry,), grads

@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import gate_affine, step_masks
+from unrolled.kernels._common import as_vector, gate_affine, step_masks, valid_steps
 
 
 class FastLSTMCache(NamedTuple):
@@ -49,6 +50,12 @@ class FastLSTMCell:
         """One time step: x_t (B, I), (h, c) -> (h_t, c_t)."""
         h, c = state
         H = h.shape[1]
+        jit = kernels.jit_for(x_t.dtype)
+        if jit is not None:
+            h_new, c_new = np.empty_like(h), np.empty_like(c)
+            xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 4H) each
+            jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), c, h_new, c_new)
+            return h_new, c_new
         scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
         a = np.matmul(x_t, p["W_xh"].T)  # (B, 4H)
         a += np.matmul(h, p["W_hh"].T)
@@ -68,6 +75,9 @@ class FastLSTMCell:
         """x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
+        jit = kernels.jit_for(x.dtype)
+        if jit is not None:
+            return self._forward_jit(jit, x, state0, p, mask)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         gates = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 4H) [a_i/2, a_f/2, a_g, a_o/2]
@@ -101,6 +111,9 @@ class FastLSTMCell:
         x, hs, cs, gates, tanh_c, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
+        jit = kernels.jit_for(gates.dtype)
+        if jit is not None:
+            return self._backward_jit(jit, d_hs, d_stateT, cache, p)
         # Everything that does not depend on the recursion, in bulk over all t.
         P = gates * (1 - gates)  # σ' for i, f, o (the g block is overwritten below)
         g = gates[..., 2 * H : 3 * H]
@@ -139,3 +152,39 @@ class FastLSTMCell:
         grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh, dc), grads
+
+    # ------------------------------------------------------------------ float32: compiled gate kernels
+    def _forward_jit(self, jit, x, state0, p, mask):
+        """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        gates = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 4H)
+        WT = np.ascontiguousarray(p["W_hh"].T)  # (H, 4H)
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        cs = np.empty((T + 1, B, H), dtype=x.dtype)
+        tanh_c = np.empty((T, B, H), dtype=x.dtype)
+        rec = np.empty((B, 4 * H), dtype=x.dtype)
+        hs[0], cs[0] = state0
+        valid = valid_steps(mask, T, B, x.dtype)
+        no_bias = np.empty(0, dtype=x.dtype)
+        for t in range(T):
+            np.matmul(hs[t], WT, out=rec)
+            jit.lstm_forward_step(t, gates, rec, no_bias, hs, cs, tanh_c, valid)
+        return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
+
+    def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
+        x, hs, cs, gates, tanh_c, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        d_hs = np.ascontiguousarray(d_hs, dtype=gates.dtype)
+        valid = valid_steps(mask, T, B, gates.dtype)
+        da = np.empty_like(gates)  # (T, B, 4H)
+        dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
+        carry = np.array(d_stateT[0], dtype=gates.dtype)
+        dc = np.array(d_stateT[1], dtype=gates.dtype)
+        for t in range(T - 1, -1, -1):
+            jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
+            np.matmul(da[t], W_hh, out=dh_rec)
+        grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
+        dx = input_gradients(da, x, p, grads, bias_key="b_h")
+        return dx, (dh_rec + carry, dc), grads

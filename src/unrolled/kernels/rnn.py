@@ -10,8 +10,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import step_masks
+from unrolled.kernels._common import step_masks, valid_steps
 
 
 class FastRNNCache(NamedTuple):
@@ -56,6 +57,14 @@ class FastRNNCell:
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
+        jit = kernels.jit_for(x.dtype)
+        if jit is not None:  # one fused kernel per step: a_t, σ(a_t), σ'(a_t), the length mask
+            dact = np.empty_like(xp)
+            valid = valid_steps(mask, T, B, x.dtype)
+            for t in range(T):
+                np.matmul(hs[t], WT, out=rec)
+                jit.rnn_forward_step(t, xp, rec, hs, dact, not self.tanh, valid)
+            return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
         invalid = step_masks(mask)
         for t in range(T):
             np.matmul(hs[t], WT, out=rec)
@@ -80,6 +89,18 @@ class FastRNNCell:
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
         da = np.empty_like(dact)
+        jit = kernels.jit_for(dact.dtype)
+        if jit is not None:
+            d_hs = np.ascontiguousarray(d_hs, dtype=dact.dtype)
+            valid = valid_steps(mask, T, B, dact.dtype)
+            dh_rec = np.zeros((B, H), dtype=dact.dtype)
+            carry = np.array(d_stateT[0], dtype=dact.dtype)
+            for t in range(T - 1, -1, -1):
+                jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
+                np.matmul(da[t], W_hh, out=dh_rec)
+            grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
+            dx = input_gradients(da, x, p, grads, bias_key="b_h")
+            return dx, (dh_rec + carry,), grads
         dh = d_stateT[0].copy()
         invalid = step_masks(mask)
         for t in range(T - 1, -1, -1):
