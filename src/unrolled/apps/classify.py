@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from unrolled.apps._options import add_config_arguments, config_from_args, option
-from unrolled.clip import clip_grad_norm
+from unrolled.apps._training import fit_best
 from unrolled.data.batching import SequenceBatches, pad_sequences
 from unrolled.data.sequences import (
     BUILTIN_DATASETS,
@@ -45,7 +44,6 @@ from unrolled.data.sequences import (
 from unrolled.metrics import accuracy, confusion_matrix, macro_f1, majority_baseline
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import cross_entropy, softmax
-from unrolled.optim import Adam
 
 
 @dataclass
@@ -187,13 +185,16 @@ def _loss(clf: Classifier, items: list, y: np.ndarray) -> float:
 
 
 def fit(
-    cfg: ClassifyConfig, train: SequenceDataset, val: SequenceDataset, log=print
+    cfg: ClassifyConfig,
+    train: SequenceDataset,
+    val: SequenceDataset,
+    log=print,
+    workdir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[Classifier, dict]:
-    """Train with mini-batches (bucketed by length, seeded order), weighted cross-entropy, Adam and
-    global-norm clipping; keep the weights of the epoch with the lowest validation loss.
-
-    Note: a plain loop over unrolled.data.batching / unrolled.optim / unrolled.clip; the run is minutes
-    long and in memory, so checkpoint-resume is not offered here.
+    """Train with :class:`unrolled.train.Trainer`: mini-batches bucketed by length in a seeded order,
+    cross-entropy weighted per class, Adam, global-norm clipping; keep the weights of the epoch with the
+    lowest validation loss (the training set stands in when there is no validation split).
     """
     vocab = CharVocab.build(train.items) if train.kind == "text" else None
     model = build_model(cfg, train, vocab)
@@ -203,49 +204,30 @@ def fit(
     batches = SequenceBatches(
         clf.inputs(train.items), train.labels, batch_size=cfg.batch, bucket=cfg.bucket, seed=cfg.seed
     )
-    opt = Adam(model.params, lr=cfg.lr)
     val_items, val_y = (val.items, val.labels) if len(val.items) else (train.items, train.labels)
-    best, best_params, best_epoch, since = np.inf, None, 0, 0
-    t0, epoch, history = time.perf_counter(), 0, []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
-        for b in batches.epoch(epoch):
-            logits, _ = model(b.x, lengths=b.lengths)
-            loss, d = cross_entropy(logits, b.y, mask=w[b.y])  # Σ w_y · nll / Σ w_y
-            model.backward(d)
-            clip_grad_norm(model.grads, cfg.clip)
-            opt.step(model.grads)
-            losses.append(loss)
-        loss = float(np.mean(losses))
-        if not np.isfinite(loss):
-            raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}); lower --lr")
-        v = _loss(clf, val_items, val_y)
-        acc = accuracy(val_y, clf.predict_proba(val_items).argmax(1))
-        history.append({"epoch": epoch, "train_loss": loss, "val_loss": v, "val_acc": acc})
-        if v < best:
-            best, best_epoch, since = v, epoch, 0
-            best_params = {k: p.copy() for k, p in model.params.items()}
-        else:
-            since += 1
-        elapsed = time.perf_counter() - t0
-        log(f"epoch {epoch:3d}  train loss {loss:.4f}  val loss {v:.4f}  val acc {acc:.4f}  {elapsed:.0f} s")
-        if since >= cfg.patience:
-            log(f"early stop: no lower validation loss for {cfg.patience} epochs")
-            break
-        if cfg.time_limit is not None and elapsed > 60 * cfg.time_limit:
-            log(f"time limit reached at epoch {epoch}")
-            break
-    for k, p in best_params.items():
-        model.params[k][...] = p
-    model.eval()
-    summary = {
-        "epochs": epoch,
-        "best_epoch": best_epoch,
-        "val_loss": best,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "history": history,
-    }
+
+    def loss_fn(m, b):
+        logits, _ = m(b.x, lengths=b.lengths)
+        loss, d = cross_entropy(logits, b.y, mask=w[b.y])  # Σ w_y · nll / Σ w_y
+        m.backward(d)
+        return loss, int(b.lengths.sum())
+
+    summary = fit_best(
+        model,
+        batches,
+        loss_fn,
+        lambda m: _loss(clf, val_items, val_y),
+        steps_per_epoch=len(batches),
+        lr=cfg.lr,
+        clip=cfg.clip,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        max_minutes=cfg.time_limit,
+        workdir=workdir,
+        resume=resume,
+        log=log,
+    )
+    summary["val_accuracy"] = accuracy(val_y, clf.predict_proba(val_items).argmax(1))
     return clf, summary
 
 
@@ -338,14 +320,14 @@ def train_command(args) -> int:
         f"lengths {min(lengths)}..{max(lengths)}; "
         f"train {len(i_tr)}, validation {len(i_va)}, test {len(i_te)}"
     )
-    clf, summary = fit(cfg, train, val, log)
+    clf, summary = fit(cfg, train, val, log, workdir=Path(args.out) / "training", resume=args.resume)
     res = evaluate(clf, test, train.labels) if len(i_te) else None
     save(
         args.out,
         clf,
         cfg,
         ds,
-        {"test": res, "training": {k: v for k, v in summary.items() if k != "history"}},
+        {"test": res, "training": summary},
     )
     if res is not None:
         print(
@@ -396,6 +378,7 @@ def register(subparsers) -> None:
     )
     add_config_arguments(p, ClassifyConfig)
     p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained classifier")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
     p.set_defaults(func=train_command)
 
     q = subparsers.add_parser("classify", help="predict the class of each sequence in FILE")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from unrolled.apps import forecast_baselines as baselines
 from unrolled.apps._options import add_config_arguments, config_from_args, option
-from unrolled.clip import clip_grad_norm
+from unrolled.apps._training import fit_best
 from unrolled.data.timeseries import (
     BUILTIN_DATASETS,
     MISSING_POLICIES,
@@ -42,7 +41,6 @@ from unrolled.data.timeseries import (
 from unrolled.metrics import forecast_errors
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import mse
-from unrolled.optim import Adam
 
 STRATEGIES = ("direct", "recursive")
 
@@ -202,14 +200,14 @@ def _scaled_error(fc: Forecaster, prep: Prepared, origins: np.ndarray, horizon: 
     return float(np.abs(pred - prep.values[idx, 0])[ok].mean())
 
 
-def fit(cfg: ForecastConfig, prep: Prepared, log=print) -> tuple[Forecaster, dict]:
-    """Train on the training windows of ``prep``; early stopping on the validation split's forecasts
-    (the same multi-step forecasts that are scored, so a recursive model is selected for its recursion).
+def fit(
+    cfg: ForecastConfig, prep: Prepared, log=print, workdir: str | Path | None = None, resume: bool = False
+) -> tuple[Forecaster, dict]:
+    """Train on the training windows of ``prep`` with :class:`unrolled.train.Trainer`; early stopping on
+    the validation split's forecasts — the same multi-step forecasts that are scored, so a recursive model
+    is selected for its recursion — and the best validation weights kept.
 
-    Returns the forecaster with the best validation weights and a summary of the run.
-
-    Note: a plain mini-batch loop (Adam + global-norm clipping from unrolled.optim / unrolled.clip);
-    the windows fit in memory and an epoch takes milliseconds, so nothing of a Trainer is needed here.
+    Returns the forecaster and a summary of the run.
     """
     F = prep.values.shape[1]
     model = build_model(cfg, F)
@@ -224,54 +222,35 @@ def fit(cfg: ForecastConfig, prep: Prepared, log=print) -> tuple[Forecaster, dic
         raise ValueError("no training window: the training split is shorter than lookback + horizon")
     sp = prep.split
     val_origins = np.arange(max(sp.train_end, cfg.lookback), sp.val_end - cfg.horizon + 1)
-    rng = np.random.default_rng(cfg.seed)
-    opt = Adam(model.params, lr=cfg.lr)
-    best, best_params, best_epoch, since = np.inf, None, 0, 0
-    t0, epoch, loss = time.perf_counter(), 0, float("nan")
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        perm = rng.permutation(n)
-        losses = []
-        for i in range(0, n, cfg.batch):
-            idx = perm[i : i + cfg.batch]
-            y, _ = model(np.ascontiguousarray(X[:, idx]))
-            loss, dy = mse(y, Y[idx])
-            model.backward(dy)
-            clip_grad_norm(model.grads, cfg.clip)
-            opt.step(model.grads)
-            losses.append(loss)
-        loss = float(np.mean(losses))
-        if not np.isfinite(loss):
-            raise RuntimeError(f"training diverged at epoch {epoch} (loss {loss}); lower --lr")
-        val = _scaled_error(fc, prep, val_origins, cfg.horizon)
-        if val < best:
-            best, best_epoch, since = val, epoch, 0
-            best_params = {k: v.copy() for k, v in model.params.items()}
-        else:
-            since += 1
-        if epoch % 25 == 0 or epoch == 1:
-            log(
-                f"epoch {epoch:4d}  train MSE {loss:.4f}  val MAE {val:.4f} (scaled)"
-                f"  best {best:.4f} @ {best_epoch}"
-            )
-        if since >= cfg.patience:
-            log(f"early stop at epoch {epoch}: no better validation error for {cfg.patience} epochs")
-            break
-        if cfg.time_limit is not None and time.perf_counter() - t0 > 60 * cfg.time_limit:
-            log(f"time limit reached at epoch {epoch}")
-            break
-    for k, v in best_params.items():
-        model.params[k][...] = v
-    model.eval()
-    summary = {
-        "epochs": epoch,
-        "best_epoch": best_epoch,
-        "val_mae_scaled": best,
-        "train_mse_scaled": loss,
-        "train_windows": n,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return fc, summary
+
+    def batches(epoch: int) -> list:
+        # the order of an epoch is a function of (seed, epoch) only: a resumed run sees the same batches
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        return [perm[i : i + cfg.batch] for i in range(0, n, cfg.batch)]
+
+    def loss_fn(m, idx):
+        y, _ = m(np.ascontiguousarray(X[:, idx]))
+        loss, dy = mse(y, Y[idx])
+        m.backward(dy)
+        return loss, len(idx)
+
+    summary = fit_best(
+        model,
+        batches,
+        loss_fn,
+        lambda m: _scaled_error(fc, prep, val_origins, cfg.horizon),
+        steps_per_epoch=-(-n // cfg.batch),
+        lr=cfg.lr,
+        clip=cfg.clip,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        max_minutes=cfg.time_limit,
+        workdir=workdir,
+        resume=resume,
+        log=log,
+        log_every=25,
+    )
+    return fc, {**summary, "train_windows": n}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -394,7 +373,7 @@ def train_command(args) -> int:
         f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
         f"{prep.X_train.shape[0]} training windows"
     )
-    fc, summary = fit(cfg, prep, log)
+    fc, summary = fit(cfg, prep, log, workdir=Path(args.out) / "training", resume=args.resume)
     label = network_label(cfg)
     table = evaluate(fc, prep, cfg, ts.period, label)
     save(args.out, fc, cfg, ts, {"test": table, "training": summary})
@@ -462,6 +441,7 @@ def register(subparsers) -> None:
     )
     add_config_arguments(p, ForecastConfig)
     p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained forecaster")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
     p.set_defaults(func=train_command)
 
     q = subparsers.add_parser("forecast", help="forecast the next steps with a model from 'train forecast'")
