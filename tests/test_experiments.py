@@ -72,6 +72,7 @@ def test_grid_runs_resumes_and_tables(tmp_path):
     out = tmp_path / "r.jsonl"
     cfgs = grid("copy", [3, 2], ["rnn", "gru"], [1.0, None], [0], max_steps=4, eval_every=2, test_size=8)
     assert [c.T for c in cfgs] == [2, 2, 2, 2, 3, 3, 3, 3]
+    assert grid("adding", [5, 4], ["rnn"], [None], [0, 1])[1].T == 5  # seed by seed, short T first
     first = run_grid(cfgs[:3], out)
     assert len(first) == 3
     again = run_grid(cfgs, out)  # the three finished runs are not repeated

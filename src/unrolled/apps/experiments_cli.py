@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         description="Long-dependency experiments. The full grid of the issue is the default of each task.",
     )
     sub = p.add_subparsers(dest="experiment", metavar="TASK")
-    for task, steps in (("adding", 3000), ("copy", 3000)):
+    for task, steps in (("adding", 2000), ("copy", 2000)):
         q = sub.add_parser(task, help=f"the {task} {'problem' if task == 'adding' else 'memory task'}")
         q.add_argument("--T", type=int, nargs="+", default=[10, 50, 100, 200, 400], help="sequence lengths")
         q.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
@@ -33,10 +33,10 @@ def register(subparsers) -> None:
         q.add_argument("--time-budget", type=float, default=None, help="seconds per run (default: none)")
         q.add_argument("--hidden", type=int, default=32, help="hidden size (default 32)")
         q.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-        q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        q.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
         q.add_argument("--eval-every", type=int, default=100, help="steps between test evaluations and γ")
         q.add_argument("--test-size", type=int, default=256)
-        q.add_argument("--out", default=f"runs/experiments/{task}.jsonl", help="results file (JSON lines; resumable)")
+        q.add_argument("--out", default=f"runs/experiments/{task}.jsonl", help="results, JSON lines")
         q.add_argument("--figures", metavar="DIR", help="diagnostics figure of each seed-0 final model")
         q.add_argument("--quiet", action="store_true", help="only one line per finished run")
         q.set_defaults(func=_run, task=task)
