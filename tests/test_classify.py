@@ -204,3 +204,12 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "'oops' is not a number" in err
     err = _error(capsys, ["train", "classify", "--csv", str(tmp_path / "word.csv"), "--out", out])
     assert "--id-column" in err
+
+
+def test_exact_repeats_of_a_sequence_and_label_are_found_and_dropped():
+    a = np.ones((3, 2), dtype=np.float32)
+    ds = SequenceDataset([a, a.copy(), a, 2 * a], np.array([0, 0, 1, 0]), ["x", "y"], "dense")
+    np.testing.assert_array_equal(ds.repeats(), [1])  # the same array with another label is no repeat
+    assert len(ds.deduplicated().items) == 3
+    texts = SequenceDataset(["ab", "ab", "ba"], np.array([1, 1, 0]), ["x", "y"], "text")
+    assert texts.deduplicated().items == ["ab", "ba"]

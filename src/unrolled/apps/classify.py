@@ -77,6 +77,7 @@ class ClassifyConfig:
     embed: int = option(32, "embedding width (text input)")
     dropout: float = option(0.0, "dropout between stacked layers and on the head's input")
     # training
+    dedupe: bool = option(False, "drop exact repeats of a (sequence, label) pair before splitting")
     class_weights: str = option(
         "none", "loss weights: none, or balanced (n / (K · n_k))", choices=("none", "balanced")
     )
@@ -310,11 +311,18 @@ def _has_column(path: Path, column: str) -> bool:
 def train_command(args) -> int:
     cfg = config_from_args(ClassifyConfig, args)
     ds = cfg.load()
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    n_rep = len(ds.repeats())
+    if n_rep and cfg.dedupe:
+        ds = ds.deduplicated()
+        log(f"dropped {n_rep} exact repeats of a (sequence, label) pair")
+    elif n_rep:
+        log(f"note: {n_rep} sequences repeat an earlier (sequence, label) pair; repeats split into both "
+            "train and test inflate the test score (--dedupe drops them)")  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
     i_tr, i_va, i_te = stratified_split(ds.labels, cfg.test_frac, cfg.val_frac, rng)
     train, val, test = ds.subset(i_tr), ds.subset(i_va), ds.subset(i_te)
     lengths = [len(x) for x in ds.items]
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     log(
         f"{ds.name}: {len(ds.items)} sequences, {len(ds.classes)} classes, "
         f"lengths {min(lengths)}..{max(lengths)}; "

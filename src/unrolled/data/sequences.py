@@ -51,6 +51,21 @@ class SequenceDataset:
         """F for dense items, None for text."""
         return int(self.items[0].shape[1]) if self.kind == "dense" else None
 
+    def repeats(self) -> np.ndarray:
+        """Indices of items that repeat an earlier (sequence, label) pair exactly."""
+        seen, rep = set(), []
+        for i, (x, y) in enumerate(zip(self.items, self.labels.tolist(), strict=True)):
+            key = (x if isinstance(x, str) else (x.shape, x.tobytes()), y)
+            if key in seen:
+                rep.append(i)
+            seen.add(key)
+        return np.array(rep, dtype=np.int64)
+
+    def deduplicated(self) -> SequenceDataset:
+        """The data set without exact repeats (a repeat split into both train and test inflates the score)."""
+        keep = np.setdiff1d(np.arange(len(self.items)), self.repeats())
+        return self.subset(keep)
+
     def subset(self, idx: np.ndarray) -> SequenceDataset:
         items = [self.items[i] for i in idx]
         return SequenceDataset(items, self.labels[idx], self.classes, self.kind, self.name)
