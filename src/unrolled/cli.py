@@ -20,6 +20,8 @@ COMMAND_MODULES: list[str] = [
     "unrolled.apps.forecast",
     "unrolled.apps.classify",
     "unrolled.interop.command",
+    "unrolled.apps.charlm",  # train charlm, sample, eval
+    "unrolled.apps.demo",
     "unrolled.apps.translate",  # last: it adds --pairs to the 'eval' of unrolled.apps.charlm when present
 ]
 

@@ -1,0 +1,589 @@
+"""Character-level language model: predict the next character from the previous ones, then generate text.
+
+The model is :class:`~unrolled.models.SequenceModel` over token ids — embedding → recurrent stack →
+Linear head over the V characters of the vocabulary — trained to minimise
+
+    L = −(1/N) Σ_t log p(x_{t+1} | x_1 … x_t)        (nats per character; bits = nats / ln 2)
+
+with truncated BPTT: the text is cut into ``batch`` contiguous streams that are walked ``seq_len``
+characters at a time, the state carried from chunk to chunk and the gradient cut at each boundary.
+
+A trained model is a checkpoint directory (:mod:`unrolled.checkpoint`) whose meta holds ``app: charlm``,
+the model's architecture, this run's :class:`CharLMConfig`, the vocabulary and the training texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unrolled.data.text import (
+    TextError,
+    Vocabulary,
+    check_trainable,
+    encode_texts,
+    scan_texts,
+    split_validation,
+)
+from unrolled.models import ModelConfig, SequenceModel
+from unrolled.nn import log_softmax
+
+APP = "charlm"
+LN2 = math.log(2.0)
+
+
+def _opt(default, help: str, **argparse_kw) -> Any:
+    """A config field whose metadata carries its command-line help (and argparse extras: choices, type…)."""
+    return field(default=default, metadata={"help": help, **argparse_kw})
+
+
+@dataclass
+class CharLMConfig:
+    """One training run of a character-level language model: the options of ``unrolled train charlm``.
+
+    The command line is built from these fields (``seq_len`` → ``--seq-len``), so every default lives here.
+    """
+
+    cell: str = _opt("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    layers: int = _opt(2, "number of stacked recurrent layers")
+    hidden: int = _opt(256, "hidden units per layer")
+    embed: int = _opt(64, "width of the learned character embedding")
+    dropout: float = _opt(0.0, "dropout probability between stacked layers and before the output layer")
+    seq_len: int = _opt(100, "truncated BPTT length: characters the gradient flows back through per chunk")
+    batch: int = _opt(32, "parallel streams of text per training step (the batch size)")
+    steps: int | None = _opt(
+        2000, "total optimizer steps of the run; with --resume, the step count to continue to", type=int
+    )
+    time: float | None = _opt(
+        None,
+        "train for this many minutes instead of a number of steps (with --resume: this many more)",
+        type=float,
+        metavar="MINUTES",
+    )
+    lr: float = _opt(2e-3, "Adam learning rate")
+    clip: float = _opt(5.0, "clip the gradient to this global L2 norm (0 = no clipping)")
+    seed: int = _opt(0, "seed of the initial weights, dropout masks and data order")
+    val_fraction: float = _opt(0.1, "fraction of the text (its end) held out for validation")
+    val_every: int = _opt(200, "validate every this many steps (and at the end)")
+    threads: int = _opt(
+        1, "threads of NumPy's BLAS; 1 is fastest for these small matrix products, by far on a busy machine"
+    )
+    val_chars: int = _opt(
+        200_000,
+        "periodic validation reads at most this many characters of the validation part "
+        "(the final validation reads all of it)",
+    )
+
+    def __post_init__(self) -> None:
+        positive = ("layers", "hidden", "embed", "seq_len", "batch", "val_every", "val_chars", "threads")
+        for name in positive:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {v!r}")
+        if self.cell not in ("lstm", "gru", "rnn"):
+            raise ValueError(f"--cell: expected lstm, gru or rnn, got {self.cell!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"--steps: expected a positive integer, got {self.steps!r}")
+        if self.time is not None and not (math.isfinite(self.time) and self.time > 0):
+            raise ValueError(f"--time: expected a positive number of minutes, got {self.time!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
+        if not (math.isfinite(self.clip) and self.clip >= 0):
+            raise ValueError(f"--clip: expected a norm >= 0 (0 = off), got {self.clip!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction: expected a number in (0, 1), got {self.val_fraction!r}")
+
+    # Fields that fix the architecture: a resumed run must keep them.
+    ARCHITECTURE = ("cell", "layers", "hidden", "embed")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The :class:`ModelConfig` of this run's model over a vocabulary of `vocab_size` characters."""
+        return ModelConfig(
+            input="tokens",
+            vocab_size=vocab_size,
+            embed_dim=self.embed,
+            cell=self.cell,
+            hidden_size=self.hidden,
+            num_layers=self.layers,
+            dropout=self.dropout,
+            output_dropout=self.dropout,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CharLMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Corpus:
+    """Texts encoded to ids: ``ids`` (N,) in ``vocab.dtype``, and where they came from."""
+
+    vocab: Vocabulary
+    ids: np.ndarray
+    paths: tuple[str, ...]
+
+
+def load_corpus(paths, vocab: Vocabulary | None = None) -> Corpus:
+    """Read UTF-8 texts by streaming (see :mod:`unrolled.data.text`).
+
+    Without `vocab`, the texts must be trainable (not empty, at least two distinct characters) and
+    their characters become the vocabulary; with it, every character must be in it.
+    """
+    paths = [str(p) for p in paths]
+    stats = scan_texts(paths)
+    if vocab is None:
+        check_trainable(stats, paths)
+        vocab = Vocabulary.from_chars(stats.chars)
+    else:
+        for p, n in zip(paths, stats.lengths, strict=True):
+            if n == 0:
+                raise TextError(f"{p}: the file is empty")
+        if stats.total < 2:
+            raise TextError(f"{', '.join(paths)}: only one character; nothing to predict")
+    return Corpus(vocab, encode_texts(paths, vocab, stats.lengths), tuple(paths))
+
+
+def _chunk(ids: np.ndarray, starts: np.ndarray, t0: int, T: int, limit: np.ndarray):
+    """Inputs and targets of positions starts + t0 … starts + t0 + T − 1 of each stream, as (T, B) int64,
+    and the (T, B) mask of positions below each stream's `limit` (its end)."""
+    pos = starts[None, :] + np.arange(t0, t0 + T)[:, None]  # (T, B)
+    valid = pos < limit[None, :]
+    pos = np.where(valid, pos, 0)
+    return ids[pos].astype(np.int64), ids[pos + 1].astype(np.int64), valid
+
+
+def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: int = 200) -> float:
+    """Mean negative log-likelihood in nats per predicted character of the text `ids` (N,), N >= 2.
+
+    Every one of the N − 1 next-character predictions counts exactly once. The text is read as up to
+    `batch` contiguous streams, each from a zero state and carried chunk to chunk, so only the first
+    characters of each stream are predicted without context (negligible when N ≫ batch).
+    """
+    n = len(ids) - 1  # predictions
+    if n < 1:
+        raise TextError("evaluation text: at least 2 characters are needed (one to read, one to predict)")
+    B = min(batch, n)
+    L = -(-n // B)  # stream length, the last stream shorter
+    starts = np.arange(B, dtype=np.int64) * L
+    limit = np.minimum(starts + L, n)
+    was_training = model.training
+    model.eval()
+    total, state = 0.0, None
+    try:
+        for t0 in range(0, L, seq_len):
+            x, y, valid = _chunk(ids, starts, t0, min(seq_len, L - t0), limit)
+            logits, state = model.forward(x, state)  # (T, B, V)
+            logp = log_softmax(logits.astype(np.float64))
+            nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+            total += float(nll[valid].sum())
+    finally:
+        model.train(was_training)
+    return total / n
+
+
+def bits(nats: float) -> float:
+    """Nats per character → bits per character."""
+    return nats / LN2
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class RunSummary:
+    """How a training run ended (also written to ``DIR/summary.json``)."""
+
+    step: int  # optimizer steps of the whole run
+    reason: str  # why it stopped: max_steps, max_time, interrupted
+    val_nats: float | None  # on the whole validation part, None when interrupted
+    val_chars: int
+    train_chars: int
+    parameters: int
+    train_seconds: float  # the whole run's training wall time (resumed sessions included)
+    directory: str
+
+    @property
+    def val_bits(self) -> float | None:
+        return None if self.val_nats is None else bits(self.val_nats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "val_bits": self.val_bits}
+
+
+def train(
+    cfg: CharLMConfig,
+    texts,
+    out,
+    *,
+    vocab: Vocabulary | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+    log=print,
+) -> RunSummary:
+    """Train (or, with `resume`, continue) a character-level model on `texts`; checkpoints go to `out`.
+
+    The model is written by :class:`~unrolled.train.Trainer` to ``out/last`` (every ``val_every`` steps,
+    at the end and on Ctrl-C) and ``out/best`` (best periodic validation); metrics to
+    ``out/metrics.jsonl``. `vocab` is the vocabulary of a resumed run (the texts must fit it).
+    """
+    from unrolled.optim import Adam
+    from unrolled.tbptt import TokenStreams, lm_loss
+    from unrolled.train import Trainer
+
+    out = Path(out)
+    blas_threads(cfg.threads)
+    corpus = load_corpus(texts, vocab)
+    train_ids, val_ids = split_validation(corpus.ids, cfg.val_fraction)
+    if len(train_ids) - 1 < cfg.batch:
+        raise TextError(
+            f"training text: {len(train_ids)} characters are too few for --batch {cfg.batch} streams; "
+            "use a longer text or a smaller --batch"
+        )
+    streams = TokenStreams(train_ids, cfg.batch, cfg.seq_len)
+    model = SequenceModel(cfg.model_config(corpus.vocab.size))
+    n_params = sum(v.size for v in model.params.values())
+    val_part = val_ids[: cfg.val_chars + 1]
+
+    last_val: dict[int, float] = {}  # step -> nats of the periodic validation at that step
+
+    def validate(m: SequenceModel) -> float:
+        nats = last_val[trainer.step] = evaluate(m, val_part)
+        _write(f"step {trainer.step}: validation {bits(nats):.3f} bits/char ({nats:.4f} nats)", progress, log)
+        return nats
+
+    meta = {
+        "app": APP,
+        "vocab": corpus.vocab.to_json(),
+        "charlm": cfg.to_dict(),
+        "texts": [str(Path(p).resolve()) for p in corpus.paths],
+        **(extra_meta or {}),
+    }
+    trainer = Trainer(
+        model, Adam(model.params, lr=cfg.lr), streams, lm_loss, val_fn=validate,
+        max_steps=cfg.steps, max_time=None if cfg.time is None else 60.0 * cfg.time,
+        clip_norm=cfg.clip or None, eval_every=cfg.val_every, checkpoint_dir=out,
+        checkpoint_every=cfg.val_every, metrics_path=out / "metrics.jsonl", progress=progress,
+        carry_state=True, meta=meta,
+    )  # fmt: skip
+    log(
+        f"{'resuming' if resume else 'training'} a {cfg.layers}-layer {cfg.cell.upper()} of {cfg.hidden} "
+        f"units ({n_params:,} parameters, vocabulary of {corpus.vocab.size} characters) on "
+        f"{len(train_ids):,} characters, validating on {len(val_ids):,}; "
+        + (f"{cfg.time:g} minutes" if cfg.time is not None else "")
+        + (" or " if cfg.time is not None and cfg.steps is not None else "")
+        + (f"{cfg.steps:,} steps" if cfg.steps is not None else "")
+    )
+    result = trainer.fit(resume=resume)
+    walls = [r["wall_time"] for r in trainer.history if "wall_time" in r]
+    seconds = walls[-1] if walls else trainer.wall_offset
+    if result.reason == "interrupted":
+        val = None
+    elif len(val_part) == len(val_ids) and result.step in last_val:
+        val = last_val[result.step]  # the periodic validation already read all of it
+    else:
+        val = evaluate(model, val_ids)
+    summary = RunSummary(
+        result.step, result.reason, val, len(val_ids), len(train_ids), n_params, round(seconds, 3), str(out)
+    )
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def blas_threads(n: int) -> None:
+    """Run NumPy's BLAS (OpenBLAS) on `n` threads in this process, where it can be set."""
+    from unrolled.bench.timing import set_threads
+
+    set_threads(n)
+
+
+def _write(line: str, progress: bool, log) -> None:
+    """A line that does not break the progress bar."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
+    else:
+        log(line)
+
+
+# --------------------------------------------------------------------------- saved models
+def model_path(directory) -> Path:
+    """The checkpoint to read for a run directory: ``DIR/last`` (the model the run ended with), or
+    ``DIR`` itself when it is a checkpoint (e.g. ``DIR/best``)."""
+    directory = Path(directory)
+    if not (directory / "meta.json").exists() and (directory / "last" / "meta.json").exists():
+        return directory / "last"
+    return directory
+
+
+def load_charlm(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
+    """The model (eval mode), vocabulary and checkpoint meta of a directory written by ``train charlm``.
+
+    Raises :class:`~unrolled.checkpoint.CheckpointError` (a ValueError) for a directory that is not one.
+    """
+    from unrolled.checkpoint import CheckpointError, load_model
+
+    model, meta = load_model(model_path(directory))
+    if meta.get("app") != APP or "vocab" not in meta:
+        what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no vocabulary"
+        raise CheckpointError(f"{directory}: not a character-level language model (it holds {what})")
+    try:
+        vocab = Vocabulary.from_json(meta["vocab"])
+    except TextError as e:
+        raise CheckpointError(f"{directory}: invalid vocabulary ({e})") from None
+    if model.config.vocab_size != vocab.size:
+        raise CheckpointError(
+            f"{directory}: the vocabulary has {vocab.size} characters, the model {model.config.vocab_size}"
+        )
+    return model, vocab, meta
+
+
+# --------------------------------------------------------------------------- sampling
+@dataclass
+class SampleConfig:
+    """The options of ``unrolled sample`` (its command line is built from these fields)."""
+
+    prime: str | None = _opt(
+        None,
+        "text to start from, printed first (default: a newline, or the vocabulary's first character)",
+        type=str,
+        metavar="TEXT",
+    )
+    length: int = _opt(500, "characters to generate after the prime", metavar="N")
+    temperature: float = _opt(
+        0.8,
+        "divide the logits by T before the softmax: lower is more conservative, 0 = greedy",
+        metavar="T",
+    )
+    top_k: int | None = _opt(None, "draw only among the K most likely characters", type=int, metavar="K")
+    seed: int | None = _opt(None, "seed of the draws, for a reproducible sample", type=int, metavar="N")
+
+
+def default_prime(vocab: Vocabulary) -> str:
+    """A newline when the model knows it (the start of a line), else the vocabulary's first character."""
+    return "\n" if "\n" in vocab else vocab.chars[0]
+
+
+def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
+    """Yield the generated characters one at a time (the prime is not repeated).
+
+    Raises :class:`TextError` for a prime character outside the vocabulary.
+    """
+    from unrolled.apps.sampling import check_sampling, generate
+
+    if cfg.length < 0:
+        raise ValueError(f"--length: expected a number >= 0, got {cfg.length}")
+    check_sampling(cfg.temperature, cfg.top_k)
+    prime = cfg.prime or default_prime(vocab)
+    ids = vocab.encode(prime, where="--prime")
+    rng = np.random.default_rng(cfg.seed)
+    for token in generate(model, ids, cfg.length, cfg.temperature, cfg.top_k, rng):
+        yield vocab.chars[token]
+
+
+# --------------------------------------------------------------------------- command line
+def add_config_options(parser, cls, exclusive: tuple[str, ...] = ()) -> None:
+    """One ``--option`` per field of the dataclass `cls` (``seq_len`` → ``--seq-len``), help and default
+    from the field. Options not given stay absent from the parsed namespace, so a resumed run can tell
+    what the user changed. Fields named in `exclusive` go into one mutually exclusive group."""
+    group = parser.add_mutually_exclusive_group() if exclusive else None
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kw = dict(f.metadata)
+        help_text = kw.pop("help")
+        kw.setdefault("type", type(f.default))
+        shown = "none" if f.default is None else f.default
+        (group if f.name in exclusive else parser).add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            help=f"{help_text} (default: {shown})",
+            **kw,
+        )
+
+
+def given_options(args, cls) -> dict[str, Any]:
+    """The fields of `cls` the user gave on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def register(sub) -> None:
+    """``unrolled train charlm``, ``unrolled sample``, ``unrolled eval``."""
+    from unrolled.cli import command_group
+
+    train = command_group(sub, "train", "train a model (one subcommand per kind of model)").add_parser(
+        "charlm",
+        help="train a character-level language model on UTF-8 text",
+        description="Train a character-level language model (embedding → RNN/LSTM/GRU stack → softmax over "
+        "the characters) with truncated BPTT and Adam. The vocabulary is built from the training text and "
+        "saved with the model; the end of the text is held out for validation, reported in bits per "
+        "character. DIR holds the latest checkpoint; --resume continues it.",
+    )
+    train.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        action="extend",
+        help="UTF-8 text file(s) to learn from, read one after the other (any size: streamed); "
+        "with --resume, defaults to the run's own texts",
+    )
+    train.add_argument(
+        "--out", required=True, metavar="DIR", help="directory for the model and its checkpoint"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in DIR (same architecture; --steps/--time are totals of the whole run)",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_options(train, CharLMConfig, exclusive=("steps", "time"))
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser(
+        "sample",
+        help="generate text from a trained character-level model",
+        description="Stream generated text to stdout, one character at a time: the prime is read once, then "
+        "each drawn character is fed back through the model's one-step API.",
+    )
+    sample.add_argument(
+        "dir", metavar="DIR", help="directory written by `unrolled train charlm` or `unrolled demo`"
+    )
+    add_config_options(sample, SampleConfig)
+    sample.set_defaults(func=cmd_sample)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained model (character-level models: bits per character on a text)",
+        description="Evaluate a trained model. A character-level model (from `unrolled train charlm` or "
+        "`unrolled demo`) is scored on UTF-8 text: the mean negative log-likelihood of each next "
+        "character, in bits per character (and nats).",
+    )
+    ev.add_argument("dir", metavar="DIR", help="a model directory")
+    ev.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        action="extend",
+        help="character-level models: UTF-8 text file(s) to evaluate on, read one after the other",
+    )
+    ev.set_defaults(func=cmd_eval)
+
+
+def cmd_sample(args) -> int:
+    import os
+    import sys
+
+    model, vocab, _ = load_charlm(args.dir)
+    blas_threads(1)
+    cfg = SampleConfig(**given_options(args, SampleConfig))
+    chars = sample_text(model, vocab, cfg)  # checks the options and the prime before printing anything
+    first = next(chars, "")
+    out = sys.stdout
+    try:
+        out.write((cfg.prime or default_prime(vocab)) + first)
+        out.flush()
+        for c in chars:
+            out.write(c)
+            out.flush()
+        out.write("\n")
+        out.flush()
+    except BrokenPipeError:  # e.g. `unrolled sample DIR | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    return 0
+
+
+def cmd_eval(args) -> int:
+    model, vocab, _ = load_charlm(args.dir)
+    blas_threads(1)
+    if not args.text:
+        raise ValueError("eval: a character-level model needs --text FILE")
+    corpus = load_corpus(args.text, vocab)
+    nats = evaluate(model, corpus.ids)
+    print(f"{bits(nats):.4f} bits per character ({nats:.4f} nats) over {len(corpus.ids) - 1:,} predictions")
+    return 0
+
+
+# Options that fix the model or the data layout of a run: --resume refuses to change them.
+FIXED_ON_RESUME = ("cell", "layers", "hidden", "embed", "batch", "seq_len", "seed", "val_fraction")
+
+
+def resume_config(saved: CharLMConfig, given: dict[str, Any], directory) -> CharLMConfig:
+    """The config of a resumed run: the saved one with the options the user gave (not the fixed ones)."""
+    for k in FIXED_ON_RESUME:
+        if k in given and given[k] != getattr(saved, k):
+            flag = "--" + k.replace("_", "-")
+            raise ValueError(
+                f"{flag} {given[k]}: the run in {directory} was trained with {flag} {getattr(saved, k)}, "
+                "which --resume cannot change; start a new run with another --out"
+            )
+    return dataclasses.replace(saved, **given)
+
+
+def cmd_train(args) -> int:
+    from unrolled.checkpoint import CheckpointError, load_checkpoint
+    from unrolled.cli import CLIError
+
+    given = given_options(args, CharLMConfig)
+    if "time" in given:  # --steps and --time exclude each other on the command line
+        given["steps"] = None
+    elif "steps" in given:
+        given["time"] = None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a directory")
+    last = out / "last"
+    vocab = None
+    if args.resume:
+        if not (last / "meta.json").exists():
+            raise CLIError(f"--resume: {out} holds no run to continue (no checkpoint {last})")
+        _, meta = load_checkpoint(last)
+        if meta.get("app") != APP:
+            raise CheckpointError(f"{out}: not a character-level language model run")
+        cfg = resume_config(CharLMConfig.from_dict(meta["charlm"]), given, out)
+        texts = args.text or meta["texts"]
+        vocab = Vocabulary.from_json(meta["vocab"])
+        done = meta["trainer"]["step"]
+        if cfg.steps is not None and cfg.steps <= done and cfg.time is None:
+            raise CLIError(
+                f"--resume: the run in {out} already has {done} of --steps {cfg.steps}; give more --steps"
+            )
+    else:
+        if (last / "meta.json").exists():
+            raise CLIError(
+                f"--out {out}: already holds a run; continue it with --resume or choose another --out"
+            )
+        if not args.text:
+            raise CLIError("--text: give the UTF-8 text file(s) to learn from")
+        cfg, texts = CharLMConfig(**given), args.text
+    summary = train(cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet)
+    report(summary)
+    return 0
+
+
+def report(summary: RunSummary, log=print) -> None:
+    """The closing lines of a training run."""
+    d = Path(summary.directory)
+    if summary.reason == "interrupted":
+        log(f"interrupted at step {summary.step}; checkpoint in {d / 'last'}; continue with --resume")
+        return
+    log(
+        f"step {summary.step} ({summary.reason.replace('_', ' ')}, {summary.train_seconds / 60:.1f} min): "
+        f"validation {summary.val_bits:.3f} bits/char ({summary.val_nats:.4f} nats) over "
+        f"{summary.val_chars:,} characters; {summary.parameters:,} parameters"
+    )
+    log(f"saved to {d} (last/: final model, best/: best validation, metrics.jsonl, summary.json)")
