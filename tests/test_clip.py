@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import require_torch
 
 from unrolled.clip import clip_grad_norm, clip_grad_value, global_norm
+
+from conftest import require_torch
 
 
 def _grads(scale=10.0, dtype=np.float64):

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from conftest import require_torch
 
 from unrolled.optim import (
     SGD,
@@ -22,6 +21,8 @@ from unrolled.optim import (
     schedule_from_dict,
     schedule_to_dict,
 )
+
+from conftest import require_torch
 
 STEPS = 6
 
