@@ -308,10 +308,12 @@ def _has_column(path: Path, column: str) -> bool:
 
 
 # --------------------------------------------------------------------------- commands
-def train_command(args) -> int:
-    cfg = config_from_args(ClassifyConfig, args)
+def train_and_evaluate(
+    cfg: ClassifyConfig, workdir: str | Path | None = None, resume: bool = False, log=print
+) -> tuple[Classifier, SequenceDataset, dict, dict | None]:
+    """Load, (de-duplicate,) split, train and test: returns (classifier, data set, training summary,
+    test results or None when there is no test split)."""
     ds = cfg.load()
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     n_rep = len(ds.repeats())
     if n_rep and cfg.dedupe:
         ds = ds.deduplicated()
@@ -328,15 +330,16 @@ def train_command(args) -> int:
         f"lengths {min(lengths)}..{max(lengths)}; "
         f"train {len(i_tr)}, validation {len(i_va)}, test {len(i_te)}"
     )
-    clf, summary = fit(cfg, train, val, log, workdir=Path(args.out) / "training", resume=args.resume)
+    clf, summary = fit(cfg, train, val, log, workdir=workdir, resume=resume)
     res = evaluate(clf, test, train.labels) if len(i_te) else None
-    save(
-        args.out,
-        clf,
-        cfg,
-        ds,
-        {"test": res, "training": summary},
-    )
+    return clf, ds, summary, res
+
+
+def train_command(args) -> int:
+    cfg = config_from_args(ClassifyConfig, args)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    clf, ds, summary, res = train_and_evaluate(cfg, Path(args.out) / "training", args.resume, log)
+    save(args.out, clf, cfg, ds, {"test": res, "training": summary})
     if res is not None:
         print(
             f"test ({res['n']} sequences): accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  "
