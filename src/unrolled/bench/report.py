@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+_CLOCK = {
+    "thread_cpu": "timed as CPU time of the calling thread (all work runs on it at one thread; the machine "
+    "is shared, and wall-clock time would count waiting for a core)",
+    "wall": "timed as wall-clock time",
+}
+
 
 def _ms(s: float | None) -> str:
     return "—" if s is None else f"{s * 1e3:.2f}"
@@ -27,7 +33,9 @@ def render_markdown(res: dict) -> str:
         f"Machine: **{m['cpu']}**, {m['logical_cpus']} logical CPUs; NumPy {m['numpy']} (OpenBLAS), "
         f"torch {m['torch']}; float32; {th['numpy_blas']} BLAS thread(s) for NumPy, {th['torch']} for torch; "
         f"unrolled path: {res['unrolled']['path']}; load average at start {m['load_average_start']}, "
-        f"at end {res['load_average_end']}; medians of {res['reps']} interleaved repetitions after warm-up.",
+        f"at end {res['load_average_end']}; medians of {res['reps']} interleaved repetitions after warm-up, "
+        + _CLOCK.get(res.get("clock"), "wall-clock time")
+        + ".",
         "",
         f"Measured float32 matrix-product peak ({peak['n']}×{peak['n']}): "
         + ", ".join(f"{k.removesuffix('_gflops')} {v:.1f}" for k, v in peak.items() if k.endswith("_gflops"))

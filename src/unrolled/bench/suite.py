@@ -15,7 +15,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from unrolled.bench import memory
-from unrolled.bench.timing import cpu_model, interleaved, load_average, matmul_peak, median, set_threads
+from unrolled.bench.timing import (
+    cpu_model,
+    interleaved,
+    load_average,
+    matmul_peak,
+    median,
+    set_clock,
+    set_threads,
+)
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -239,7 +247,9 @@ def run_suite(
     reps = 5 if quick else 9
     started, load_start = time.time(), load_average()
     threads_set = set_threads(threads, torch)
-    log(f"threads {threads_set}; unrolled path: {kernels.describe()}")
+    clock = "thread_cpu" if threads == 1 else "wall"
+    set_clock(clock)
+    log(f"threads {threads_set}; clock {clock}; unrolled path: {kernels.describe()}")
     peak = matmul_peak(torch, n=512 if quick else 1024, reps=reps)
     log(f"float32 matrix-product peak: {peak['peak_gflops']:.1f} GFLOP/s {peak}")
     rows = run_grid(QUICK_GRID if quick else GRID, torch, reps, peak["peak_gflops"], log=log)
@@ -264,6 +274,7 @@ def run_suite(
         "unrolled": {"version": unrolled.__version__, "path": kernels.describe()},
         "quick": quick,
         "reps": reps,
+        "clock": clock,
         "matmul_peak": peak,
         "rows": rows,
         "streaming": streaming,

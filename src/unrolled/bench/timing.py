@@ -2,6 +2,10 @@
 
 Timings are medians of repetitions that alternate between the contenders (unrolled, torch, unrolled, …),
 so a burst of load from other processes hits both sides alike instead of one whole series.
+
+The clock: with one thread (the default), all the work of both libraries runs on the calling thread, so
+its CPU time (``time.thread_time``) is the measure; on a shared, loaded machine wall-clock time also
+counts the time the process waited for a core. With several threads, wall-clock time (``perf_counter``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ def set_threads(n: int, torch=None) -> dict:
     }
 
 
+CLOCKS = {"thread_cpu": time.thread_time, "wall": time.perf_counter}
+_clock = time.perf_counter
+
+
+def set_clock(name: str) -> None:
+    """Measure with ``"thread_cpu"`` (CPU time of the calling thread) or ``"wall"`` (perf_counter)."""
+    global _clock
+    _clock = CLOCKS[name]
+
+
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, inner: int = 1):
     """Time each callable ``reps`` times, alternating between them and their order; seconds per call.
 
@@ -60,10 +74,10 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2
     for r in range(reps):
         for n in names if r % 2 == 0 else names[::-1]:
             fn = fns[n]
-            t0 = time.perf_counter()
+            t0 = _clock()
             for _ in range(inner):
                 fn()
-            samples[n].append((time.perf_counter() - t0) / inner)
+            samples[n].append((_clock() - t0) / inner)
     return samples
 
 

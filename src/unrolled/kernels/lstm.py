@@ -54,7 +54,8 @@ class FastLSTMCell:
         if jit is not None:
             h_new, c_new = np.empty_like(h), np.empty_like(c)
             xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 4H) each
-            jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), c, h_new, c_new)
+            scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
+            jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), scale, offset, c, h_new, c_new)
             return h_new, c_new
         scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
         a = np.matmul(x_t, p["W_xh"].T)  # (B, 4H)
@@ -166,10 +167,10 @@ class FastLSTMCell:
         rec = np.empty((B, 4 * H), dtype=x.dtype)
         hs[0], cs[0] = state0
         valid = valid_steps(mask, T, B, x.dtype)
-        no_bias = np.empty(0, dtype=x.dtype)
+        scale, offset = gate_affine(_PATTERN, H, x.dtype)
         for t in range(T):
             np.matmul(hs[t], WT, out=rec)
-            jit.lstm_forward_step(t, gates, rec, no_bias, hs, cs, tanh_c, valid)
+            jit.lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
         return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
 
     def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
