@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unrolled.checkpoint import load_checkpoint, restore_arrays
-from unrolled.optim import Adam
+from unrolled.optim import Adam, CosineLR
 from unrolled.train import Trainer
 
 
@@ -30,10 +30,12 @@ def fit_best(
     resume: bool = False,
     log: Callable[[str], None] = print,
     log_every: int = 1,
+    schedule: str = "constant",
 ) -> dict:
     """Train ``model`` with Adam and global-norm clipping, validating after every epoch; restore the
     weights of the lowest validation value. Returns a summary of the run.
 
+    schedule : "constant" learning rate, or "cosine" decay to zero over ``epochs``.
     workdir : where the Trainer keeps ``last`` / ``best`` checkpoints and ``metrics.jsonl`` (so ``resume``
         continues an interrupted run exactly); a temporary folder when None.
     """
@@ -52,12 +54,15 @@ def fit_best(
                 f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
         return v
 
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule: expected 'constant' or 'cosine', got {schedule!r}")
     trainer = Trainer(
         model,
         Adam(model.params, lr=lr),
         batches,
         loss_fn,
         val_fn=validate,
+        schedule=CosineLR(lr, epochs * steps_per_epoch) if schedule == "cosine" else None,
         epochs=epochs,
         max_time=60.0 * max_minutes if max_minutes else None,
         clip_norm=clip,

@@ -86,6 +86,9 @@ class ClassifyConfig:
     epochs: int = option(30, "most passes over the training set")
     batch: int = option(64, "sequences per update")
     lr: float = option(3e-3, "Adam learning rate")
+    schedule: str = option(
+        "constant", "learning rate: constant, or cosine decay over --epochs", choices=("constant", "cosine")
+    )
     clip: float = option(1.0, "clip the global gradient norm to this")
     patience: int = option(5, "stop after this many epochs without a lower validation loss")
     time_limit: float | None = option(None, "stop training after this many minutes", type=float)
@@ -227,6 +230,7 @@ def fit(
         workdir=workdir,
         resume=resume,
         log=log,
+        schedule=cfg.schedule,
     )
     summary["val_accuracy"] = accuracy(val_y, clf.predict_proba(val_items).argmax(1))
     return clf, summary
