@@ -65,6 +65,25 @@ CONFIGS = [
         output="last",
         output_size=2,
     ),
+    dict(
+        input="tokens",
+        vocab_size=4,
+        embed_dim=3,
+        cell="lstm",
+        num_layers=2,
+        recurrent_dropout=0.4,
+        output="sequence",
+    ),
+    dict(
+        input="dense",
+        input_size=2,
+        cell="rnn",
+        recurrent_dropout=0.5,
+        dropout=0.2,
+        num_layers=2,
+        output="mean",
+        output_size=2,
+    ),
 ]
 
 
@@ -245,6 +264,40 @@ def test_matches_equivalent_torch_model():
     np.testing.assert_allclose(model.grads["head.W"], lin.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
     tg = to_torch_state_dict(model.rnn, grads=True)
     for k, p in lstm.named_parameters():
+        np.testing.assert_allclose(tg[k], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_bidirectional_last_with_lengths_matches_torch_packed_h_n():
+    """output="last" of a bidirectional stack = torch's idiom cat(h_n[-2], h_n[-1]) of a packed sequence."""
+    torch = require_torch()
+    from unrolled.interop.torch import to_torch_state_dict
+
+    rng = np.random.default_rng(8)
+    V, E, H, K, T, B = 5, 3, 4, 2, 6, 3
+    model = SequenceModel(
+        ModelConfig(vocab_size=V, embed_dim=E, hidden_size=H, cell="gru", bidirectional=True, output="last",
+                    output_size=K, dtype="float64", seed=2)
+    )  # fmt: skip
+    emb, gru, lin = torch.nn.Embedding(V, E).double(), torch.nn.GRU(E, H, bidirectional=True).double(), None
+    lin = torch.nn.Linear(2 * H, K).double()
+    with torch.no_grad():
+        emb.weight.copy_(torch.tensor(model.params["embed.W"]))
+        gru.load_state_dict({k: torch.tensor(v) for k, v in to_torch_state_dict(model.rnn).items()})
+        lin.weight.copy_(torch.tensor(model.params["head.W"]))
+        lin.bias.copy_(torch.tensor(model.params["head.b"]))
+    x, lengths = rng.integers(0, V, size=(T, B)), np.array([6, 2, 4])
+    y, _ = model.forward(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    model.backward(dy)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(emb(torch.tensor(x)), torch.tensor(lengths),
+                                                     enforce_sorted=False)  # fmt: skip
+    _, h_n = gru(packed)
+    ty = lin(torch.cat([h_n[-2], h_n[-1]], dim=-1))
+    (ty * torch.tensor(dy)).sum().backward()
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.grads["embed.W"], emb.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+    tg = to_torch_state_dict(model.rnn, grads=True)
+    for k, p in gru.named_parameters():
         np.testing.assert_allclose(tg[k], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
 
 
