@@ -389,7 +389,12 @@ def train_command(args) -> int:
 def forecast_command(args) -> int:
     fc, cfg, meta = load(args.directory)
     if args.csv is not None:
-        cfg = dataclasses.replace(cfg, csv=args.csv, dataset=None, period=meta["period"])
+        cols = meta["columns"]
+        cfg = dataclasses.replace(
+            cfg, csv=args.csv, dataset=None, column=cols[0], features=tuple(cols[1:]), period=meta["period"]
+        )
+        if args.time_column:
+            cfg.time_column = args.time_column
     ts = cfg.load_series()
     if ts.columns != meta["columns"]:
         raise ValueError(f"columns: the model was trained on {meta['columns']}, this series has {ts.columns}")
@@ -449,6 +454,7 @@ def register(subparsers) -> None:
     q.add_argument(
         "--csv", metavar="FILE", help="forecast this series (same columns) instead of the training one"
     )
+    q.add_argument("--time-column", metavar="NAME", help="with --csv: a column of time labels")
     q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
     q.add_argument("--holdout", action="store_true", help="hold out the last horizon rows and forecast them")
     q.add_argument("--plot", metavar="PNG", help="save a plot of history, holdout and forecast")
