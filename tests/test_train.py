@@ -127,10 +127,15 @@ def test_nonfinite_step_stops_names_step_and_tensor_and_keeps_last_good_checkpoi
         max_steps=10,
         checkpoint_dir=tmp_path,
         checkpoint_every=1,
+        metrics_path=tmp_path / "m.jsonl",
         progress=False,
     )
     with pytest.raises(NonFiniteError, match=f"step 3: {what}.*not applied.*last good checkpoint.*step 2"):
         trainer.fit()
+    strict = [
+        json.loads(s, parse_constant=pytest.fail) for s in (tmp_path / "m.jsonl").read_text().splitlines()
+    ]
+    assert strict[-1]["step"] == 3 and what.startswith(strict[-1]["nonfinite"][:15])
     arrays, meta = load_checkpoint(tmp_path / "last")
     assert meta["trainer"]["step"] == 2
     for k, v in model.params.items():  # the bad step changed nothing

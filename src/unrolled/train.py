@@ -436,7 +436,11 @@ class Trainer:
     def _log(self, record: dict[str, Any], bar) -> None:
         self.history.append(record)
         if self._metrics is not None:
-            self._metrics.write(json.dumps(record) + "\n")
+            # Strict JSON: a non-finite number (a nan loss) is written as null; "nonfinite" says why.
+            clean = {
+                k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+            }
+            self._metrics.write(json.dumps(clean, allow_nan=False) + "\n")
             self._metrics.flush()
         if bar is not None:
             bar.update(1)
