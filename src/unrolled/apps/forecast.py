@@ -106,6 +106,12 @@ class ForecastConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if not (self.lr > 0 and self.clip > 0):
             raise ValueError(f"lr and clip: expected positive numbers, got {self.lr!r}, {self.clip!r}")
+        if self.arima_order is not None:
+            parts = self.arima_order.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError(
+                    f"arima_order: expected three non-negative integers p,d,q, got {self.arima_order!r}"
+                )
         if self.period is not None and self.period < 1:
             raise ValueError(f"period: expected a positive integer, got {self.period!r}")
 
