@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from unrolled.cli import main
@@ -102,3 +103,37 @@ def test_eval_with_bad_pairs_and_on_a_directory_that_is_not_a_model(dates_model,
     assert "not a checkpoint" in _error(capsys, ["translate", str(tmp_path), "hello"])
     assert "not a translation model" in _error(capsys, ["eval", str(tmp_path), "--pairs", str(f)])
     assert "--beam" in _error(capsys, ["translate", str(dates_model), "--beam", "0", "x"])
+
+
+def test_an_interrupted_run_resumed_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
+    from unrolled.checkpoint import load_checkpoint
+
+    common = [
+        "train",
+        "translate",
+        "--dates",
+        "200",
+        "--tokenizer",
+        "char",
+        "--hidden",
+        "6",
+        "--embed-dim",
+        "4",
+    ]
+    common += ["--batch", "16", "--eval-every", "5", "--dropout", "0.3", "--sample-prob", "0.2", "--quiet"]
+    assert main([*common, "--steps", "16", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--steps", "7", "--out", str(tmp_path / "b")]) == 0
+    assert main([*common, "--steps", "16", "--resume", "--out", str(tmp_path / "b")]) == 0
+    a, meta_a = load_checkpoint(tmp_path / "a" / "train" / "last")
+    b, meta_b = load_checkpoint(tmp_path / "b" / "train" / "last")
+    assert meta_a["trainer"]["step"] == meta_b["trainer"]["step"] == 16
+    assert set(a) == set(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
+    err = _error(
+        capsys, ["train", "translate", "--dates", "50", *TINY, "--resume", "--out", str(tmp_path / "x")]
+    )
+    assert "no run to continue" in err

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,9 @@ class TranslateConfig:
     eval_every: int = option(500, "validate every N steps (loss and greedy BLEU on the held-out pairs)")
     max_len: int = option(60, "longest training sentence in tokens (longer pairs are skipped)")
     seed: int = option(0, "seed of the weights, the split, the batch order and dropout")
+    threads: int = option(
+        1, "threads of NumPy's BLAS (1 is fastest for these small products on a busy machine)"
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -174,28 +176,23 @@ def evaluate_pairs(
 
 
 # --------------------------------------------------------------------------- saving / loading
-def save_translator(directory, tr: Translator, meta: dict[str, Any], optimizer=None) -> None:
+def translator_meta(tr: Translator) -> dict[str, Any]:
+    """What a model directory needs besides the weights: kind, config, vocabularies, tokenizer."""
+    return {
+        "app": APP,
+        "config": tr.model.config.to_dict(),
+        "src_vocab": tr.src_vocab.to_list(),
+        "tgt_vocab": tr.tgt_vocab.to_list(),
+        "tokenizer": tr.tokenizer,
+    }
+
+
+def save_translator(directory, tr: Translator, meta: dict[str, Any] | None = None) -> None:
+    """Save the weights and :func:`translator_meta` (plus ``meta``) as a checkpoint in ``directory``."""
     from unrolled.checkpoint import save_checkpoint
 
     arrays = {f"model/{k}": v for k, v in tr.model.params.items()}
-    opt_meta = None
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        arrays.update({f"optim/{k}": v for k, v in sd.pop("arrays").items()})
-        opt_meta = sd
-    save_checkpoint(
-        directory,
-        arrays,
-        {
-            **meta,
-            "app": APP,
-            "config": tr.model.config.to_dict(),
-            "src_vocab": tr.src_vocab.to_list(),
-            "tgt_vocab": tr.tgt_vocab.to_list(),
-            "tokenizer": tr.tokenizer,
-            "optimizer": opt_meta,
-        },
-    )
+    save_checkpoint(directory, arrays, {**(meta or {}), **translator_meta(tr)})
 
 
 def is_translator(directory) -> bool:
@@ -209,9 +206,15 @@ def is_translator(directory) -> bool:
 
 def load_translator(directory) -> tuple[Translator, dict[str, Any]]:
     """The translator (eval mode) and checkpoint meta of a directory written by ``train translate``."""
-    from unrolled.checkpoint import CheckpointError, load_checkpoint
+    from unrolled.checkpoint import load_checkpoint
 
     arrays, meta = load_checkpoint(directory)
+    return _translator_from(directory, arrays, meta), meta
+
+
+def _translator_from(directory, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Translator:
+    from unrolled.checkpoint import CheckpointError
+
     if meta.get("app") != APP:
         what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no translation model"
         raise CheckpointError(f"{directory}: not a translation model (it holds {what})")
@@ -223,7 +226,7 @@ def load_translator(directory) -> tuple[Translator, dict[str, Any]]:
         raise CheckpointError(f"{directory}: invalid translation model ({e})") from None
     if meta.get("tokenizer") not in MODES:
         raise CheckpointError(f"{directory}: unknown tokenizer {meta.get('tokenizer')!r}")
-    return Translator(model.eval(), src_vocab, tgt_vocab, meta["tokenizer"]), meta
+    return Translator(model.eval(), src_vocab, tgt_vocab, meta["tokenizer"])
 
 
 # --------------------------------------------------------------------------- training
@@ -254,115 +257,109 @@ def train_translator(
     cfg: TranslateConfig,
     train_pairs: list[tuple[str, str]],
     valid_pairs: list[tuple[str, str]],
-    out_dir=None,
+    workdir=None,
     progress: bool = True,
-    log=print,
+    resume: bool = False,
+    translator: Translator | None = None,
     meta: dict[str, Any] | None = None,
 ) -> tuple[Translator, dict[str, Any]]:
-    """Teacher-forced training with Adam and global-norm clipping; keeps the weights of the best validation
-    loss (saved to ``out_dir`` when given). Returns the translator and a summary."""
-    from unrolled.clip import clip_grad_norm
+    """Teacher-forced training (optionally with scheduled sampling) through :class:`unrolled.train.Trainer`:
+    Adam, global-norm clipping, the held-out loss every ``eval_every`` steps, checkpoints ``last`` / ``best``
+    and ``metrics.jsonl`` in ``workdir`` (a temporary folder when None), exact ``resume``. Ends with the
+    weights of the best held-out loss. Returns the translator (eval mode) and a summary of the run.
+    """
+    import tempfile
+
+    from unrolled.checkpoint import load_checkpoint, restore_arrays
     from unrolled.data.batching import batch_order
     from unrolled.optim import Adam
+    from unrolled.train import Trainer
 
-    for name in ("steps", "batch", "eval_every", "max_len", "vocab_size", "embed_dim", "hidden"):
+    for name in ("steps", "batch", "eval_every", "max_len", "vocab_size", "embed_dim", "hidden", "threads"):
         if getattr(cfg, name) < 1:
             raise ValueError(
                 f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(cfg, name)}"
             )
     if not 0 <= cfg.sample_prob <= 1:
         raise ValueError(f"--sample-prob: expected a probability in [0, 1], got {cfg.sample_prob}")
-    tr = build_translator(cfg, train_pairs)
+    if cfg.time < 0:
+        raise ValueError(f"--time: expected minutes >= 0, got {cfg.time}")
+    if not valid_pairs:
+        raise ValueError("no held-out pairs to validate on (see --valid-fraction)")
+    _blas_threads(cfg.threads)
+    tr = translator if translator is not None else build_translator(cfg, train_pairs)
     src, tgt = tr.encode_pairs(train_pairs)
-    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= cfg.max_len and 0 < len(tgt[i]) <= cfg.max_len]
+    keep = [i for i in range(len(src)) if len(src[i]) <= cfg.max_len and len(tgt[i]) <= cfg.max_len]
     if not keep:
         raise ValueError(
             f"pairs: no training pair has at most {cfg.max_len} tokens on both sides (see --max-len)"
         )
     src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[1])
-    opt = Adam(tr.model.params, lr=cfg.lr)
     lengths = np.array([len(s) for s in src])
-    best = {"loss": math.inf, "step": 0}
-    best_params = None
-    history = []
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    dtype = tr.model.dtype
 
-        bar = tqdm(total=cfg.steps, desc="train translate", unit="step", dynamic_ncols=True, file=sys.stderr)
-    step, tokens, order = 0, 0, []
+    def batches(epoch: int) -> list:
+        """The batches of one epoch: a pure function of (seed, epoch), so a resumed run sees the same ones."""
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = batch_order(lengths, cfg.batch, rng, bucket=True)
+        return [make_batch([src[i] for i in idx], [tgt[i] for i in idx], dtype) for idx in order]
+
+    def loss_fn(model: Seq2Seq, b) -> tuple[float, int]:
+        loss = model.loss(b.src, b.src_lengths, b.tgt_in, b.tgt_out, b.tgt_mask, cfg.sample_prob)
+        return loss, int(b.tgt_mask.sum())
+
+    def val_fn(model: Seq2Seq) -> float:
+        return tr.loss_and_accuracy(valid_pairs)[0]
+
+    tmp = tempfile.TemporaryDirectory(prefix="unrolled-translate-") if workdir is None else None
+    workdir = Path(tmp.name if tmp is not None else workdir)
+    trainer = Trainer(
+        tr.model,
+        Adam(tr.model.params, lr=cfg.lr),
+        batches,
+        loss_fn,
+        val_fn=val_fn,
+        max_steps=cfg.steps,
+        max_time=60.0 * cfg.time if cfg.time > 0 else None,
+        clip_norm=cfg.clip if cfg.clip > 0 else None,
+        eval_every=cfg.eval_every,
+        checkpoint_dir=workdir,
+        metrics_path=workdir / "metrics.jsonl",
+        progress=progress,
+        meta={**(meta or {}), **translator_meta(tr), "train_config": asdict(cfg)},
+    )
     try:
-        while step < cfg.steps:
-            if not order:
-                order = batch_order(lengths, cfg.batch, rng, bucket=True)
-            idx = order.pop()
-            b = make_batch([src[i] for i in idx], [tgt[i] for i in idx], tr.model.dtype)
-            tr.model.train()
-            loss = tr.model.loss(b.src, b.src_lengths, b.tgt_in, b.tgt_out, b.tgt_mask, cfg.sample_prob)
-            if not math.isfinite(loss):
-                raise RuntimeError(f"step {step + 1}: the loss is {loss}; try a smaller --lr or --clip")
-            norm = clip_grad_norm(tr.model.grads, cfg.clip) if cfg.clip > 0 else float("nan")
-            opt.step(tr.model.grads)
-            step += 1
-            tokens += int(b.tgt_mask.sum())
-            elapsed = time.perf_counter() - t0
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
-            out_of_time = cfg.time > 0 and elapsed >= 60 * cfg.time
-            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-                record = {"step": step, "loss": loss, "grad_norm": norm, "seconds": elapsed}
-                if valid_pairs:
-                    v_loss, v_acc = tr.loss_and_accuracy(valid_pairs)
-                    record.update(valid_loss=v_loss, valid_token_accuracy=v_acc)
-                    if v_loss < best["loss"]:
-                        best = {"loss": v_loss, "step": step}
-                        best_params = {k: v.copy() for k, v in tr.model.params.items()}
-                history.append(record)
-                if bar is not None:
-                    bar.write(
-                        json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-                    )
-                if out_dir is not None:
-                    _save_run(out_dir, tr, cfg, meta, step, elapsed, history, best, best_params, opt)
-            if out_of_time:
-                break
-    except KeyboardInterrupt:
-        log(f"interrupted at step {step}; saving")
-        if out_dir is None:
-            raise
+        result = trainer.fit(resume=resume)
+        if (workdir / "best" / "meta.json").exists():
+            arrays, _ = load_checkpoint(workdir / "best")
+            restore_arrays(tr.model.params, arrays, "model/", what=f"checkpoint {workdir / 'best'}")
     finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - t0
-    if best_params is not None:
-        tr.model.load_params(best_params)
-    summary = {"steps": step, "train_seconds": elapsed, "best": best, "history": history}
-    if out_dir is not None:
-        _save_run(out_dir, tr, cfg, meta, step, elapsed, history, best, None, opt)
+        if tmp is not None:
+            tmp.cleanup()
     tr.model.eval()
+    summary = {
+        "steps": result.step,
+        "epochs": result.epoch,
+        "reason": result.reason,
+        "train_seconds": _wall(trainer),
+        "best_valid_loss": result.best_val_loss,
+        "train_pairs_used": len(src),
+    }
     return tr, summary
 
 
-def _save_run(out_dir, tr, cfg, extra, step, elapsed, history, best, best_params, opt) -> None:
-    """Save the best weights so far (the current ones when none is better) with the run's record."""
-    current = None
-    if best_params is not None:
-        current = {k: v.copy() for k, v in tr.model.params.items()}
-        tr.model.load_params(best_params)
-    meta = {
-        **(extra or {}),
-        "train_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
-        "step": step,
-        "train_seconds": elapsed,
-        "best": best,
-        "history": history,
-    }
-    save_translator(out_dir, tr, meta, opt)
-    if current is not None:
-        tr.model.load_params(current)
+def _wall(trainer) -> float:
+    """Training wall time of the whole run (all resumed sessions), as the Trainer recorded it."""
+    return max(
+        (float(r["wall_time"]) for r in trainer.history if "wall_time" in r), default=trainer.wall_offset
+    )
+
+
+def _blas_threads(n: int) -> None:
+    """NumPy's BLAS on ``n`` threads: 1 is by far the fastest for these small products on a busy machine."""
+    from unrolled.bench.timing import set_threads
+
+    set_threads(n)
 
 
 # --------------------------------------------------------------------------- attention plot
@@ -410,12 +407,24 @@ def cmd_train(args) -> int:
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
     train, valid = split_pairs(pairs, cfg.valid_fraction, rng)
     out = Path(args.out)
+    workdir = out / "train"
+    translator = None
+    if args.resume:
+        translator = _resumable(workdir, source)
     out.mkdir(parents=True, exist_ok=True)
     (out / "heldout.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in valid), encoding="utf-8")
     print(f"{len(train)} training pairs, {len(valid)} held out (in {out / 'heldout.tsv'})", file=sys.stderr)
     tr, summary = train_translator(
-        cfg, train, valid, out_dir=out, progress=not args.quiet, meta={"data": source}
+        cfg,
+        train,
+        valid,
+        workdir=workdir,
+        progress=not args.quiet,
+        resume=args.resume,
+        translator=translator,
+        meta={"data": source},
     )
+    save_translator(out, tr, {"data": source, "train_config": asdict(cfg), "summary": summary})
     res = evaluate_pairs(tr, valid, beam=1)
     print(
         f"held out: BLEU {res['bleu']:.2f} (greedy; copying the source: {res['copy_bleu']:.2f}), "
@@ -424,6 +433,21 @@ def cmd_train(args) -> int:
         f"{tr.model.num_parameters():,} parameters; saved to {out}"
     )
     return 0
+
+
+def _resumable(workdir: Path, source: dict[str, Any]) -> Translator:
+    """The translator of an interrupted run (vocabularies, architecture); the Trainer restores the rest."""
+    from unrolled.checkpoint import CheckpointError, load_checkpoint
+
+    last = workdir / "last"
+    if not (last / "meta.json").exists():
+        raise ValueError(f"--resume: no run to continue in {workdir.parent} (no {last})")
+    arrays, meta = load_checkpoint(last)
+    if meta.get("data") != source:
+        raise CheckpointError(
+            f"--resume: {workdir.parent} was trained on {meta.get('data')}, not on {source}"
+        )
+    return _translator_from(last, arrays, meta)
 
 
 def _read_sentences(args) -> list[str]:
@@ -509,6 +533,9 @@ def register(sub) -> None:
     _add_columns(train)
     train.add_argument("--out", required=True, metavar="DIR", help="directory for the model")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in DIR (same data and options)"
+    )
     add_config_arguments(train, TranslateConfig)
     train.set_defaults(func=cmd_train)
 

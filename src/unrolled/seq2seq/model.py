@@ -241,6 +241,14 @@ class Seq2Seq:
         """Evaluation mode: no dropout (decoding always runs without it)."""
         return self.train(False)
 
+    def rng_state(self) -> dict[str, Any]:
+        """JSON-able states of the Generators the model draws from (dropout, scheduled sampling)."""
+        return {"model": self.rng.bit_generator.state, "encoder": self.encoder.rng.bit_generator.state}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["model"]
+        self.encoder.rng.bit_generator.state = state["encoder"]
+
     def num_parameters(self) -> int:
         return int(sum(v.size for v in self.params.values()))
 
