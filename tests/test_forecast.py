@@ -220,3 +220,21 @@ def test_builtin_datasets_load_through_statsmodels():
         ts = load_builtin(name)
         assert ts.values.shape == (n, 1), name
     assert load_builtin("elnino").time[:2] == ["1950-01", "1950-02"]
+
+
+def test_resume_continues_the_run_in_the_output_directory(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "s.csv"
+    data.write_text("y\n" + "\n".join(f"{np.sin(i / 3):.4f}" for i in range(100)) + "\n")
+    argv = ["train", "forecast", "--csv", str(data), "--column", "y", "--lookback", "6", "--horizon", "2"]
+    argv += ["--no-arima", "--patience", "50", "--out", str(tmp_path / "m")]
+    assert main([*argv, "--epochs", "3"]) == 0
+    assert main([*argv, "--epochs", "5", "--resume"]) == 0
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())["meta"]
+    assert meta["results"]["training"]["epochs"] == 5
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "m" / "training" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps[-1] == meta["results"]["training"]["steps"] and len(set(steps)) == steps[-1]
