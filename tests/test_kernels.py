@@ -82,11 +82,15 @@ def _run(layer, c, fast: bool, jit: bool = True):
     return res
 
 
-@pytest.mark.parametrize("jit", [True, False], ids=["numba", "numpy"])
+@pytest.mark.parametrize("jit", ["numba-sequence", "numba-step", "numpy"])
 @pytest.mark.parametrize("c", _configs(), ids=lambda c: "{kind}-{dtype.__name__}-L{num_layers}".format(**c))
-def test_fast_path_matches_reference_forward_and_every_gradient(c, jit):
-    if jit and c["dtype"] == np.float32:
-        pytest.importorskip("numba")
+def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypatch):
+    """numba-sequence: the whole walk in one compiled call (small B·G·H²); numba-step: a BLAS product and
+    one compiled gate kernel per step; numpy: the NumPy fast path (float64, or Numba absent)."""
+    if jit != "numpy" and c["dtype"] == np.float32:
+        _jit = pytest.importorskip("unrolled.kernels._jit")
+        monkeypatch.setattr(_jit, "SMALL_MACS", 10**9 if jit == "numba-sequence" else 0)
+    jit = jit != "numpy"
     layer = _layer(c)
     ref = _run(layer, c, fast=False)
     fast = _run(layer, c, fast=True, jit=jit)

@@ -290,3 +290,67 @@ def rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid):
             out[j] = cr[j] * d[j]
         for j in range(H):
             cr[j] = 0
+
+
+# ------------------------------------------------------------------- whole sequences, for small sizes
+# When B·G·H² is small (streaming-sized batches, small H), a NumPy call per step costs more than the
+# step's arithmetic: these run the whole walk over time in one call, the recurrent product included.
+SMALL_MACS = 32768  # B·G·H·H per step at or below which the whole-sequence kernels are used
+
+
+@njit(inline="always", **_OPTS)
+def _matmul_rows(h, WT, out):
+    """out (B, G) = h (B, H) @ WT (H, G), vectorized along G."""
+    B, H = h.shape
+    G = out.shape[1]
+    for b in range(B):
+        o = out[b]
+        for j in range(G):
+            o[j] = 0
+        for k in range(H):
+            hk = h[b, k]
+            w = WT[k]
+            for j in range(G):
+                o[j] += hk * w[j]
+
+
+@njit(**_OPTS)
+def lstm_forward_seq(gates, WT, scale, offset, hs, cs, tanh_c, valid, rec):
+    for t in range(gates.shape[0]):
+        _matmul_rows(hs[t], WT, rec)
+        lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
+
+
+@njit(**_OPTS)
+def lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W_hh):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
+        _matmul_rows(da[t], W_hh, dh_rec)
+
+
+@njit(**_OPTS)
+def gru_forward_seq(gates, WT, b_hn, hs, hn, valid, rec):
+    for t in range(gates.shape[0]):
+        _matmul_rows(hs[t], WT, rec)
+        gru_forward_step(t, gates, rec, b_hn, hs, hn, valid)
+
+
+@njit(**_OPTS)
+def gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W_hh):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
+        _matmul_rows(dah[t], W_hh, dh_rec)
+
+
+@njit(**_OPTS)
+def rnn_forward_seq(xp, WT, hs, dact, relu, valid, rec):
+    for t in range(xp.shape[0]):
+        _matmul_rows(hs[t], WT, rec)
+        rnn_forward_step(t, xp, rec, hs, dact, relu, valid)
+
+
+@njit(**_OPTS)
+def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, W_hh):
+    for t in range(dact.shape[0] - 1, -1, -1):
+        rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
+        _matmul_rows(da[t], W_hh, dh_rec)

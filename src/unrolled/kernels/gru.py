@@ -15,7 +15,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, gate_affine, step_masks, valid_steps
+from unrolled.kernels._common import as_vector, gate_affine, step_masks, transpose, valid_steps
 
 
 class FastGRUCache(NamedTuple):
@@ -80,7 +80,7 @@ class FastGRUCell:
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         xp = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 3H) [a_z/2, a_r/2, a_xn]
-        WT = np.ascontiguousarray((p["W_hh"] * scale[:, None]).T)  # (H, 3H)
+        WT = transpose(p["W_hh"] * scale[:, None])  # (H, 3H)
         b_hn = p.get("b_hn")
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         hn = np.empty((T, B, H), dtype=x.dtype)
@@ -164,16 +164,19 @@ class FastGRUCell:
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 3H)
-        WT = np.ascontiguousarray(p["W_hh"].T)  # (H, 3H)
+        WT = transpose(p["W_hh"])  # (H, 3H)
         b_hn = as_vector(p, "b_hn", x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         hn = np.empty((T, B, H), dtype=x.dtype)
         rec = np.empty((B, 3 * H), dtype=x.dtype)
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
-        for t in range(T):
-            np.matmul(hs[t], WT, out=rec)
-            jit.gru_forward_step(t, xp, rec, b_hn, hs, hn, valid)
+        if B * 3 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
+            jit.gru_forward_seq(xp, WT, b_hn, hs, hn, valid, rec)
+        else:
+            for t in range(T):
+                np.matmul(hs[t], WT, out=rec)
+                jit.gru_forward_step(t, xp, rec, b_hn, hs, hn, valid)
         return hs[1:], (hs[T].copy(),), FastGRUCache(x, hs, xp, hn, mask)
 
     def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
@@ -186,9 +189,13 @@ class FastGRUCell:
         da_n = np.empty((T, B, H), dtype=gates.dtype)
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
-        for t in range(T - 1, -1, -1):
-            jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
-            np.matmul(dah[t], W_hh, out=dh_rec)
+        if B * 3 * H * H <= jit.SMALL_MACS:
+            W = np.ascontiguousarray(W_hh, dtype=gates.dtype)
+            jit.gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W)
+        else:
+            for t in range(T - 1, -1, -1):
+                jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
+                np.matmul(dah[t], W_hh, out=dh_rec)
         grads = {"W_hh": dah.reshape(T * B, 3 * H).T @ hs[:-1].reshape(T * B, H)}
         if "b_hn" in p:
             grads["b_hn"] = dah[..., 2 * H :].reshape(T * B, H).sum(axis=0)

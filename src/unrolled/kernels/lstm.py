@@ -20,7 +20,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, gate_affine, step_masks, valid_steps
+from unrolled.kernels._common import as_vector, gate_affine, step_masks, transpose, valid_steps
 
 
 class FastLSTMCache(NamedTuple):
@@ -82,7 +82,7 @@ class FastLSTMCell:
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         gates = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 4H) [a_i/2, a_f/2, a_g, a_o/2]
-        WT = np.ascontiguousarray((p["W_hh"] * scale[:, None]).T)  # (H, 4H)
+        WT = transpose(p["W_hh"] * scale[:, None])  # (H, 4H)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -160,7 +160,7 @@ class FastLSTMCell:
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         gates = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 4H)
-        WT = np.ascontiguousarray(p["W_hh"].T)  # (H, 4H)
+        WT = transpose(p["W_hh"])  # (H, 4H)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -168,9 +168,12 @@ class FastLSTMCell:
         hs[0], cs[0] = state0
         valid = valid_steps(mask, T, B, x.dtype)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
-        for t in range(T):
-            np.matmul(hs[t], WT, out=rec)
-            jit.lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
+        if B * 4 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
+            jit.lstm_forward_seq(gates, WT, scale, offset, hs, cs, tanh_c, valid, rec)
+        else:
+            for t in range(T):
+                np.matmul(hs[t], WT, out=rec)
+                jit.lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
         return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
 
     def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
@@ -183,9 +186,13 @@ class FastLSTMCell:
         dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
-        for t in range(T - 1, -1, -1):
-            jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
-            np.matmul(da[t], W_hh, out=dh_rec)
+        if B * 4 * H * H <= jit.SMALL_MACS:
+            W = np.ascontiguousarray(W_hh, dtype=gates.dtype)
+            jit.lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W)
+        else:
+            for t in range(T - 1, -1, -1):
+                jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
+                np.matmul(da[t], W_hh, out=dh_rec)
         grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh_rec + carry, dc), grads

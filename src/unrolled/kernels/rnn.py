@@ -12,7 +12,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import step_masks, valid_steps
+from unrolled.kernels._common import step_masks, transpose, valid_steps
 
 
 class FastRNNCache(NamedTuple):
@@ -53,7 +53,7 @@ class FastRNNCell:
         T, B, _ = x.shape
         H = p["W_hh"].shape[0]
         xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, H)
-        WT = np.ascontiguousarray(p["W_hh"].T)
+        WT = transpose(p["W_hh"])
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
@@ -61,9 +61,12 @@ class FastRNNCell:
         if jit is not None:  # one fused kernel per step: a_t, σ(a_t), σ'(a_t), the length mask
             dact = np.empty_like(xp)
             valid = valid_steps(mask, T, B, x.dtype)
-            for t in range(T):
-                np.matmul(hs[t], WT, out=rec)
-                jit.rnn_forward_step(t, xp, rec, hs, dact, not self.tanh, valid)
+            if B * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
+                jit.rnn_forward_seq(xp, WT, hs, dact, not self.tanh, valid, rec)
+            else:
+                for t in range(T):
+                    np.matmul(hs[t], WT, out=rec)
+                    jit.rnn_forward_step(t, xp, rec, hs, dact, not self.tanh, valid)
             return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
         invalid = step_masks(mask)
         for t in range(T):
@@ -95,9 +98,13 @@ class FastRNNCell:
             valid = valid_steps(mask, T, B, dact.dtype)
             dh_rec = np.zeros((B, H), dtype=dact.dtype)
             carry = np.array(d_stateT[0], dtype=dact.dtype)
-            for t in range(T - 1, -1, -1):
-                jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
-                np.matmul(da[t], W_hh, out=dh_rec)
+            if B * H * H <= jit.SMALL_MACS:
+                W = np.ascontiguousarray(W_hh, dtype=dact.dtype)
+                jit.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, W)
+            else:
+                for t in range(T - 1, -1, -1):
+                    jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
+                    np.matmul(da[t], W_hh, out=dh_rec)
             grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
             dx = input_gradients(da, x, p, grads, bias_key="b_h")
             return dx, (dh_rec + carry,), grads
