@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=256, help="hidden units per layer (default 256)")
     ap.add_argument("--layers", type=int, default=2, help="stacked LSTM layers (default 2)")
     ap.add_argument("--embed", type=int, default=64, help="character embedding width (default 64)")
-    ap.add_argument("--batch", type=int, default=64, help="parallel streams (default 64)")
+    ap.add_argument("--batch", type=int, default=32, help="parallel streams (default 32)")
     ap.add_argument("--seq-len", type=int, default=100, help="truncated BPTT length (default 100)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout (default 0)")
