@@ -44,6 +44,12 @@ def valid_steps(mask: np.ndarray | None, T: int, B: int, dtype) -> np.ndarray:
     return np.ascontiguousarray(mask[..., 0], dtype=dtype)
 
 
+def bias_or_zeros(p: dict, key: str, n: int, dtype) -> np.ndarray:
+    """p[key] as a contiguous vector, or n zeros when the layer has no such bias (kernels add it always)."""
+    v = p.get(key)
+    return np.zeros(n, dtype=dtype) if v is None else np.ascontiguousarray(v, dtype=dtype)
+
+
 def as_vector(p: dict, key: str, dtype) -> np.ndarray:
     """p[key] as a contiguous vector, or an empty one when the layer has no such bias."""
     v = p.get(key)

@@ -59,17 +59,18 @@ def tanh_array(a, out):
 
 # ----------------------------------------------------------------------------------------------- LSTM
 @njit(**_OPTS)
-def lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid):
-    """gates[t] (B, 4H) holds W_xh x_t + b_h and rec (B, 4H) W_hh h_{t-1}. Writes the activated gates
-    i, f, g, o into gates[t] (v = s·tanh(s·a) + o per gate: s = ½, o = ½ for the sigmoids, s = 1, o = 0
-    for g), then c_t, tanh(c_t), h_t. A sequence with valid[t, b] == 0 keeps its state."""
+def lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid):
+    """gates[t] (B, 4H) holds W_xh x_t, rec (B, 4H) W_hh h_{t-1}, bias (4H,) b_h (zeros without).
+    Writes the activated gates i, f, g, o into gates[t] (v = s·tanh(s·a) + o per gate: s = ½, o = ½
+    for the sigmoids, s = 1, o = 0 for g), then c_t, tanh(c_t), h_t. A sequence with valid[t, b] == 0
+    keeps its state."""
     B, G = rec.shape
     H = G // 4
     for b in range(B):
         a = gates[t, b]
         r = rec[b]
         for j in range(G):
-            a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j])) + offset[j]
+            a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
         c_prev = cs[t, b]
         c_new = cs[t + 1, b]
         tc = tanh_c[t, b]
@@ -150,25 +151,22 @@ def lstm_step(xa, ha, bias, scale, offset, c, h_out, c_out):
 
 # ----------------------------------------------------------------------------------------------- GRU
 @njit(**_OPTS)
-def gru_forward_step(t, gates, rec, b_hn, hs, hn, valid):
-    """reset_after GRU. gates[t] (B, 3H) = W_xh x_t + b_h; rec (B, 3H) = W_hh h_{t-1}. Writes the
+def gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid):
+    """reset_after GRU. gates[t] (B, 3H) = W_xh x_t; rec (B, 3H) = W_hh h_{t-1}; b_h (3H,) and b_hn (H,)
+    (zeros without). Writes the
     activated z, r, h̃ into gates[t], hn[t] = W_hn h_{t-1} + b_hn and h_t."""
     B = rec.shape[0]
     H = hs.shape[2]
-    with_bhn = b_hn.shape[0] > 0
     for b in range(B):
         a = gates[t, b]
         r_ = rec[b]
         for j in range(2 * H):
-            a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j])) + f32(0.5)
+            a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
         q = hn[t, b]
         for j in range(H):
-            q[j] = r_[2 * H + j]
-        if with_bhn:
-            for j in range(H):
-                q[j] += b_hn[j]
+            q[j] = r_[2 * H + j] + b_hn[j]
         for j in range(H):
-            a[2 * H + j] = tanh(a[2 * H + j] + a[H + j] * q[j])
+            a[2 * H + j] = tanh(a[2 * H + j] + b_h[2 * H + j] + a[H + j] * q[j])
         h_prev = hs[t, b]
         h_new = hs[t + 1, b]
         if valid[t, b] == 0:
@@ -242,8 +240,9 @@ def gru_step(xp, rec, b_h, b_hn, h, h_out):
 
 # ----------------------------------------------------------------------------------------------- RNN
 @njit(**_OPTS)
-def rnn_forward_step(t, xp, rec, hs, dact, relu, valid):
-    """xp[t] (B, H) = W_xh x_t + b_h, rec = W_hh h_{t-1}: h_t = σ(xp + rec), dact[t] = σ'(a_t)."""
+def rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid):
+    """xp[t] (B, H) = W_xh x_t, rec = W_hh h_{t-1}, bias b_h (zeros without):
+    h_t = σ(a_t), dact[t] = σ'(a_t)."""
     B, H = rec.shape
     for b in range(B):
         x = xp[t, b]
@@ -251,13 +250,13 @@ def rnn_forward_step(t, xp, rec, hs, dact, relu, valid):
         d = dact[t, b]
         if relu:
             for j in range(H):
-                a = x[j] + r[j]
+                a = x[j] + r[j] + bias[j]
                 x[j] = a if a > 0 else f32(0)
             for j in range(H):
                 d[j] = f32(1) if x[j] > 0 else f32(0)
         else:
             for j in range(H):
-                x[j] = tanh(x[j] + r[j])
+                x[j] = tanh(x[j] + r[j] + bias[j])
             for j in range(H):
                 d[j] = f32(1) - x[j] * x[j]
         h_new = hs[t + 1, b]
@@ -315,10 +314,10 @@ def _matmul_rows(h, WT, out):
 
 
 @njit(**_OPTS)
-def lstm_forward_seq(gates, WT, scale, offset, hs, cs, tanh_c, valid, rec):
+def lstm_forward_seq(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec):
     for t in range(gates.shape[0]):
         _matmul_rows(hs[t], WT, rec)
-        lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
+        lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
 
 
 @njit(**_OPTS)
@@ -329,10 +328,10 @@ def lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W_h
 
 
 @njit(**_OPTS)
-def gru_forward_seq(gates, WT, b_hn, hs, hn, valid, rec):
+def gru_forward_seq(gates, WT, b_h, b_hn, hs, hn, valid, rec):
     for t in range(gates.shape[0]):
         _matmul_rows(hs[t], WT, rec)
-        gru_forward_step(t, gates, rec, b_hn, hs, hn, valid)
+        gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid)
 
 
 @njit(**_OPTS)
@@ -343,10 +342,10 @@ def gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W_hh)
 
 
 @njit(**_OPTS)
-def rnn_forward_seq(xp, WT, hs, dact, relu, valid, rec):
+def rnn_forward_seq(xp, WT, bias, hs, dact, relu, valid, rec):
     for t in range(xp.shape[0]):
         _matmul_rows(hs[t], WT, rec)
-        rnn_forward_step(t, xp, rec, hs, dact, relu, valid)
+        rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
 
 
 @njit(**_OPTS)

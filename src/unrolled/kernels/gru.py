@@ -15,7 +15,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
 
 
 class FastGRUCache(NamedTuple):
@@ -163,20 +163,21 @@ class FastGRUCell:
         """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 3H)
+        xp = project_inputs(x, p["W_xh"], None)  # (T, B, 3H); the biases are added in the kernel
         WT = transpose(p["W_hh"])  # (H, 3H)
-        b_hn = as_vector(p, "b_hn", x.dtype)
+        b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
+        b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         hn = np.empty((T, B, H), dtype=x.dtype)
         rec = np.empty((B, 3 * H), dtype=x.dtype)
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
         if B * 3 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-            jit.gru_forward_seq(xp, WT, b_hn, hs, hn, valid, rec)
+            jit.gru_forward_seq(xp, WT, b_h, b_hn, hs, hn, valid, rec)
         else:
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
-                jit.gru_forward_step(t, xp, rec, b_hn, hs, hn, valid)
+                jit.gru_forward_step(t, xp, rec, b_h, b_hn, hs, hn, valid)
         return hs[1:], (hs[T].copy(),), FastGRUCache(x, hs, xp, hn, mask)
 
     def _backward_jit(self, jit, d_hs, d_stateT, cache, p):

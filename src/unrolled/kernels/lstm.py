@@ -20,7 +20,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
 
 
 class FastLSTMCache(NamedTuple):
@@ -159,7 +159,7 @@ class FastLSTMCell:
         """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        gates = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, 4H)
+        gates = project_inputs(x, p["W_xh"], None)  # (T, B, 4H); b_h is added in the kernel
         WT = transpose(p["W_hh"])  # (H, 4H)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -168,12 +168,13 @@ class FastLSTMCell:
         hs[0], cs[0] = state0
         valid = valid_steps(mask, T, B, x.dtype)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
+        bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
         if B * 4 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-            jit.lstm_forward_seq(gates, WT, scale, offset, hs, cs, tanh_c, valid, rec)
+            jit.lstm_forward_seq(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec)
         else:
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
-                jit.lstm_forward_step(t, gates, rec, scale, offset, hs, cs, tanh_c, valid)
+                jit.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
         return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
 
     def _backward_jit(self, jit, d_hs, d_stateT, cache, p):

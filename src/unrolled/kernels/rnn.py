@@ -12,7 +12,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells._common import input_gradients, project_inputs
-from unrolled.kernels._common import step_masks, transpose, valid_steps
+from unrolled.kernels._common import bias_or_zeros, step_masks, transpose, valid_steps
 
 
 class FastRNNCache(NamedTuple):
@@ -52,21 +52,23 @@ class FastRNNCell:
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[0]
-        xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, H)
+        jit = kernels.jit_for(x.dtype)
+        # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
+        xp = project_inputs(x, p["W_xh"], None if jit is not None else p.get("b_h"))
         WT = transpose(p["W_hh"])
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
-        jit = kernels.jit_for(x.dtype)
         if jit is not None:  # one fused kernel per step: a_t, σ(a_t), σ'(a_t), the length mask
+            bias = bias_or_zeros(p, "b_h", H, x.dtype)
             dact = np.empty_like(xp)
             valid = valid_steps(mask, T, B, x.dtype)
             if B * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-                jit.rnn_forward_seq(xp, WT, hs, dact, not self.tanh, valid, rec)
+                jit.rnn_forward_seq(xp, WT, bias, hs, dact, not self.tanh, valid, rec)
             else:
                 for t in range(T):
                     np.matmul(hs[t], WT, out=rec)
-                    jit.rnn_forward_step(t, xp, rec, hs, dact, not self.tanh, valid)
+                    jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
             return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
         invalid = step_masks(mask)
         for t in range(T):
