@@ -18,12 +18,13 @@ import argparse
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unrolled.apps._options import add_config_arguments, option
 from unrolled.data.text import (
     TextError,
     Vocabulary,
@@ -39,11 +40,6 @@ APP = "charlm"
 LN2 = math.log(2.0)
 
 
-def _opt(default, help: str, **argparse_kw) -> Any:
-    """A config field whose metadata carries its command-line help (and argparse extras: choices, type…)."""
-    return field(default=default, metadata={"help": help, **argparse_kw})
-
-
 @dataclass
 class CharLMConfig:
     """One training run of a character-level language model: the options of ``unrolled train charlm``.
@@ -51,31 +47,32 @@ class CharLMConfig:
     The command line is built from these fields (``seq_len`` → ``--seq-len``), so every default lives here.
     """
 
-    cell: str = _opt("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
-    layers: int = _opt(2, "number of stacked recurrent layers")
-    hidden: int = _opt(256, "hidden units per layer")
-    embed: int = _opt(64, "width of the learned character embedding")
-    dropout: float = _opt(0.0, "dropout probability between stacked layers and before the output layer")
-    seq_len: int = _opt(100, "truncated BPTT length: characters the gradient flows back through per chunk")
-    batch: int = _opt(32, "parallel streams of text per training step (the batch size)")
-    steps: int | None = _opt(
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    layers: int = option(2, "number of stacked recurrent layers")
+    hidden: int = option(256, "hidden units per layer")
+    embed: int = option(64, "width of the learned character embedding")
+    dropout: float = option(0.0, "dropout probability between stacked layers and before the output layer")
+    seq_len: int = option(100, "truncated BPTT length: characters the gradient flows back through per chunk")
+    batch: int = option(32, "parallel streams of text per training step (the batch size)")
+    steps: int | None = option(
         2000, "total optimizer steps of the run; with --resume, the step count to continue to", type=int
     )
-    time: float | None = _opt(
+    time: float | None = option(
         None,
-        "train for this many minutes instead of a number of steps (with --resume: this many more)",
+        "train for this many minutes of wall time instead of a number of steps (with --resume: the "
+        "total of the whole run, which continues until it is reached)",
         type=float,
         metavar="MINUTES",
     )
-    lr: float = _opt(2e-3, "Adam learning rate")
-    clip: float = _opt(5.0, "clip the gradient to this global L2 norm (0 = no clipping)")
-    seed: int = _opt(0, "seed of the initial weights, dropout masks and data order")
-    val_fraction: float = _opt(0.1, "fraction of the text (its end) held out for validation")
-    val_every: int = _opt(200, "validate every this many steps (and at the end)")
-    threads: int = _opt(
+    lr: float = option(2e-3, "Adam learning rate")
+    clip: float = option(5.0, "clip the gradient to this global L2 norm (0 = no clipping)")
+    seed: int = option(0, "seed of the initial weights, dropout masks and data order")
+    val_fraction: float = option(0.1, "fraction of the text (its end) held out for validation")
+    val_every: int = option(200, "validate every this many steps (and at the end)")
+    threads: int = option(
         1, "threads of NumPy's BLAS; 1 is fastest for these small matrix products, by far on a busy machine"
     )
-    val_chars: int = _opt(
+    val_chars: int = option(
         200_000,
         "periodic validation reads at most this many characters of the validation part "
         "(the final validation reads all of it)",
@@ -357,20 +354,20 @@ def load_charlm(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
 class SampleConfig:
     """The options of ``unrolled sample`` (its command line is built from these fields)."""
 
-    prime: str | None = _opt(
+    prime: str | None = option(
         None,
         "text to start from, printed first (default: a newline, or the vocabulary's first character)",
         type=str,
         metavar="TEXT",
     )
-    length: int = _opt(500, "characters to generate after the prime", metavar="N")
-    temperature: float = _opt(
+    length: int = option(500, "characters to generate after the prime", metavar="N")
+    temperature: float = option(
         0.8,
         "divide the logits by T before the softmax: lower is more conservative, 0 = greedy",
         metavar="T",
     )
-    top_k: int | None = _opt(None, "draw only among the K most likely characters", type=int, metavar="K")
-    seed: int | None = _opt(None, "seed of the draws, for a reproducible sample", type=int, metavar="N")
+    top_k: int | None = option(None, "draw only among the K most likely characters", type=int, metavar="K")
+    seed: int | None = option(None, "seed of the draws, for a reproducible sample", type=int, metavar="N")
 
 
 def default_prime(vocab: Vocabulary) -> str:
@@ -397,24 +394,23 @@ def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
 
 # --------------------------------------------------------------------------- command line
 def add_config_options(parser, cls, exclusive: tuple[str, ...] = ()) -> None:
-    """One ``--option`` per field of the dataclass `cls` (``seq_len`` → ``--seq-len``), help and default
-    from the field. Options not given stay absent from the parsed namespace, so a resumed run can tell
-    what the user changed. Fields named in `exclusive` go into one mutually exclusive group."""
-    group = parser.add_mutually_exclusive_group() if exclusive else None
+    """``--option`` per field of the dataclass `cls` (see :mod:`unrolled.apps._options`), with two changes:
+    an option not given stays absent from the parsed namespace, so a resumed run can tell what the user
+    changed, and the fields named in `exclusive` exclude each other."""
+    add_config_arguments(parser, cls, skip=exclusive)
+    group = parser.add_mutually_exclusive_group() if exclusive else parser
     for f in dataclasses.fields(cls):
-        if "help" not in f.metadata:
-            continue
-        kw = dict(f.metadata)
-        help_text = kw.pop("help")
-        kw.setdefault("type", type(f.default))
-        shown = "none" if f.default is None else f.default
-        (group if f.name in exclusive else parser).add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=argparse.SUPPRESS,
-            help=f"{help_text} (default: {shown})",
-            **kw,
-        )
+        if f.name in exclusive:
+            m = f.metadata
+            shown = "" if f.default is None else f" (default: {f.default})"
+            group.add_argument(
+                "--" + f.name.replace("_", "-"), dest=f.name, type=m["type"] or type(f.default),
+                metavar=m["metavar"], help=m["help"] + shown,
+            )  # fmt: skip
+    names = {f.name for f in dataclasses.fields(cls)}
+    for action in parser._actions:  # not set_defaults: that would put the SUPPRESS marker in the namespace
+        if action.dest in names:
+            action.default = argparse.SUPPRESS
 
 
 def given_options(args, cls) -> dict[str, Any]:

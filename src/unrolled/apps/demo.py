@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from unrolled.apps._options import option
 from unrolled.apps.charlm import (
     CharLMConfig,
     SampleConfig,
-    _opt,
     add_config_options,
     given_options,
     load_charlm,
@@ -60,13 +60,13 @@ def demo_corpus(modules: tuple[str, ...] = DEMO_MODULES) -> list[Path]:
 class DemoOptions:
     """The options of ``unrolled demo`` (its command line is built from these fields)."""
 
-    out: str = _opt(
+    out: str = option(
         str(DEFAULT_OUT), "directory for the model (a previous demo there is replaced)", metavar="DIR"
     )
-    time: float = _opt(2.0, "minutes of training", metavar="MINUTES")
-    seed: int = _opt(0, "seed of the weights, the data order and the sample", metavar="N")
-    length: int = _opt(600, "characters of Python to generate at the end", metavar="N")
-    temperature: float = _opt(0.6, "sampling temperature of the generated code (0 = greedy)", metavar="T")
+    time: float = option(2.0, "minutes of training", metavar="MINUTES")
+    seed: int = option(0, "seed of the weights, the data order and the sample", metavar="N")
+    length: int = option(600, "characters of Python to generate at the end", metavar="N")
+    temperature: float = option(0.6, "sampling temperature of the generated code (0 = greedy)", metavar="T")
 
 
 # The model the demo trains: small enough to learn something visible in two minutes on 2 CPU cores.
