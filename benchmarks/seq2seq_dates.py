@@ -3,9 +3,10 @@
 Training pairs come from the "train" days of unrolled.data.dates and the test pairs from the "test"
 days (about 1 day in 10, fixed by a hash): no test day is seen in training in any format. The same
 architecture, budget and seed are run once per --attention value; "none" is the plain
-encoder-decoder (the decoder sees the source only through the bridged final encoder state).
+encoder-decoder (the decoder sees the source only through the encoder's final state).
 
-    .venv/bin/python benchmarks/seq2seq_dates.py --minutes 3
+    .venv/bin/python benchmarks/seq2seq_dates.py --minutes 2                       # the same time budget
+    .venv/bin/python benchmarks/seq2seq_dates.py --minutes 30 --steps 250 500 1000  # the same step counts
 
 Prints one JSON line per model.
 """
@@ -25,7 +26,9 @@ from unrolled.data.dates import date_pairs
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=3.0, help="training time budget per model (default 3)")
-    ap.add_argument("--steps", type=int, default=4000, help="most training steps per model")
+    ap.add_argument(
+        "--steps", type=int, nargs="+", default=[100000], help="most training steps; several: one run each"
+    )
     ap.add_argument("--attention", nargs="+", default=["general", "none"])
     ap.add_argument("--train-pairs", type=int, default=20000)
     ap.add_argument("--test-pairs", type=int, default=2000)
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
     train = date_pairs(args.train_pairs, rng, "train")
     valid = date_pairs(500, rng, "train")  # model selection on unseen strings of training days
     test = date_pairs(args.test_pairs, rng, "test")
-    for attention in args.attention:
+    for attention, steps in [(a, n) for n in args.steps for a in args.attention]:
         cfg = TranslateConfig(
             tokenizer="char",
             cell=args.cell,
@@ -50,13 +53,13 @@ def main(argv=None) -> int:
             dropout=0.0,
             batch=args.batch,
             lr=args.lr,
-            steps=args.steps,
+            steps=steps,
             time=args.minutes,
             eval_every=250,
             seed=args.seed,
         )
         tr, summary = train_translator(cfg, train, valid, progress=False)
-        out = {"attention": attention}
+        out = {"attention": attention, "max_steps": steps}
         for beam in (1, 5):
             hyps = tr.translate([s for s, _ in test], beam=beam, max_len=12)
             out[f"exact_match_beam{beam}"] = float(

@@ -1,10 +1,11 @@
 """English → French on the 5,000 Tatoeba pairs: corpus BLEU on a held-out 10%, greedy and beam 5, beside
 copying the source; training time and model size.
 
-The held-out part is 10% of the *distinct English sentences* (with all their translations), chosen by
-the seed, so no test sentence is seen in training; BLEU uses every French translation of a held-out
-sentence as a reference (multi-reference corpus BLEU, sacrebleu's 13a tokenisation). The model kept
-is the one with the best held-out loss seen during training (checked every --eval-every steps).
+The test part is 10% of the *distinct English sentences* (with all their translations), chosen by the
+seed, so no test sentence is seen in training; BLEU uses every French translation of a test sentence as a
+reference (multi-reference corpus BLEU, sacrebleu's 13a tokenisation). Another 5% of the remaining
+sentences is the validation part: the model kept is the one with the best validation loss (checked every
+--eval-every steps), so the test sentences play no part in training or model selection.
 
     .venv/bin/python benchmarks/seq2seq_eng_fra.py --minutes 10 --out /tmp/engfra
 
@@ -68,14 +69,16 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
-    train, test = split_pairs(pairs, cfg.valid_fraction, rng)
-    tr, summary = train_translator(cfg, train, test, progress=False)
+    train, test = split_pairs(pairs, 0.1, rng)
+    train, valid = split_pairs(train, 0.05, rng)  # model selection never sees the test sentences
+    tr, summary = train_translator(cfg, train, valid, progress=False)
     if args.out:
         save_translator(args.out, tr, {"benchmark": "eng-fra"})
     greedy = evaluate_pairs(tr, test, beam=1)
     beam5 = evaluate_pairs(tr, test, beam=5)
     result = {
         "train_pairs": len(train),
+        "valid_pairs": len(valid),
         "test_pairs": len(test),
         "test_sources": greedy["sentences"],
         "bleu_greedy": round(greedy["bleu"], 2),
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
         "token_accuracy": round(greedy["token_accuracy"], 4),
         "test_loss": round(greedy["loss"], 4),
         "steps": summary["steps"],
-        "best_step": summary["best"]["step"],
+        "best_valid_loss": summary["best_valid_loss"],
         "train_seconds": round(summary["train_seconds"], 1),
         "decode_seconds_greedy": round(greedy["decode_seconds"], 2),
         "decode_seconds_beam5": round(beam5["decode_seconds"], 2),
