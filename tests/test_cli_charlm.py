@@ -125,6 +125,20 @@ def test_resume_continues_the_step_count(trained, tmp_path):
     assert meta(copy)["texts"] == [str(text.resolve())]  # the run's own text, remembered
 
 
+def test_time_budget_stops_the_run_and_resume_continues_to_a_larger_total(trained, tmp_path):
+    _, text = trained
+    out = tmp_path / "timed"
+    r = unrolled("train", "charlm", "--text", text, "--out", out, "--time", "0.02", *TINY)
+    assert r.returncode == 0, r.stderr
+    s = summary(out)
+    assert s["reason"] == "max_time" and s["step"] >= 1 and s["train_seconds"] >= 1.2
+    again = unrolled("train", "charlm", "--out", out, "--resume", "--quiet")
+    assert_one_line_error(again, "give more --time")
+    r = unrolled("train", "charlm", "--out", out, "--resume", "--time", "0.04", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert summary(out)["step"] > s["step"] and summary(out)["train_seconds"] >= 2.4
+
+
 def test_resume_refuses_a_different_architecture(trained, tmp_path):
     out, _ = trained
     r = unrolled("train", "charlm", "--out", out, "--resume", "--hidden", "32", "--steps", "50")

@@ -77,4 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m unrolled.cli`: run the imported module's main, so that the CLIError the applications
+    # import from unrolled.cli is the class caught there (this file as __main__ would define another).
+    from unrolled.cli import main as _main
+
+    sys.exit(_main())

@@ -66,7 +66,7 @@ class CharLMConfig:
     )
     lr: float = option(2e-3, "Adam learning rate")
     clip: float = option(5.0, "clip the gradient to this global L2 norm (0 = no clipping)")
-    seed: int = option(0, "seed of the initial weights, dropout masks and data order")
+    seed: int = option(0, "seed of the initial weights and the dropout masks")
     val_fraction: float = option(0.1, "fraction of the text (its end) held out for validation")
     val_every: int = option(200, "validate every this many steps (and at the end)")
     threads: int = option(
@@ -98,9 +98,6 @@ class CharLMConfig:
             raise ValueError(f"--clip: expected a norm >= 0 (0 = off), got {self.clip!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction: expected a number in (0, 1), got {self.val_fraction!r}")
-
-    # Fields that fix the architecture: a resumed run must keep them.
-    ARCHITECTURE = ("cell", "layers", "hidden", "embed")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The :class:`ModelConfig` of this run's model over a vocabulary of `vocab_size` characters."""
@@ -553,10 +550,15 @@ def cmd_train(args) -> int:
         cfg = resume_config(CharLMConfig.from_dict(meta["charlm"]), given, out)
         texts = args.text or meta["texts"]
         vocab = Vocabulary.from_json(meta["vocab"])
-        done = meta["trainer"]["step"]
-        if cfg.steps is not None and cfg.steps <= done and cfg.time is None:
+        done, minutes = meta["trainer"]["step"], meta["trainer"]["wall_time"] / 60
+        if cfg.steps is not None and cfg.steps <= done:
             raise CLIError(
-                f"--resume: the run in {out} already has {done} of --steps {cfg.steps}; give more --steps"
+                f"--resume: the run in {out} is at step {done} of --steps {cfg.steps}; give more --steps"
+            )
+        if cfg.time is not None and cfg.time <= minutes:
+            raise CLIError(
+                f"--resume: the run in {out} has trained {minutes:.2f} of --time {cfg.time:g} minutes; "
+                "give more --time"
             )
     else:
         if (last / "meta.json").exists():
