@@ -344,6 +344,9 @@ def train_translator(
         "train_seconds": _wall(trainer),
         "best_valid_loss": result.best_val_loss,
         "train_pairs_used": len(src),
+        "valid_curve": [
+            [r["step"], r.get("wall_time"), r["val_loss"]] for r in trainer.history if "val_loss" in r
+        ],
     }
     return tr, summary
 
