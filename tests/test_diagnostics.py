@@ -273,6 +273,11 @@ def test_pairwise_heatmap_row_agrees_with_products():
     end6 = jacobian_products(cell, cache, p, end=6)
     np.testing.assert_allclose(M[2, :3], end6.log10_spectral[times[:3]].mean(axis=1), atol=1e-12)
     assert np.isnan(M[0, 1]) and np.all(np.diag(M) == 0)
+    M2 = pairwise_log10_norms(cell, cache, p, np.array([2, 5, 9]), batch=slice(1, 2))  # a grid not from 0
+    np.testing.assert_allclose(M2[2, 0], prods.log10_spectral[2, 1], atol=1e-12)
+    np.testing.assert_allclose(
+        M2[1, 0], jacobian_products(cell, cache, p, end=5).log10_spectral[2, 1], atol=1e-12
+    )
     with pytest.raises(ValueError, match="times"):
         pairwise_log10_norms(cell, cache, p, np.array([3, 1]))
 
@@ -327,3 +332,19 @@ def test_diagnose_restores_training_mode_and_reports_every_direction():
     assert r.heatmap.shape == (5, 5)
     assert "layer 1 reverse" in diag.summary()
     assert diag.to_dict()["reports"][0]["regime"] == r.regime
+
+
+def test_spectral_norm_and_the_spectral_grid_of_long_sequences():
+    from unrolled.diagnostics.jacobians import spectral_norm
+
+    P = np.random.default_rng(8).standard_normal((3, 7, 7))
+    np.testing.assert_allclose(spectral_norm(P), np.linalg.norm(P, ord=2, axis=(1, 2)), rtol=1e-12)
+    layer = GRU(2, 4, dtype=np.float64, seed=0)
+    x = np.random.default_rng(9).standard_normal((50, 2, 2))
+    full = diagnose(layer, x, heatmap=False).reports[0]
+    grid = diagnose(layer, x, heatmap=False, spectral_points=11).reports[0]
+    have = np.isfinite(grid.log10_spectral)
+    assert have.sum() == 12 and have[[0, 1, 25, 50]].all()  # 11 evenly spaced distances, plus d = 1
+    np.testing.assert_allclose(grid.log10_spectral[have], full.log10_spectral[have], atol=1e-12)
+    np.testing.assert_allclose(grid.log10_frobenius, full.log10_frobenius)
+    assert grid.gamma == pytest.approx(full.gamma, rel=0.02)

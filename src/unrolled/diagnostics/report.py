@@ -246,8 +246,9 @@ def diagnose(
     rng: np.random.Generator | None = None,
     tol: float = 0.01,
     heatmap: bool = True,
-    heatmap_points: int = 60,
+    heatmap_points: int | None = None,
     heatmap_batch: int = 4,
+    spectral_points: int = 200,
 ) -> Diagnosis:
     """Diagnose gradient flow through every layer and direction of `layer` on the batch `x`.
 
@@ -267,7 +268,11 @@ def diagnose(
     rng : generator for the default d_out (default: np.random.default_rng(0)).
     tol : the stable band of γ (see :func:`regime`).
     heatmap : also compute log10 ‖∂s_t/∂s_k‖ for all pairs on a grid of at most `heatmap_points` times,
-        over the first `heatmap_batch` sequences (cost ~ T · heatmap_points matrix products).
+        over the first `heatmap_batch` sequences (cost ~ heatmap_points²/2 SVDs of (S, S)); the default
+        number of points is 60 for a state of S ≤ 64, fewer for larger states (12 at S = 256).
+    spectral_points : for T > spectral_points, the spectral norm of ∂s_T/∂s_{T−d} is computed at that many
+        evenly spaced distances d (always d = 1, T/2 and T) and the fit and horizon use those; the
+        Frobenius norm is computed at every d. Each spectral norm costs an (S, S) eigen-decomposition.
 
     Returns
     -------
@@ -299,7 +304,16 @@ def diagnose(
             cache = layer._cache.dirs[li][d].cell_cache
             reports.append(
                 _direction_report(
-                    layer, li, d, cache, flows[(li, d)], tol, heatmap, heatmap_points, heatmap_batch
+                    layer,
+                    li,
+                    d,
+                    cache,
+                    flows[(li, d)],
+                    tol,
+                    heatmap,
+                    heatmap_points,
+                    heatmap_batch,
+                    spectral_points,
                 )
             )
     return Diagnosis(reports)
@@ -330,12 +344,16 @@ def diagnose_model(model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatm
 
 
 def _direction_report(
-    layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch
+    layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch, spectral_points
 ) -> DirectionReport:
     cell = layer.cell
     p = layer._dir_params(li, d)
     T = num_steps(cache)
-    norms = jacobian_products(cell, cache, p)
+    at = None
+    if T > spectral_points:
+        dist = np.linspace(0, T, spectral_points).round().astype(np.int64)
+        at = T - np.unique(np.concatenate([dist, [1, T // 2]]))
+    norms = jacobian_products(cell, cache, p, spectral_at=at)
     spec = _batch_mean(norms.log10_spectral)[::-1]  # index by distance d = T − k
     frob = _batch_mean(norms.log10_frobenius)[::-1]
     gamma, a, r2 = fit_gamma(spec)
@@ -348,6 +366,9 @@ def _direction_report(
     bound = activation_bound(cache, p["W_hh"]).mean(axis=1) if kind == "rnn" else None
     hm = times = None
     if heatmap:
+        if points is None:
+            S = p["W_hh"].shape[1] * (2 if kind == "lstm" else 1)
+            points = int(np.clip(60 * (64 / S) ** 1.5, 12, 60))
         times = np.unique(np.linspace(0, T, min(points, T + 1)).round().astype(np.int64))
         hm = pairwise_log10_norms(cell, cache, p, times, batch=slice(0, hbatch))
     return DirectionReport(
