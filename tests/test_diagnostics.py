@@ -348,3 +348,23 @@ def test_spectral_norm_and_the_spectral_grid_of_long_sequences():
     np.testing.assert_allclose(grid.log10_spectral[have], full.log10_spectral[have], atol=1e-12)
     np.testing.assert_allclose(grid.log10_frobenius, full.log10_frobenius)
     assert grid.gamma == pytest.approx(full.gamma, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: RNN(2, 5, seed=0), lambda: LSTM(2, 5, seed=0), lambda: GRU(2, 5, seed=0)]
+)
+def test_fast_kernels_caches_give_the_reference_diagnosis(make):
+    """The layers may run a fast kernel (float32 by default); the diagnostics read its cache alike."""
+    from unrolled import kernels
+
+    x = np.random.default_rng(10).standard_normal((30, 3, 2)).astype(np.float32)
+    fast = diagnose(make(), x, heatmap=False).reports[0]
+    was = kernels.fast_enabled()
+    kernels.set_fast(False)
+    try:
+        ref = diagnose(make(), x, heatmap=False).reports[0]
+    finally:
+        kernels.set_fast(was)
+    np.testing.assert_allclose(fast.log10_spectral, ref.log10_spectral, atol=1e-4)
+    np.testing.assert_allclose(fast.grad_h, ref.grad_h, rtol=1e-4, atol=1e-9)
+    assert fast.gamma == pytest.approx(ref.gamma, rel=1e-4)
