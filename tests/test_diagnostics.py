@@ -368,3 +368,18 @@ def test_fast_kernels_caches_give_the_reference_diagnosis(make):
     np.testing.assert_allclose(fast.log10_spectral, ref.log10_spectral, atol=1e-4)
     np.testing.assert_allclose(fast.grad_h, ref.grad_h, rtol=1e-4, atol=1e-9)
     assert fast.gamma == pytest.approx(ref.gamma, rel=1e-4)
+
+
+def test_batch_first_and_lengths_are_diagnosed_like_the_time_major_layer():
+    x = np.random.default_rng(11).standard_normal((9, 3, 2))
+    lengths = np.array([9, 6, 4])
+    tm = diagnose(LSTM(2, 3, dtype=np.float64, seed=5), x, lengths=lengths, heatmap=False).reports[0]
+    layer_bf = LSTM(2, 3, batch_first=True, dtype=np.float64, seed=5)
+    bf = diagnose(layer_bf, x.transpose(1, 0, 2).copy(), lengths=lengths, heatmap=False).reports[0]
+    np.testing.assert_allclose(bf.log10_spectral, tm.log10_spectral, atol=1e-12)
+    np.testing.assert_allclose(bf.grad_h, tm.grad_h, rtol=1e-12)
+    # Sequence 2 ends after 4 steps: from T back to its end the product is the identity.
+    norms = jacobian_products(
+        layer_bf.cell, layer_bf._cache.dirs[0][0].cell_cache, layer_bf._dir_params(0, 0)
+    )
+    np.testing.assert_allclose(norms.log10_spectral[4:, 2], 0.0, atol=1e-12)
