@@ -94,3 +94,37 @@ def test_plot_of_the_linear_rnn_and_missing_matplotlib_message(tmp_path, monkeyp
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ImportError, match=r"unrolled\[plot\]"):
         plot_diagnosis(diag, tmp_path / "b.png")
+
+
+@pytest.mark.parametrize("output", ["sequence", "last"])
+def test_with_a_target_the_norms_are_those_of_the_models_own_backward(output):
+    from unrolled.nn import cross_entropy
+
+    model = SequenceModel(ModelConfig(**_config(input="tokens", vocab_size=5, output_size=5, output=output,
+                                                num_layers=2, dtype="float64")))  # fmt: skip
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 5, size=(7, 3))
+    target = rng.integers(0, 5, size=(7, 3) if output == "sequence" else (3,))
+    grads_before = {k: v.copy() for k, v in model.grads.items()}
+    diag = diagnose_model(model, x, target=target, heatmap=False)
+    assert all(np.array_equal(grads_before[k], model.grads[k]) for k in grads_before)  # put back
+    model.eval()
+    y, _ = model.forward(x)
+    d_h0 = model.backward(cross_entropy(y, target)[1])  # (L, B, H) ∂L/∂h0 of the model's own backward
+    for li, rep in enumerate(diag.reports):
+        np.testing.assert_allclose(rep.grad_h[0], np.linalg.norm(d_h0[li], axis=1).mean(), rtol=1e-10)
+
+
+def test_cli_target_needs_input_and_a_matching_shape(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(output="last")))
+    np.save(tmp_path / "x.npy", np.zeros((5, 2, 3)))
+    np.save(tmp_path / "y.npy", np.zeros((2, 2)))
+    np.save(tmp_path / "bad.npy", np.zeros((3, 2)))
+    assert main(["diagnose", str(cfg), "--target", str(tmp_path / "y.npy")]) == 2
+    assert "--target needs --input" in capsys.readouterr().err
+    argv = ["diagnose", str(cfg), "--input", str(tmp_path / "x.npy"), "--target"]
+    assert main(argv + [str(tmp_path / "bad.npy")]) == 2
+    assert "target" in capsys.readouterr().err
+    assert main(argv + [str(tmp_path / "y.npy")]) == 0
+    assert "loss: the model's loss on --target" in capsys.readouterr().out

@@ -31,6 +31,12 @@ def register(subparsers) -> None:
         metavar="FILE.npy",
         help="input batch, time-major: token ids (T, B) or features (T, B, I); default: random (see --steps)",
     )
+    p.add_argument(
+        "--target",
+        metavar="FILE.npy",
+        help="targets for --input (class ids: cross-entropy; floats: MSE): the BPTT norms are then those "
+        "of this loss; default: a random probe of the output at the last step",
+    )
     p.add_argument("--steps", type=int, default=100, help="T of the random input (default 100)")
     p.add_argument("--batch", type=int, default=8, help="B of the random input (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input and the probe loss")
@@ -90,12 +96,24 @@ def run(args: argparse.Namespace) -> int:
     model, origin = _load(Path(args.model))
     x = _input(args, model)
     c = model.config
-    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol)
+    target = None
+    if args.target:
+        if not args.input:
+            raise CLIError("--target needs --input (the targets of that input)")
+        try:
+            target = np.load(args.target, allow_pickle=False)
+        except ValueError as e:
+            raise CLIError(f"--target {args.target}: not a plain .npy array ({e})") from e
+    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target)
     T, B = x.shape[:2]
     print(
         f"unrolled diagnose: {origin}\n  {c.cell} H={c.hidden_size} layers={c.num_layers}"
         f"{' bidirectional' if c.bidirectional else ''}, input T={T} B={B}; "
-        "loss probe: random unit direction of the output at the last step\n"
+        + (
+            "loss: the model's loss on --target\n"
+            if target is not None
+            else "loss probe: random unit direction of the output at the last step\n"
+        )
     )
     print(diag.summary())
     if args.json:

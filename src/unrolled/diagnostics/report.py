@@ -319,28 +319,78 @@ def diagnose(
     return Diagnosis(reports)
 
 
-def diagnose_model(model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True) -> Diagnosis:
+def diagnose_model(
+    model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True, target=None
+) -> Diagnosis:
     """Diagnose a :class:`~unrolled.models.SequenceModel`'s recurrent stack on model input `x`.
 
+    Parameters
+    ----------
+    model : a SequenceModel (anything with ``embed``, ``rnn``, ``head``, ``forward``, ``backward``).
     x : token ids (T, B) or features (T, B, I), as the model's forward takes them.
+    target : None, or the targets of the model's loss for x: integer class ids shaped like y without its
+        last axis (cross-entropy of the softmax) or floats shaped like y (mean squared error).
+    seed, tol, heatmap : as for :func:`diagnose` (seed draws the probe).
 
-    The input goes through the embedding (if any); the probe loss is a random linear function of the
-    model's output y at the last step, L = Σ_b u_b · y_{T,b}, pulled back through the head, so the
-    BPTT norms show how far back one late error reaches in this model. Returns a Diagnosis.
+    The input goes through the embedding (if any). The gradient norms ‖∂L/∂h_t‖ are those of the BPTT
+    pass of the loss on `target` — the model's own backward, through head and pooling — or, without a
+    target, of a probe L = Σ_b u_b · y_{T,b} with random unit u_b on the output at the last step (how far
+    back one late error reaches). Runs in eval mode; the model's mode and gradients are restored.
     """
+    from unrolled.nn import cross_entropy, mse
+
     was_training = model.training
     model.eval()
     try:
         e = model.embed.forward(x) if model.embed is not None else x  # (T, B, E or I)
         rnn, W = model.rnn, model.head.params["W"]  # W (K, D·H): y = u Wᵀ + b, so ∂L/∂u = u_probe W
         T, B = e.shape[:2]
-        probe = np.random.default_rng(seed).standard_normal((B, W.shape[0]))
-        probe /= np.linalg.norm(probe, axis=1, keepdims=True)
-        d_out = np.zeros((T, B, W.shape[1]), dtype=rnn.dtype)
-        d_out[-1] = probe @ W
+        if target is None:
+            probe = np.random.default_rng(seed).standard_normal((B, W.shape[0]))
+            probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+            d_out = np.zeros((T, B, W.shape[1]), dtype=rnn.dtype)
+            d_out[-1] = probe @ W
+        else:
+            target = np.asarray(target)
+            y, _ = model.forward(x)
+            if np.issubdtype(target.dtype, np.integer):
+                _, dy = cross_entropy(y, target)
+            else:
+                _, dy = mse(y, target.astype(y.dtype))
+            d_out = _captured_d_out(model, dy)
         return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap)
     finally:
         model.train(was_training)
+
+
+def _captured_d_out(model, dy: np.ndarray) -> np.ndarray:
+    """∂L/∂out of the recurrent stack, as the model's own backward computes it from ∂L/∂y (through the head
+    and the pooling), caught on its way into ``rnn.backward``; the model's gradients are put back."""
+    dicts = [model.grads] + [part.grads for _, part in _parts(model)]
+    saved = [{k: (v, v.copy()) for k, v in g.items()} for g in dicts]  # the arrays and their values
+    caught = {}
+    rnn_backward = model.rnn.backward
+
+    def catch(d_out, d_hn=None):
+        caught["d_out"] = d_out.copy()
+        return rnn_backward(d_out, d_hn)
+
+    model.rnn.backward = catch  # an instance attribute shadowing the method, removed below
+    try:
+        model.backward(dy)
+    finally:
+        del model.rnn.backward
+        for g, keep in zip(dicts, saved, strict=True):
+            for k, (arr, val) in keep.items():
+                arr[...] = val  # a backward may have accumulated into the array in place
+                g[k] = arr
+    return caught["d_out"]
+
+
+def _parts(model):
+    return [
+        (n, p) for n, p in (("embed", model.embed), ("rnn", model.rnn), ("head", model.head)) if p is not None
+    ]
 
 
 def _direction_report(
