@@ -74,8 +74,8 @@ class CharLMConfig:
     )
     val_chars: int = option(
         200_000,
-        "periodic validation reads at most this many characters of the validation part "
-        "(the final validation reads all of it)",
+        "validation reads at most this many characters of the validation part (its beginning), "
+        "so that validating a big text stays cheap; `unrolled eval` reads a whole text",
     )
 
     def __post_init__(self) -> None:
@@ -202,8 +202,8 @@ class RunSummary:
 
     step: int  # optimizer steps of the whole run
     reason: str  # why it stopped: max_steps, max_time, interrupted
-    val_nats: float | None  # on the whole validation part, None when interrupted
-    val_chars: int
+    val_nats: float | None  # at the last step, None when interrupted
+    val_chars: int  # characters of the validation part read by each validation
     train_chars: int
     parameters: int
     train_seconds: float  # the whole run's training wall time (resumed sessions included)
@@ -276,7 +276,9 @@ def train(
     log(
         f"{'resuming' if resume else 'training'} a {cfg.layers}-layer {cfg.cell.upper()} of {cfg.hidden} "
         f"units ({n_params:,} parameters, vocabulary of {corpus.vocab.size} characters) on "
-        f"{len(train_ids):,} characters, validating on {len(val_ids):,}; "
+        f"{len(train_ids):,} characters, validating on {len(val_part):,}"
+        + (f" of the {len(val_ids):,} held out" if len(val_part) < len(val_ids) else "")
+        + "; "
         + (f"{cfg.time:g} minutes" if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
         + (f"{cfg.steps:,} steps" if cfg.steps is not None else "")
@@ -286,12 +288,12 @@ def train(
     seconds = walls[-1] if walls else trainer.wall_offset
     if result.reason == "interrupted":
         val = None
-    elif len(val_part) == len(val_ids) and result.step in last_val:
-        val = last_val[result.step]  # the periodic validation already read all of it
+    elif result.step in last_val:
+        val = last_val[result.step]  # the Trainer validated at the last step
     else:
-        val = evaluate(model, val_ids)
+        val = evaluate(model, val_part)
     summary = RunSummary(
-        result.step, result.reason, val, len(val_ids), len(train_ids), n_params, round(seconds, 3), str(out)
+        result.step, result.reason, val, len(val_part), len(train_ids), n_params, round(seconds, 3), str(out)
     )
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
     return summary
