@@ -99,6 +99,8 @@ def plot_scaling(res: dict, path: str) -> None:
         for lib in ("unrolled", "torch"):
             if all(f"{lib}_s" in r for r in rows):
                 ax.loglog(xs, [r[f"{lib}_s"] * 1e3 for r in rows], "o-", label=lib)
+        ax.set_xticks(xs, [str(v) for v in xs])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(name)
         ax.set_ylabel("training step, ms")
         ax.grid(True, which="both", alpha=0.3)
