@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         "parameters": tr.model.num_parameters(),
         "src_vocab": len(tr.src_vocab),
         "tgt_vocab": len(tr.tgt_vocab),
-        "valid_curve": [[n, round(w or 0, 1), round(v, 4)] for n, w, v in summary["valid_curve"]],
+        "valid_curve": [[n, round(w, 1), round(v, 4)] for n, w, v in summary["valid_curve"]],
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "examples_beam5": beam5["examples"],
     }

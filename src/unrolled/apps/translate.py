@@ -345,7 +345,9 @@ def train_translator(
         "best_valid_loss": result.best_val_loss,
         "train_pairs_used": len(src),
         "valid_curve": [
-            [r["step"], r.get("wall_time"), r["val_loss"]] for r in trainer.history if "val_loss" in r
+            [r["step"], r["wall_time"], r["val_loss"]]
+            for r in trainer.history
+            if "val_loss" in r and "final" not in r
         ],
     }
     return tr, summary
@@ -399,6 +401,8 @@ def cmd_train(args) -> int:
     from unrolled.data.dates import date_pairs
 
     cfg = config_from_args(TranslateConfig, args)
+    if args.dates is not None and (args.source_col, args.target_col) != (1, 2):
+        raise ValueError("--source-col / --target-col: only for --pairs (the dates task has no columns)")
     if args.pairs is not None:
         pairs = read_pairs(args.pairs, args.source_col, args.target_col)
         source = {"pairs": str(args.pairs), "source_col": args.source_col, "target_col": args.target_col}
@@ -422,7 +426,7 @@ def cmd_train(args) -> int:
         train,
         valid,
         workdir=workdir,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),
         resume=args.resume,
         translator=translator,
         meta={"data": source},
