@@ -37,7 +37,11 @@ APP = "translate"
 class TranslateConfig:
     """The options of ``unrolled train translate`` (its command line is built from these fields)."""
 
-    tokenizer: str = option("word", "tokens: 'word' (words and punctuation) or 'char'", choices=MODES)
+    tokenizer: str = option(
+        "auto",
+        "tokens: 'word' (words and punctuation) or 'char'; auto: char for --dates, else word",
+        choices=("auto", *MODES),
+    )
     vocab_size: int = option(
         8000, "largest vocabulary per language, specials included (rarer tokens → <unk>)"
     )
@@ -46,6 +50,7 @@ class TranslateConfig:
     hidden: int = option(128, "encoder width per direction")
     enc_layers: int = option(1, "stacked encoder layers")
     dec_layers: int = option(1, "stacked decoder layers")
+    dec_hidden: int = option(0, "decoder width (0: encoder width × directions; another width adds a bridge)")
     bidirectional: bool = option(True, "bidirectional encoder")
     attention: str = option("general", "attention score ('none': plain encoder-decoder)", choices=ATTENTION)
     input_feeding: bool = option(True, "feed the attentional vector h̃_{t-1} back into the decoder")
@@ -57,7 +62,7 @@ class TranslateConfig:
     time: float = option(0.0, "stop after this many minutes of training as well (0: no time limit)")
     sample_prob: float = option(0.0, "scheduled sampling: probability of feeding the model's own prediction")
     valid_fraction: float = option(0.1, "held-out fraction of the distinct source sentences")
-    eval_every: int = option(500, "validate every N steps (loss and greedy BLEU on the held-out pairs)")
+    eval_every: int = option(500, "validate every N steps (teacher-forced loss on the held-out pairs)")
     max_len: int = option(60, "longest training sentence in tokens (longer pairs are skipped)")
     seed: int = option(0, "seed of the weights, the split, the batch order and dropout")
     threads: int = option(
@@ -244,6 +249,7 @@ def build_translator(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -
             enc_layers=cfg.enc_layers,
             bidirectional=cfg.bidirectional,
             dec_layers=cfg.dec_layers,
+            dec_hidden_size=cfg.dec_hidden or None,
             attention=cfg.attention,
             input_feeding=cfg.input_feeding,
             dropout=cfg.dropout,
@@ -282,6 +288,10 @@ def train_translator(
             )
     if not 0 <= cfg.sample_prob <= 1:
         raise ValueError(f"--sample-prob: expected a probability in [0, 1], got {cfg.sample_prob}")
+    if cfg.dec_hidden < 0:
+        raise ValueError(f"--dec-hidden: expected 0 (automatic) or a positive integer, got {cfg.dec_hidden}")
+    if cfg.tokenizer not in MODES:
+        raise ValueError(f"--tokenizer: expected one of {', '.join(MODES)}, got {cfg.tokenizer!r}")
     if cfg.time < 0:
         raise ValueError(f"--time: expected minutes >= 0, got {cfg.time}")
     if not valid_pairs:
@@ -401,6 +411,8 @@ def cmd_train(args) -> int:
     from unrolled.data.dates import date_pairs
 
     cfg = config_from_args(TranslateConfig, args)
+    if cfg.tokenizer == "auto":
+        cfg.tokenizer = "char" if args.dates is not None else "word"
     if args.dates is not None and (args.source_col, args.target_col) != (1, 2):
         raise ValueError("--source-col / --target-col: only for --pairs (the dates task has no columns)")
     if args.pairs is not None:
