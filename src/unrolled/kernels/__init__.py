@@ -1,8 +1,11 @@
 """Fast paths of the cells: same signatures and results as :mod:`unrolled.cells`, fewer NumPy calls.
 
 The layers pick the fast cell automatically. To force the plain reference cells (the readable
-transcription of the equations), set the environment variable ``UNROLLED_REFERENCE=1`` before the
-first forward, or call ``unrolled.kernels.set_fast(False)`` at any time.
+transcription of the equations), set the environment variable ``UNROLLED_REFERENCE=1`` before
+``import unrolled``, or call ``unrolled.kernels.set_fast(False)`` at any time. float32 runs on the
+Numba-compiled gate kernels of :mod:`unrolled.kernels._jit` when Numba is installed (the extra ``fast``;
+``UNROLLED_NUMBA=0`` or ``set_jit(False)`` turns them off); float64, or float32 without Numba, runs on the
+NumPy fast path of :mod:`~unrolled.kernels.lstm`, :mod:`~unrolled.kernels.gru`, :mod:`~unrolled.kernels.rnn`.
 """
 
 from __future__ import annotations
