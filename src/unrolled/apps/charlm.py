@@ -586,4 +586,6 @@ def report(summary: RunSummary, log=print) -> None:
         f"validation {summary.val_bits:.3f} bits/char ({summary.val_nats:.4f} nats) over "
         f"{summary.val_chars:,} characters; {summary.parameters:,} parameters"
     )
-    log(f"saved to {d} (last/: final model, best/: best validation, metrics.jsonl, summary.json)")
+    what = {"last": "the final model", "best": "the best validation", "metrics.jsonl": "per step"}
+    saved = ", ".join(f"{name}: {w}" for name, w in what.items() if (d / name).exists())
+    log(f"saved to {d} ({saved})")
