@@ -139,6 +139,23 @@ def test_time_budget_stops_the_run_and_resume_continues_to_a_larger_total(traine
     assert summary(out)["step"] > s["step"] and summary(out)["train_seconds"] >= 2.4
 
 
+def test_a_run_stopped_and_resumed_ends_with_the_weights_of_the_run_never_stopped(trained, tmp_path):
+    from unrolled.checkpoint import load_checkpoint
+
+    _, text = trained
+    opts = [*TINY, "--dropout", "0.2", "--val-every", "5"]  # dropout: the resumed RNG state matters too
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert unrolled("train", "charlm", "--text", text, "--out", whole, "--steps", "12", *opts).returncode == 0
+    assert unrolled("train", "charlm", "--text", text, "--out", split, "--steps", "5", *opts).returncode == 0
+    r = unrolled("train", "charlm", "--out", split, "--resume", "--steps", "12", "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, _ = load_checkpoint(whole / "last")
+    b, _ = load_checkpoint(split / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_resume_refuses_a_different_architecture(trained, tmp_path):
     out, _ = trained
     r = unrolled("train", "charlm", "--out", out, "--resume", "--hidden", "32", "--steps", "50")
