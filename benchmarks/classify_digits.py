@@ -47,7 +47,9 @@ def main() -> None:
     for part in parts:
         results = []
         if part == "rows":
-            grid = [dict(cell="lstm", hidden=128, lr=3e-3, epochs=60, patience=10)]
+            grid = [
+                dict(cell="lstm", hidden=128, lr=2e-3, epochs=60, patience=60, batch=32, schedule="cosine")
+            ]
         else:
             grid = [dict(cell=c, hidden=64, lr=3e-3, epochs=60, patience=8) for c in ("lstm", "gru", "rnn")]
         for g in grid:
