@@ -572,7 +572,7 @@ def cmd_train(args) -> int:
         cfg, texts = CharLMConfig(**given), args.text
     summary = train(cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet)
     report(summary)
-    return 0
+    return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"
 
 
 def report(summary: RunSummary, log=print) -> None:
