@@ -270,16 +270,27 @@ class RecurrentLayer:
         """
         if self.bidirectional:
             raise RuntimeError("step: a bidirectional layer needs the whole sequence; use forward")
-        check_array("x_t", x_t, (None, self.input_size), self.dtype)
-        states = self._check_state("state", state, x_t.shape[0])
+        # Streaming calls this once per token, so the checks take a cheap path when all is well
+        # (the same checks as forward; the full check_array runs only to word the error).
+        if not _is_valid(x_t, None, self.input_size, self.dtype):
+            check_array("x_t", x_t, (None, self.input_size), self.dtype)
+        B, LD = x_t.shape[0], self.num_layers
+        if state is None or not all(
+            _is_valid(s, LD, B, self.dtype, self.hidden_size)
+            for s in (state if self.num_states == 2 else (state,))
+        ):
+            states = self._check_state("state", state, B)
+        else:
+            states = state if self.num_states == 2 else (state,)
+        cell = kernels.pick(self.cell, self.dtype)
         inp, new = x_t, [[] for _ in range(self.num_states)]
         for layer in range(self.num_layers):
-            cell = kernels.pick(self.cell, self.dtype)
             s = cell.step(inp, tuple(st[layer] for st in states), self._dir_params(layer, 0))
             for i, v in enumerate(s):
                 new[i].append(v)
             inp = s[0]
-        return inp, self._pack_state(tuple(np.stack(s) for s in new))
+        stack = (lambda a: a[0][None]) if LD == 1 else np.stack
+        return inp, self._pack_state(tuple(stack(s) for s in new))
 
     def zero_grad(self) -> None:
         for v in self.grads.values():
@@ -290,6 +301,20 @@ class RecurrentLayer:
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})"
         )
+
+
+def _is_valid(a, d0, d1, dtype, d2=None) -> bool:
+    """Cheap test that `a` is a finite ndarray of the given dtype and shape (d0 None = any)."""
+    if type(a) is not np.ndarray or a.dtype != dtype:
+        return False
+    shape = (d1,) if d2 is None else (d1, d2)
+    if (
+        a.shape[a.ndim - len(shape) :] != shape
+        or a.ndim != len(shape) + 1
+        or (d0 is not None and a.shape[0] != d0)
+    ):
+        return False
+    return bool(np.isfinite(a.sum()))  # a NaN or inf anywhere makes the sum non-finite
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:
