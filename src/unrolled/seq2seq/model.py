@@ -157,7 +157,6 @@ class Encoded(NamedTuple):
 
 class _ForwardCache(NamedTuple):
     encoded: Encoded
-    enc_final: tuple  # the encoder's h_n (and c_n) as returned by the layer
     bridge_in: list | None  # per state kind, the encoder's final (L_enc, B, M), when a Linear bridge is used
     src_drop: np.ndarray | None  # (S, B, E)
     tgt_drop: np.ndarray | None  # (T, B, E)
@@ -169,8 +168,8 @@ class Seq2Seq:
     """Encoder–decoder with attention; see the module docstring for the equations.
 
     ``params`` / ``grads``: flat dicts of the live arrays, keys ``src_embed.W``, ``tgt_embed.W``,
-    ``encoder.W_xh_l0`` …, ``decoder.W_xh_l0`` …, ``bridge_h.W`` (when bridged), ``attn.W_a`` / ``attn.W_q``
-    …, ``combine.W``, ``combine.b``, ``out.W``, ``out.b``.
+    ``encoder.W_xh_l0`` …, ``decoder.W_xh_l0`` …, ``bridge.W_h`` / ``bridge.b_h`` (and ``_c`` for an LSTM,
+    when bridged), ``attn.W_a`` / ``attn.W_q`` …, ``combine.W``, ``combine.b``, ``out.W``, ``out.b``.
     """
 
     def __init__(self, config: Seq2SeqConfig) -> None:
@@ -284,7 +283,7 @@ class Seq2Seq:
     # ------------------------------------------------------------------ encoder
     def encode(self, src: np.ndarray, src_lengths: np.ndarray) -> Encoded:
         """Run the encoder and bridge. src (S, B) ids, src_lengths (B,) in 1..S -> :class:`Encoded`."""
-        encoded, _, _, _ = self._encode(src, src_lengths, keep=False)
+        encoded, _, _ = self._encode(src, src_lengths, keep=False)
         return encoded
 
     def _encode(self, src: np.ndarray, src_lengths: np.ndarray, keep: bool):
@@ -320,7 +319,7 @@ class Seq2Seq:
         else:
             rnn0 = tuple(per_layer)
         feed0 = np.zeros((B, c.dec_hidden_size), dtype=self.dtype)
-        return Encoded(mem, DecoderState(rnn0, feed0)), finals, drop, (per_layer if self.bridged else None)
+        return Encoded(mem, DecoderState(rnn0, feed0)), drop, (per_layer if self.bridged else None)
 
     # ------------------------------------------------------------------ one decoder step
     def decode_step(self, y_prev: np.ndarray, state: DecoderState, memory: Memory) -> StepOutput:
@@ -387,7 +386,7 @@ class Seq2Seq:
             )
         if not 0.0 <= sample_prob <= 1.0:
             raise ValueError(f"sample_prob: expected a probability in [0, 1], got {sample_prob!r}")
-        encoded, finals, src_drop, bridge_in = self._encode(src, src_lengths, keep=True)
+        encoded, src_drop, bridge_in = self._encode(src, src_lengths, keep=True)
         T, B = tgt_in.shape
         sampling = sample_prob > 0 and self.training
         W_emb = self.tgt_embed.params["W"]
@@ -411,7 +410,7 @@ class Seq2Seq:
             steps.append(out.cache)
         if sampling:
             self.tgt_embed.forward(tokens)  # the ids actually fed, for the embedding's scatter-add backward
-        self._cache = _ForwardCache(encoded, finals, bridge_in, src_drop, tgt_drop, steps, tokens)
+        self._cache = _ForwardCache(encoded, bridge_in, src_drop, tgt_drop, steps, tokens)
         return logits
 
     def backward(self, d_logits: np.ndarray) -> None:
