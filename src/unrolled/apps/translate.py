@@ -389,8 +389,12 @@ def plot_attention(path, source_tokens: list[str], output_tokens: list[str], wei
         raise ImportError("--plot-attention needs matplotlib: pip install 'unrolled[plot]'") from None
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(source_tokens), 1 + 0.4 * len(output_tokens)))
     ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(source_tokens)), [t.replace("▁", " ") for t in source_tokens], rotation=90)
-    ax.set_yticks(range(len(output_tokens)), [t.replace("▁", " ") for t in output_tokens])
+
+    def label(t: str) -> str:
+        return "␣" if t == " " else t.replace("▁", "")  # a visible space (char tokens), no word marker
+
+    ax.set_xticks(range(len(source_tokens)), [label(t) for t in source_tokens], rotation=90)
+    ax.set_yticks(range(len(output_tokens)), [label(t) for t in output_tokens])
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.tight_layout()
