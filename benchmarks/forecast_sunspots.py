@@ -103,7 +103,7 @@ def main() -> None:
     # one picture: the best run's forecast from the first test origin, beside the actual tail
     _, fc, prep, cfg = keep
     n0 = sp.val_end
-    pred = prep.scaler.inverse_target(fc.predict(prep.values, np.array([n0]), cfg.horizon))[0]
+    pred = fc.forecast(prep.raw, np.array([n0]), cfg.horizon)[0]
     from unrolled.apps.forecast import plot_forecast
 
     hist = TimeSeries(prep.raw[:n0], ts.columns, ts.time[:n0], ts.period, ts.name)

@@ -38,22 +38,24 @@ def test_training_windows_only_hold_rows_before_the_end_of_the_training_split():
     assert len(origins) == sp.train_end - 7 - 3 + 1
 
 
-def test_scaler_and_training_windows_do_not_change_when_the_future_changes():
+@pytest.mark.parametrize("difference", [False, True])
+def test_scaler_and_training_windows_do_not_change_when_the_future_changes(difference):
     # A scaler fitted on the whole series, or a window reaching past the training split, would differ here.
     rng = np.random.default_rng(0)
     y = np.sin(np.arange(200) / 5) + 0.1 * rng.standard_normal(200)
     future_changed = y.copy()
     sp = chronological_split(200, 12, 4, 30, 30)
     future_changed[sp.train_end :] = 1e6 * rng.standard_normal(200 - sp.train_end)
-    a = prepare(series(y), 12, 4, 30, 30)
-    b = prepare(series(future_changed), 12, 4, 30, 30)
+    a = prepare(series(y), 12, 4, 30, 30, difference=difference)
+    b = prepare(series(future_changed), 12, 4, 30, 30, difference=difference)
     assert a.split == b.split == sp
     np.testing.assert_array_equal(a.scaler.mean, b.scaler.mean)
     np.testing.assert_array_equal(a.scaler.std, b.scaler.std)
     np.testing.assert_array_equal(a.X_train, b.X_train)
     np.testing.assert_array_equal(a.Y_train, b.Y_train)
     # and the scaler really is the training rows' (not, say, a constant)
-    assert a.scaler.mean[0] == pytest.approx(y[: sp.train_end].mean())
+    fitted_on = np.diff(y[: sp.train_end]) if difference else y[: sp.train_end]
+    assert a.scaler.mean[0] == pytest.approx(fitted_on.mean())
 
 
 def test_interpolating_a_gap_at_the_end_of_the_training_split_uses_no_later_value():
@@ -86,7 +88,7 @@ def _sine_run(strategy: str):
     prep = prepare_for(cfg, ts)
     fc, _ = fit(cfg, prep, log=lambda s: None)
     origins = np.arange(prep.split.val_end, 300 - 5 + 1)
-    pred = prep.scaler.inverse_target(fc.predict(prep.values, origins, 5))
+    pred = fc.forecast(prep.raw, origins, 5)
     truth = prep.raw[origins[:, None] + np.arange(5), 0]
     return pred, truth
 
@@ -98,6 +100,20 @@ def test_recursive_and_direct_forecasters_learn_a_noiseless_sine_and_agree():
     assert np.abs(rec - truth).mean() < 0.02
     assert np.abs(direct - truth).mean() < 0.02
     assert np.abs(rec - direct).max() < 0.05
+
+
+def test_differencing_lets_a_forecaster_follow_a_trend_beyond_the_training_range():
+    t = np.arange(240)
+    ts = series(0.05 * t + np.sin(2 * np.pi * t / 12))  # the test tail lies above every training value
+    cfg = ForecastConfig(
+        csv="trend.csv", column="y", lookback=24, horizon=3, hidden=16, epochs=60, patience=60, lr=1e-2,
+        test_size=24, val_size=24, arima=False, seed=0, difference=True,
+    )  # fmt: skip
+    prep = prepare_for(cfg, ts)
+    fc, _ = fit(cfg, prep, log=lambda s: None)
+    origins = np.arange(prep.split.val_end, 240 - 3 + 1)
+    err = np.abs(fc.forecast(prep.raw, origins, 3) - prep.raw[origins[:, None] + np.arange(3), 0])
+    assert err.mean() < 0.1  # a level model, bounded by its training range, misses by > 1 here
 
 
 # --------------------------------------------------------------------------- baselines

@@ -33,6 +33,7 @@ from unrolled.data.timeseries import (
     Scaler,
     Split,
     TimeSeries,
+    differences,
     fill_missing,
     load_builtin,
     load_csv,
@@ -67,6 +68,7 @@ class ForecastConfig:
     lookback: int = option(24, "rows of history the model reads before each forecast")
     horizon: int = option(6, "steps ahead to forecast")
     strategy: str = option("direct", "multi-step forecasts: direct or recursive", choices=STRATEGIES)
+    difference: bool = option(False, "model the first differences (for a series with a trend)")
     test_size: int | None = option(
         None, "rows held out for the test (default: max(horizon, 10%% of rows))", type=int
     )
@@ -139,9 +141,28 @@ class Forecaster:
     t − lookback … t − 1 and returns the next ``horizon`` values of the target (scaled).
     """
 
-    def __init__(self, model: SequenceModel, scaler: Scaler, strategy: str, lookback: int, horizon: int):
+    def __init__(
+        self,
+        model: SequenceModel,
+        scaler: Scaler,
+        strategy: str,
+        lookback: int,
+        horizon: int,
+        difference: bool = False,
+    ):
         self.model, self.scaler, self.strategy = model, scaler, strategy
-        self.lookback, self.horizon = lookback, horizon
+        self.lookback, self.horizon, self.difference = lookback, horizon, difference
+
+    def forecast(self, raw: np.ndarray, origins: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """raw (N, F) filled series in its own units -> (n, horizon) forecasts of the target, in its units,
+        from each origin t (reading rows < t only)."""
+        h = self.horizon if horizon is None else int(horizon)
+        origins = np.asarray(origins, dtype=np.int64)
+        space = differences(raw) if self.difference else raw
+        out = self.scaler.inverse_target(self.predict(self.scaler.transform(space), origins, h))
+        if self.difference:  # integrate the forecast differences from the last known level
+            out = raw[origins - 1, 0][:, None] + np.cumsum(out, axis=1)
+        return out
 
     def predict(self, values: np.ndarray, origins: np.ndarray, horizon: int | None = None) -> np.ndarray:
         """values (N, F) scaled, origins (n,) with lookback ≤ t ≤ N -> (n, horizon) scaled target."""
@@ -195,15 +216,17 @@ def prepare_for(cfg: ForecastConfig, ts: TimeSeries) -> Prepared:
         targets, train_h = tuple(range(ts.values.shape[1])), 1
     else:
         targets, train_h = (0,), cfg.horizon
-    return prepare(ts, cfg.lookback, cfg.horizon, test, val, cfg.missing, targets, train_h)
+    return prepare(ts, cfg.lookback, cfg.horizon, test, val, cfg.missing, targets, train_h, cfg.difference)
 
 
 def _scaled_error(fc: Forecaster, prep: Prepared, origins: np.ndarray, horizon: int) -> float:
-    """Mean absolute error of the forecasts from ``origins`` in scaled units, on observed targets."""
-    pred = fc.predict(prep.values, origins, horizon)
+    """Mean absolute error of the forecasts from ``origins`` on observed targets, over the training
+    target's standard deviation (scale-free; the ranking of epochs is all early stopping needs)."""
+    pred = fc.forecast(prep.raw, origins, horizon)
     idx = origins[:, None] + np.arange(horizon)[None, :]
     ok = prep.observed[idx]
-    return float(np.abs(pred - prep.values[idx, 0])[ok].mean())
+    scale = float(prep.raw[: prep.split.train_end, 0].std()) or 1.0
+    return float(np.abs(pred - prep.raw[idx, 0])[ok].mean()) / scale
 
 
 def fit(
@@ -217,7 +240,7 @@ def fit(
     """
     F = prep.values.shape[1]
     model = build_model(cfg, F)
-    fc = Forecaster(model, prep.scaler, cfg.strategy, cfg.lookback, cfg.horizon)
+    fc = Forecaster(model, prep.scaler, cfg.strategy, cfg.lookback, cfg.horizon, cfg.difference)
     X = np.ascontiguousarray(prep.X_train.transpose(1, 0, 2)).astype(model.dtype)  # (L, n, F)
     if cfg.strategy == "recursive":
         Y = prep.Y_train[:, 0, :].astype(model.dtype)  # (n, F): the next row
@@ -274,7 +297,7 @@ def evaluate(
     idx = origins[:, None] + np.arange(h)[None, :]  # (n, h) rows forecast
     truth, ok = y[idx], prep.observed[idx]
     y_train = y[: sp.train_end]
-    forecasts = {label: prep.scaler.inverse_target(fc.predict(prep.values, origins, h))}
+    forecasts = {label: fc.forecast(prep.raw, origins, h)}
     forecasts["naive"] = baselines.naive(y, origins, h)
     if period > 1:
         forecasts[f"seasonal naive (m={period})"] = baselines.seasonal_naive(y, origins, h, period)
@@ -330,7 +353,9 @@ def load(directory: str | Path) -> tuple[Forecaster, ForecastConfig, dict]:
             f"{directory}: not a forecasting model (it was saved by {meta.get('app', 'another tool')!r})"
         )
     cfg = ForecastConfig(**meta["forecast"])
-    fc = Forecaster(model, Scaler.from_dict(meta["scaler"]), cfg.strategy, cfg.lookback, cfg.horizon)
+    fc = Forecaster(
+        model, Scaler.from_dict(meta["scaler"]), cfg.strategy, cfg.lookback, cfg.horizon, cfg.difference
+    )
     return fc, cfg, meta
 
 
@@ -420,7 +445,7 @@ def forecast_command(args) -> int:
     if n < cfg.lookback:
         raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
     raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
-    pred = fc.scaler.inverse_target(fc.predict(fc.scaler.transform(raw), np.array([n]), h))[0]
+    pred = fc.forecast(raw, np.array([n]), h)[0]
     rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
     for k in range(h):
         extra = f",{holdout[k]:.6g}" if holdout is not None else ""

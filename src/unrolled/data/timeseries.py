@@ -300,17 +300,28 @@ def prepare(
     missing: str = "refuse",
     targets=(0,),
     train_horizon: int | None = None,
+    difference: bool = False,
 ) -> Prepared:
     """Fill missing values, split chronologically, fit the scaler on the training rows and cut the
     training windows — in that order, so nothing after ``split.train_end`` reaches the scaler or a
     training window.
 
     ``horizon`` is the forecast horizon the splits must allow for; ``train_horizon`` (default: horizon)
-    the number of target rows per training window (1 for a one-step recursive model).
+    the number of target rows per training window (1 for a one-step recursive model). With
+    ``difference`` the model space is the first difference Δy_t = y_t − y_{t−1} (:func:`differences`),
+    for series with a trend that a scaler fitted on the past cannot bound.
     """
     split = chronological_split(len(ts.values), lookback, horizon, test_size, val_size)
     raw, observed = fill_missing(ts, missing, split)
-    scaler = Scaler.fit(raw[: split.train_end])
-    values = scaler.transform(raw)
+    space = differences(raw) if difference else raw
+    scaler = Scaler.fit(space[1 if difference else 0 : split.train_end])
+    values = scaler.transform(space)
     X, Y, _ = make_windows(values, lookback, train_horizon or horizon, 0, split.train_end, targets)
     return Prepared(values, raw, observed, split, scaler, X, Y)
+
+
+def differences(raw: np.ndarray) -> np.ndarray:
+    """(N, F) first differences Δy_t = y_t − y_{t−1}, with Δy_0 = 0 (row 0 has no past; never a target)."""
+    d = np.zeros_like(raw)
+    d[1:] = raw[1:] - raw[:-1]
+    return d
