@@ -20,6 +20,7 @@ import platform
 import sys
 from pathlib import Path
 
+from unrolled import kernels
 from unrolled.apps.charlm import LN2, CharLMConfig, report, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
         "target_met": summary.val_nats <= TARGET_NATS,
         "first_minute_at_target": next((round(t / 60, 2) for t, v in curve if v <= TARGET_NATS), None),
         "curve_minutes_nats": [[round(t / 60, 3), round(v, 4)] for t, v in curve],
+        "kernels": kernels.describe(),
         "machine": {
             "cpus": os.cpu_count(),
             "load_average_before": [round(x, 2) for x in load_before],

@@ -234,6 +234,7 @@ def train(
     at the end and on Ctrl-C) and ``out/best`` (best periodic validation); metrics to
     ``out/metrics.jsonl``. `vocab` is the vocabulary of a resumed run (the texts must fit it).
     """
+    from unrolled import kernels
     from unrolled.optim import Adam
     from unrolled.tbptt import TokenStreams, lm_loss
     from unrolled.train import Trainer
@@ -282,6 +283,7 @@ def train(
         + (f"{cfg.time:g} minutes" if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
         + (f"{cfg.steps:,} steps" if cfg.steps is not None else "")
+        + f"; {kernels.describe()} kernels"
     )
     result = trainer.fit(resume=resume)
     walls = [r["wall_time"] for r in trainer.history if "wall_time" in r]
