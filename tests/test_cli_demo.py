@@ -36,8 +36,9 @@ def test_demo_trains_saves_and_prints_python(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, encoding="utf-8")
     assert r.returncode == 0, r.stderr
     assert "validation" in r.stdout and "bits/char" in r.stdout
-    sample = r.stdout.split("---\n")[1]
-    assert sample.startswith("def ") and len(sample.rstrip("\n")) >= 44
+    start = r.stdout.index(" ---\n", r.stdout.index("--- a sample")) + len(" ---\n")
+    sample = r.stdout[start : r.stdout.rindex("\n---\ndemo done")]
+    assert sample.startswith("def ") and len(sample) == 4 + 40
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reason"] == "max_time" and summary["val_bits"] > 0
     # Running it again replaces the previous demo.
