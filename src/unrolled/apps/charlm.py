@@ -554,6 +554,7 @@ def cmd_train(args) -> int:
         cfg = resume_config(CharLMConfig.from_dict(meta["charlm"]), given, out)
         texts = args.text or meta["texts"]
         vocab = Vocabulary.from_json(meta["vocab"])
+        extra = {"demo": True} if meta.get("demo") else None  # a resumed demo stays one
         done, minutes = meta["trainer"]["step"], meta["trainer"]["wall_time"] / 60
         if cfg.steps is not None and cfg.steps <= done:
             raise CLIError(
@@ -571,8 +572,10 @@ def cmd_train(args) -> int:
             )
         if not args.text:
             raise CLIError("--text: give the UTF-8 text file(s) to learn from")
-        cfg, texts = CharLMConfig(**given), args.text
-    summary = train(cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet)
+        cfg, texts, extra = CharLMConfig(**given), args.text, None
+    summary = train(
+        cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra
+    )
     report(summary)
     return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"
 

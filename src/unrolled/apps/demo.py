@@ -64,7 +64,7 @@ class DemoOptions:
         str(DEFAULT_OUT), "directory for the model (a previous demo there is replaced)", metavar="DIR"
     )
     time: float = option(2.0, "minutes of training", metavar="MINUTES")
-    seed: int = option(0, "seed of the weights, the data order and the sample", metavar="N")
+    seed: int = option(0, "seed of the initial weights and of the sample", metavar="N")
     length: int = option(600, "characters of Python to generate at the end", metavar="N")
     temperature: float = option(0.6, "sampling temperature of the generated code (0 = greedy)", metavar="T")
 
@@ -95,7 +95,14 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
+    from unrolled.apps.sampling import check_sampling
+
     opts = DemoOptions(**given_options(args, DemoOptions))
+    check_sampling(opts.temperature, None)  # bad options fail now, not after two minutes of training
+    if opts.length < 0 or not opts.time > 0:
+        raise ValueError(
+            f"--length {opts.length} / --time {opts.time}: expected a length >= 0 and a time > 0"
+        )
     out = Path(opts.out)
     if (out / "last" / "meta.json").exists():
         from unrolled.checkpoint import load_checkpoint
