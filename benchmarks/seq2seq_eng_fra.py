@@ -4,8 +4,9 @@ copying the source; training time and model size.
 The test part is 10% of the *distinct English sentences* (with all their translations), chosen by the
 seed, so no test sentence is seen in training; BLEU uses every French translation of a test sentence as a
 reference (multi-reference corpus BLEU, sacrebleu's 13a tokenisation). Another 5% of the remaining
-sentences is the validation part: the model kept is the one with the best validation loss (checked every
---eval-every steps), so the test sentences play no part in training or model selection.
+sentences is the validation part: the model kept is the one with the best validation BLEU (greedy; the
+loss with --select loss; checked every --eval-every steps), so the test sentences play no part in
+training or model selection.
 
     .venv/bin/python benchmarks/seq2seq_eng_fra.py --minutes 10 --out /tmp/engfra
 
@@ -43,10 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--embed-dim", type=int, default=128)
     ap.add_argument("--attention", default="general")
-    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--dropout", type=float, default=0.4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--select", default="bleu", help="model selection on the validation part: bleu or loss")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="save the model here")
     args = ap.parse_args(argv)
@@ -66,6 +68,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         time=args.minutes,
         eval_every=args.eval_every,
+        select=args.select,
         seed=args.seed,
     )
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
         "token_accuracy": round(greedy["token_accuracy"], 4),
         "test_loss": round(greedy["loss"], 4),
         "steps": summary["steps"],
-        "best_valid_loss": summary["best_valid_loss"],
+        "best_valid": summary["best_valid"],
         "train_seconds": round(summary["train_seconds"], 1),
         "decode_seconds_greedy": round(greedy["decode_seconds"], 2),
         "decode_seconds_beam5": round(beam5["decode_seconds"], 2),

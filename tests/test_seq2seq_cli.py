@@ -28,9 +28,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def dates_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("dates") / "model"
-    assert (
-        main(["train", "translate", "--dates", "300", "--tokenizer", "char", *TINY, "--out", str(out)]) == 0
-    )
+    assert main(["train", "translate", "--dates", "300", "--select", "exact", *TINY, "--out", str(out)]) == 0
     return out
 
 

@@ -62,7 +62,12 @@ class TranslateConfig:
     time: float = option(0.0, "stop after this many minutes of training as well (0: no time limit)")
     sample_prob: float = option(0.0, "scheduled sampling: probability of feeding the model's own prediction")
     valid_fraction: float = option(0.1, "held-out fraction of the distinct source sentences")
-    eval_every: int = option(500, "validate every N steps (teacher-forced loss on the held-out pairs)")
+    eval_every: int = option(500, "validate every N steps on the held-out pairs")
+    select: str = option(
+        "loss",
+        "keep the weights of the best held-out: 'loss' (teacher-forced), 'bleu' or 'exact' (match, greedy)",
+        choices=("loss", "bleu", "exact"),
+    )
     max_len: int = option(60, "longest training sentence in tokens (longer pairs are skipped)")
     seed: int = option(0, "seed of the weights, the split, the batch order and dropout")
     threads: int = option(
@@ -288,6 +293,8 @@ def train_translator(
             )
     if not 0 <= cfg.sample_prob <= 1:
         raise ValueError(f"--sample-prob: expected a probability in [0, 1], got {cfg.sample_prob}")
+    if cfg.select not in ("loss", "bleu", "exact"):
+        raise ValueError(f"--select: expected 'loss', 'bleu' or 'exact', got {cfg.select!r}")
     if cfg.dec_hidden < 0:
         raise ValueError(f"--dec-hidden: expected 0 (automatic) or a positive integer, got {cfg.dec_hidden}")
     if cfg.tokenizer not in MODES:
@@ -318,8 +325,16 @@ def train_translator(
         loss = model.loss(b.src, b.src_lengths, b.tgt_in, b.tgt_out, b.tgt_mask, cfg.sample_prob)
         return loss, int(b.tgt_mask.sum())
 
+    valid_sources, valid_refs = group_references(valid_pairs)
+
     def val_fn(model: Seq2Seq) -> float:
-        return tr.loss_and_accuracy(valid_pairs)[0]
+        """Lower is better: the loss, or minus BLEU / exact match of greedy translations."""
+        if cfg.select == "loss":
+            return tr.loss_and_accuracy(valid_pairs)[0]
+        hyps = [h for h, _ in tr.translate(valid_sources)]
+        if cfg.select == "bleu":
+            return -corpus_bleu(hyps, valid_refs).score
+        return -float(np.mean([h in r for h, r in zip(hyps, valid_refs, strict=True)]))
 
     tmp = tempfile.TemporaryDirectory(prefix="unrolled-translate-") if workdir is None else None
     workdir = Path(tmp.name if tmp is not None else workdir)
@@ -352,7 +367,7 @@ def train_translator(
         "epochs": result.epoch,
         "reason": result.reason,
         "train_seconds": _wall(trainer),
-        "best_valid_loss": result.best_val_loss,
+        "best_valid": result.best_val_loss,  # the --select quantity: loss, or minus BLEU / exact match
         "train_pairs_used": len(src),
         "valid_curve": [
             [r["step"], r["wall_time"], r["val_loss"]]
