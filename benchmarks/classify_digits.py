@@ -38,7 +38,9 @@ def run(cfg: ClassifyConfig) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("rows", "pixels", "all"), default="all")
-    ap.add_argument("--minutes", type=float, default=4.0, help="training time limit per model")
+    ap.add_argument("--minutes", type=float, default=4.0, help="training time limit per model (0: none)")
+    ap.add_argument("--cells", default="lstm,gru,rnn", help="pixel by pixel: which cells")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (split, weights, batch order)")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     out = Path(a.out)
@@ -51,29 +53,34 @@ def main() -> None:
                 dict(cell="lstm", hidden=128, lr=2e-3, epochs=60, patience=60, batch=32, schedule="cosine")
             ]
         else:
-            grid = [dict(cell=c, hidden=64, lr=3e-3, epochs=60, patience=8) for c in ("lstm", "gru", "rnn")]
-        for g in grid:
-            cfg = ClassifyConfig(dataset=f"digits-{part}", time_limit=a.minutes, seed=0, **g)
-            print(f"digits-{part} {g}", flush=True)
-            r = run(cfg)
+            grid = [dict(cell=c, hidden=64, lr=3e-3, epochs=60, patience=8) for c in a.cells.split(",")]
+        for g, seed in [(g, int(sd)) for g in grid for sd in a.seeds.split(",")]:
+            cfg = ClassifyConfig(dataset=f"digits-{part}", time_limit=a.minutes or None, seed=seed, **g)
+            print(f"digits-{part} seed {seed} {g}", flush=True)
+            r = {**run(cfg), "seed": seed}
             print(f"    -> {r}", flush=True)
             results.append(r)
         lines = [
-            f"digits-{part} (scikit-learn, stratified split 70/10/20 %, seed 0; "
+            f"digits-{part} (scikit-learn, stratified split 70/10/20 % drawn by the seed; "
             f"time limit {a.minutes} min per model)",
             "",
-            "| cell | hidden | params | epochs (stop) | wall s | test accuracy | macro-F1 | majority class |",
-            "|---|---:|---:|---|---:|---:|---:|---:|",
+            "| cell | seed | hidden | params | epochs (stop) | wall s | test acc. | macro-F1 | majority |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for r in results:
             lines.append(
-                f"| {r['cell'].upper()} | {r['hidden']} | {r['params']} | {r['epochs']} ({r['stopped']}) | "
+                f"| {r['cell'].upper()} | {r['seed']} | {r['hidden']} | {r['params']} | "
+                f"{r['epochs']} ({r['stopped']}) | "
                 f"{r['wall_s']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['majority']:.4f} |"
             )
         text = "\n".join(lines)
         print(text, flush=True)
-        (out / f"classify_digits_{part}.md").write_text(text + "\n")
-        (out / f"classify_digits_{part}.json").write_text(json.dumps(results, indent=1))
+        name = f"classify_digits_{part}" + (
+            "" if part == "rows" or a.cells == "lstm,gru,rnn" else f"_{a.cells}"
+        )
+        name += "" if a.seeds == "0" else "_seeds" + a.seeds.replace(",", "")
+        (out / f"{name}.md").write_text(text + "\n")
+        (out / f"{name}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
