@@ -278,8 +278,13 @@ def run_grid(
             fig = Path(figure_dir) / f"{cfg.task}_T{cfg.T}_{cfg.cell}_clip{clip}.png"
             fig.parent.mkdir(parents=True, exist_ok=True)
         rec = run_one(cfg, log=log, figure=fig)
-        with results.open("a") as f:
-            f.write(json.dumps(rec, allow_nan=True) + "\n")
+        with results.open("a+b") as f:
+            f.seek(0, 2)
+            if f.tell() > 0:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":  # a line cut by a killed run: start a fresh line
+                    f.write(b"\n")
+            f.write((json.dumps(rec, allow_nan=True) + "\n").encode())
         out.append(rec)
         if log:
             log(_summary_line(rec))
@@ -299,19 +304,22 @@ def _summary_line(r: dict) -> str:
 
 
 def results_table(records: list[dict]) -> str:
-    """A markdown table, one row per (task, T, cell, clip), aggregated over seeds."""
+    """A markdown table, one row per setting (task, T, cell, clip, budget, H, batch, lr), over its seeds.
+
+    Lists within a cell are per seed, in the order of the seeds column.
+    """
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault(
-            (r["task"], r["T"], CELLS.index(r["cell"]), r["clip"] is None, r["clip"]), []
-        ).append(r)
+        key = (r["task"], r["T"], CELLS.index(r["cell"]), r["clip"] is None, r["clip"] or 0.0,
+               r["max_steps"], r["hidden_size"], r["batch_size"], r["lr"])  # fmt: skip
+        groups.setdefault(key, []).append(r)
     lines = [
-        "| task | T | cell | clip | seeds | solved | steps to solve (median) | steps run "
+        "| task | T | cell | clip | budget | seeds | solved | steps to solve (median) | steps run "
         "| final loss / baseline | final metric | γ at init | γ at end | max ‖g‖ | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups):
-        rs = groups[key]
+        rs = sorted(groups[key], key=lambda r: r["seed"])
         task, T, cell, clip = rs[0]["task"], rs[0]["T"], rs[0]["cell"], rs[0]["clip"]
         sol = [r["steps_to_solve"] for r in rs if r["solved"]]
         metric = "MSE" if task == "adding" else "acc"
@@ -321,8 +329,8 @@ def results_table(records: list[dict]) -> str:
         g1 = _join(_fmt(r["gamma_final"], ".3f") for r in rs)
         gmax = _join(_fmt(r["max_grad_norm"], ".3g") for r in rs)
         lines.append(
-            f"| {task} | {T} | {cell} | {clip if clip is not None else 'off'} | {len(rs)} "
-            f"| {len(sol)}/{len(rs)} | "
+            f"| {task} | {T} | {cell} | {clip if clip is not None else 'off'} | {rs[0]['max_steps']} "
+            f"| {_join(r['seed'] for r in rs)} | {len(sol)}/{len(rs)} | "
             f"{int(np.median(sol)) if sol else '—'} | {_join(r['steps_run'] for r in rs)} | {ratio} | "
             f"{metric} {metrics} | {g0} | {g1} | {gmax} | {sum(r['wall_s'] for r in rs):.0f} |"
         )
