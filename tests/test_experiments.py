@@ -83,6 +83,9 @@ def test_grid_runs_resumes_and_tables(tmp_path):
     assert table.count("\n") == 2 + 8 - 1  # header, rule, one row per (T, cell, clip)
     assert "| copy | 2 | rnn | off | 4 | 0 |" in table and "| copy | 3 | gru | 1.0 | 4 | 0 |" in table
     run_grid(grid("copy", [2], ["rnn"], [None], [0], max_steps=2, eval_every=2, test_size=8), out)
+    other = tmp_path / "other.jsonl"  # a second process that ran an overlapping grid
+    run_grid(grid("copy", [2], ["rnn"], [None], [0], max_steps=2, eval_every=2, test_size=8), other)
+    assert len(read_results([out, other])) == 9
     table = results_table(read_results([out]))  # another budget is another row, not another seed
     assert "| copy | 2 | rnn | off | 2 | 0 |" in table and "| copy | 2 | rnn | off | 4 | 0 |" in table
 

@@ -245,14 +245,21 @@ def grid(task: str, Ts, cells, clips, seeds, **common) -> list[RunConfig]:
 
 
 def read_results(paths) -> list[dict]:
-    """All records of one or more JSON-lines results files (a truncated last line is skipped)."""
-    out = []
+    """The records of one or more JSON-lines results files: a cut line is skipped, and a run found twice
+    (the same :meth:`RunConfig.key`, e.g. from two processes given overlapping grids) counts once."""
+    out, seen = [], set()
     for p in paths:
         for line in Path(p).read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                r = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if not isinstance(r, dict) or not all(k in r for k in _CONFIG_FIELDS):
+                continue
+            key = RunConfig(**{k: r[k] for k in _CONFIG_FIELDS}).key()
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
     return out
 
 
