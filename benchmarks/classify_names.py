@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--cell", default="lstm")
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--class-weights", choices=("none", "balanced"), default="none")
     ap.add_argument("--data-dir", default="../shared/data/classification/names")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
@@ -32,7 +33,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = ClassifyConfig(
         dataset="names", data_dir=a.data_dir, cell=a.cell, hidden=a.hidden, embed=32, dedupe=a.dedupe,
-        epochs=30, patience=4, batch=64, lr=3e-3, time_limit=a.minutes, seed=0,
+        class_weights=a.class_weights, epochs=30, patience=4, batch=64, lr=3e-3, time_limit=a.minutes, seed=0,
     )  # fmt: skip
     t = time.perf_counter()
     clf, ds, summary, res = train_and_evaluate(cfg, log=lambda s: print("   ", s, flush=True))
@@ -43,7 +44,7 @@ def main() -> None:
     lines = [
         f"names ({len(ds.items)} surnames{' after dropping exact repeats' if a.dedupe else ''}, "
         f"18 languages; stratified split 70/10/20 %, seed 0): {cfg.cell.upper()} hidden {cfg.hidden}, "
-        f"embedding {cfg.embed}, "
+        f"embedding {cfg.embed}, class weights {cfg.class_weights}, "
         f"{summary['epochs']} epochs ({summary['stopped']}), {wall:.0f} s wall",
         "",
         "| | test accuracy | macro-F1 |",
@@ -60,6 +61,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     name = "classify_names" + ("" if a.dedupe else "_with_repeats")
+    name += "" if a.class_weights == "none" else "_balanced"
     (out / f"{name}.md").write_text(text + "\n")
     (out / f"{name}.json").write_text(json.dumps({"summary": summary, "test": res, "wall_s": wall}, indent=1))
 
