@@ -81,13 +81,19 @@ def test_grid_runs_resumes_and_tables(tmp_path):
         f.write('{"truncated": ')  # a run killed while writing
     table = results_table(read_results([out]))
     assert table.count("\n") == 2 + 8 - 1  # header, rule, one row per (T, cell, clip)
-    assert "| copy | 2 | rnn | off | 4 | 0 |" in table and "| copy | 3 | gru | 1.0 | 4 | 0 |" in table
+    assert (
+        "| copy | 2 | rnn | off | 4 | 0.01 | 0 |" in table
+        and "| copy | 3 | gru | 1.0 | 4 | 0.01 | 0 |" in table
+    )
     run_grid(grid("copy", [2], ["rnn"], [None], [0], max_steps=2, eval_every=2, test_size=8), out)
     other = tmp_path / "other.jsonl"  # a second process that ran an overlapping grid
     run_grid(grid("copy", [2], ["rnn"], [None], [0], max_steps=2, eval_every=2, test_size=8), other)
     assert len(read_results([out, other])) == 9
     table = results_table(read_results([out]))  # another budget is another row, not another seed
-    assert "| copy | 2 | rnn | off | 2 | 0 |" in table and "| copy | 2 | rnn | off | 4 | 0 |" in table
+    assert (
+        "| copy | 2 | rnn | off | 2 | 0.01 | 0 |" in table
+        and "| copy | 2 | rnn | off | 4 | 0.01 | 0 |" in table
+    )
 
 
 def test_experiment_cli_runs_a_tiny_grid_and_reports(tmp_path, capsys):
@@ -95,7 +101,7 @@ def test_experiment_cli_runs_a_tiny_grid_and_reports(tmp_path, capsys):
     argv = ["experiment", "adding", "--T", "4", "--cells", "rnn", "--clip", "none", "--seeds", "0", "--steps",
             "3", "--eval-every", "3", "--test-size", "8", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
-    assert "| adding | 4 | rnn | off | 3 | 0 |" in capsys.readouterr().out
+    assert "| adding | 4 | rnn | off | 3 | 0.01 | 0 |" in capsys.readouterr().out
     md = tmp_path / "t.md"
     assert main(["experiment", "report", str(out), "--markdown", str(md)]) == 0
     assert md.read_text().startswith("| task | T |")

@@ -321,9 +321,9 @@ def results_table(records: list[dict]) -> str:
                r["max_steps"], r["hidden_size"], r["batch_size"], r["lr"])  # fmt: skip
         groups.setdefault(key, []).append(r)
     lines = [
-        "| task | T | cell | clip | budget | seeds | solved | steps to solve (median) | steps run "
+        "| task | T | cell | clip | budget | lr | seeds | solved | steps to solve (median) | steps run "
         "| final loss / baseline | final metric | γ at init | γ at end | max ‖g‖ | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups):
         rs = sorted(groups[key], key=lambda r: r["seed"])
@@ -337,6 +337,7 @@ def results_table(records: list[dict]) -> str:
         gmax = _join(_fmt(r["max_grad_norm"], ".3g") for r in rs)
         lines.append(
             f"| {task} | {T} | {cell} | {clip if clip is not None else 'off'} | {rs[0]['max_steps']} "
+            f"| {rs[0]['lr']:g} "
             f"| {_join(r['seed'] for r in rs)} | {len(sol)}/{len(rs)} | "
             f"{int(np.median(sol)) if sol else '—'} | {_join(r['steps_run'] for r in rs)} | {ratio} | "
             f"{metric} {metrics} | {g0} | {g1} | {gmax} | {sum(r['wall_s'] for r in rs):.0f} |"
