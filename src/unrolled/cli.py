@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        from unrolled.threads import set_blas_threads
+
+        # One BLAS thread by default (see unrolled.threads); a command's own --threads overrides it.
+        set_blas_threads(int(os.environ.get("UNROLLED_BLAS_THREADS", "1")))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("unrolled: interrupted", file=sys.stderr)

@@ -35,6 +35,7 @@ from unrolled.data.text import (
 )
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import log_softmax
+from unrolled.threads import set_blas_threads
 
 APP = "charlm"
 LN2 = math.log(2.0)
@@ -240,7 +241,7 @@ def train(
     from unrolled.train import Trainer
 
     out = Path(out)
-    blas_threads(cfg.threads)
+    set_blas_threads(cfg.threads)
     corpus = load_corpus(texts, vocab)
     train_ids, val_ids = split_validation(corpus.ids, cfg.val_fraction)
     if len(train_ids) - 1 < cfg.batch:
@@ -299,13 +300,6 @@ def train(
     )
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
     return summary
-
-
-def blas_threads(n: int) -> None:
-    """Run NumPy's BLAS (OpenBLAS) on `n` threads in this process, where it can be set."""
-    from unrolled.bench.timing import set_threads
-
-    set_threads(n)
 
 
 def _write(line: str, progress: bool, log) -> None:
@@ -486,7 +480,6 @@ def cmd_sample(args) -> int:
     import sys
 
     model, vocab, _ = load_charlm(args.dir)
-    blas_threads(1)
     cfg = SampleConfig(**given_options(args, SampleConfig))
     chars = sample_text(model, vocab, cfg)  # checks the options and the prime before printing anything
     first = next(chars, "")
@@ -506,7 +499,6 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     model, vocab, _ = load_charlm(args.dir)
-    blas_threads(1)
     if not args.text:
         raise ValueError("eval: a character-level model needs --text FILE")
     corpus = load_corpus(args.text, vocab)

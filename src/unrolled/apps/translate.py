@@ -29,6 +29,7 @@ from unrolled.seq2seq.bleu import corpus_bleu
 from unrolled.seq2seq.decode import Hypothesis, beam_search, greedy_decode
 from unrolled.seq2seq.model import ATTENTION, CELLS, Seq2Seq, Seq2SeqConfig
 from unrolled.seq2seq.text import MODES, PAD, Vocab, detokenize, make_batch, read_pairs, tokenize
+from unrolled.threads import set_blas_threads
 
 APP = "translate"
 
@@ -303,7 +304,7 @@ def train_translator(
         raise ValueError(f"--time: expected minutes >= 0, got {cfg.time}")
     if not valid_pairs:
         raise ValueError("no held-out pairs to validate on (see --valid-fraction)")
-    _blas_threads(cfg.threads)
+    set_blas_threads(cfg.threads)
     tr = translator if translator is not None else build_translator(cfg, train_pairs)
     src, tgt = tr.encode_pairs(train_pairs)
     keep = [i for i in range(len(src)) if len(src[i]) <= cfg.max_len and len(tgt[i]) <= cfg.max_len]
@@ -383,13 +384,6 @@ def _wall(trainer) -> float:
     return max(
         (float(r["wall_time"]) for r in trainer.history if "wall_time" in r), default=trainer.wall_offset
     )
-
-
-def _blas_threads(n: int) -> None:
-    """NumPy's BLAS on ``n`` threads: 1 is by far the fastest for these small products on a busy machine."""
-    from unrolled.bench.timing import set_threads
-
-    set_threads(n)
 
 
 # --------------------------------------------------------------------------- attention plot

@@ -10,7 +10,6 @@ counts the time the process waited for a core. With several threads, wall-clock 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import statistics
 import time
@@ -18,23 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-
-def _openblas():
-    """The OpenBLAS that NumPy loaded, found in this process's memory map (no threadpoolctl needed)."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln and ".so" in ln.split()[-1]})
-    except OSError:
-        return None, None
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    return setter, getter
-    return None, None
+from unrolled.threads import _openblas
 
 
 def set_threads(n: int, torch=None) -> dict:
