@@ -82,6 +82,9 @@ def test_plot_of_the_linear_rnn_and_missing_matplotlib_message(tmp_path, monkeyp
 
     diag = diagnose(linear_rnn(0.9, 2, 3, seed=0), np.ones((15, 1, 2)))
     assert plot_diagnosis(diag, tmp_path / "a.png").exists()
+    for alpha in (0.1, 10.0):  # norms of 1e-400 and 1e+400: beyond float64, still drawn
+        extreme = diagnose(linear_rnn(alpha, 2, 3, seed=0), np.zeros((400, 1, 2)), heatmap_points=8)
+        assert plot_diagnosis(extreme, tmp_path / f"extreme{alpha}.png").exists()
     import builtins
 
     real_import = builtins.__import__
