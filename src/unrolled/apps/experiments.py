@@ -212,7 +212,11 @@ def run_one(cfg: RunConfig, log=None, figure: str | Path | None = None) -> dict:
         title = (
             f"{cfg.task} T={cfg.T}, {cfg.cell}, clip {cfg.clip}, seed {cfg.seed}: after {step} steps ({stop})"
         )
-        plot_diagnosis(diagnose_model(model, probe), figure, title=title)
+        try:
+            plot_diagnosis(diagnose_model(model, probe), figure, title=title)
+        except (ValueError, OverflowError, FloatingPointError) as e:  # a figure never costs a run its record
+            if log:
+                log(f"warning: no figure {figure}: {type(e).__name__}: {e}")
     return {
         **dataclasses.asdict(cfg),
         "solved": steps_to_solve is not None,
