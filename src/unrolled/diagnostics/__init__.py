@@ -8,6 +8,7 @@
 - :mod:`.plot` — the figure (needs matplotlib); :mod:`.callback` — γ logged during training.
 """
 
+from unrolled.diagnostics.callback import GammaMonitor
 from unrolled.diagnostics.flow import GradientFlow, gradient_flow
 from unrolled.diagnostics.jacobians import (
     ProductNorms,
@@ -35,6 +36,7 @@ from unrolled.diagnostics.report import (
 __all__ = [
     "Diagnosis",
     "DirectionReport",
+    "GammaMonitor",
     "GradientFlow",
     "LinearRNNCell",
     "ProductNorms",
