@@ -57,3 +57,33 @@ def test_monitor_refuses_bad_arguments():
         GammaMonitor([1, 2, 3])
     with pytest.raises(TypeError, match="trainer"):
         GammaMonitor(np.zeros((3, 1, 2)))(object())
+
+
+def test_monitor_follows_gamma_through_a_trainer_run():
+    """The Trainer has no callback list; its validation hook runs every eval_every steps in eval mode."""
+    from unrolled.apps.experiments import adding_batch
+    from unrolled.nn import mse
+    from unrolled.optim import Adam
+    from unrolled.train import Trainer
+
+    model = _model(cell="gru", hidden_size=8)
+    rng = np.random.default_rng(0)
+    batches = [adding_batch(12, 16, rng) for _ in range(4)]
+    x_val, y_val = adding_batch(12, 32, np.random.default_rng(1))
+    mon = GammaMonitor(x_val[:, :4], every=1)
+
+    def loss_fn(m, batch):
+        y, _ = m.forward(batch[0])
+        loss, dy = mse(y, batch[1])
+        m.backward(dy)
+        return loss, batch[0].shape[1]
+
+    def val_fn(m):
+        mon.measure(m, trainer.step)  # γ beside the validation loss
+        return mse(m.forward(x_val)[0], y_val)[0]
+
+    trainer = Trainer(model, Adam(model.params, lr=1e-2), batches, loss_fn, val_fn=val_fn, max_steps=6,
+                      eval_every=2, progress=False)  # fmt: skip
+    trainer.fit()
+    steps, gammas = mon.gammas()
+    assert steps.tolist() == [2, 4, 6] and np.isfinite(gammas).all()
