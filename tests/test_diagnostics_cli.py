@@ -20,7 +20,7 @@ def _config(**kw) -> dict:
 
 def test_diagnose_a_checkpoint_prints_the_verdict_and_writes_figure_and_json(tmp_path, capsys):
     model = SequenceModel(ModelConfig(**_config(cell="lstm", num_layers=2)))
-    save_model(tmp_path / "ckpt", model)
+    save_model(tmp_path / "ckpt" / "best", model)  # a run directory: diagnose finds best/
     out_png, out_json = tmp_path / "d.png", tmp_path / "d.json"
     pytest.importorskip("matplotlib")
     rc = main(["diagnose", str(tmp_path / "ckpt"), "--steps", "20", "--batch", "3", "--plot", str(out_png),
@@ -56,6 +56,7 @@ def test_the_probe_gradient_goes_through_the_head():
     "argv,message",
     [
         (["diagnose", "/nonexistent/x"], "no such checkpoint"),
+        (["diagnose", "EMPTYDIR"], "not a checkpoint, nor a run directory"),
         (["diagnose", "CFG", "--tol", "3"], "--tol"),
         (["diagnose", "CFG", "--steps", "0"], "--steps"),
         (["diagnose", "CFG", "--input", "BAD"], "--input"),
@@ -68,8 +69,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 2, 5)))  # wrong feature size
     (tmp_path / "n.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
     argv = [a.replace("CFG", str(cfg)).replace("BAD", str(bad)).replace("NOTJSON", str(tmp_path / "n.json"))
-            for a in argv]  # fmt: skip
+            .replace("EMPTYDIR", str(tmp_path / "empty")) for a in argv]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and err.startswith("unrolled: error:")

@@ -51,8 +51,13 @@ def _load(path: Path):
     from unrolled.models import ModelConfig, SequenceModel
 
     if path.is_dir():
-        from unrolled.checkpoint import load_model
+        from unrolled.checkpoint import is_checkpoint, load_model
 
+        if not is_checkpoint(path):  # a run directory: its best model, else its last
+            inner = next((path / n for n in ("best", "last") if is_checkpoint(path / n)), None)
+            if inner is None:
+                raise CLIError(f"{path}: not a checkpoint, nor a run directory with best/ or last/")
+            path = inner
         model, _ = load_model(path)
         return model, f"checkpoint {path}"
     if not path.is_file():
