@@ -32,6 +32,7 @@ def test_diagnose_a_checkpoint_prints_the_verdict_and_writes_figure_and_json(tmp
     numbers = json.loads(out_json.read_text())
     assert [r["layer"] for r in numbers["reports"]] == [0, 1]
     assert numbers["reports"][0]["regime"] in ("vanishing", "stable", "exploding")
+    assert len(numbers["reports"][0]["singular_values"]["f"]) == 6  # per gate block, H values
 
 
 def test_diagnose_a_config_with_an_input_file_uses_that_input(tmp_path, capsys):

@@ -213,6 +213,10 @@ class DirectionReport:
             "gamma_cpath": self.gamma_cpath,
             "spectral_radius": self.spectrum.spectral_radius,
             "spectral_norm": self.spectrum.spectral_norm,
+            "singular_values": {k: [float(x) for x in v] for k, v in self.spectrum.singular_values.items()},
+            "eigenvalues": {
+                k: [[float(z.real), float(z.imag)] for z in v] for k, v in self.spectrum.eigenvalues.items()
+            },
             "log10_spectral_by_distance": [float(v) for v in self.log10_spectral],
             "grad_h_by_time": [float(v) for v in self.grad_h],
         }
