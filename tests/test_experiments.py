@@ -15,6 +15,7 @@ from unrolled.apps.experiments import (
     baseline,
     copy_batch,
     grid,
+    parity_batch,
     read_results,
     results_table,
     run_grid,
@@ -47,13 +48,30 @@ def test_copy_batch_layout_and_baseline():
     assert baseline("copy", T) == pytest.approx(10 * math.log(8) / (T + 20))
 
 
+def test_parity_batch_targets_are_the_xor_of_all_bits():
+    x, y = parity_batch(5, 256, np.random.default_rng(0))
+    assert x.shape == (5, 256, 1) and y.shape == (256,)
+    assert set(np.unique(x)) <= {0.0, 1.0}
+    expected = np.bitwise_xor.reduce(x[:, :, 0].astype(np.int64), axis=0)
+    np.testing.assert_array_equal(y, expected)
+    assert 0.35 < y.mean() < 0.65  # both classes present
+    assert baseline("parity", 5) == pytest.approx(math.log(2))
+
+
+def test_parity_of_a_few_bits_is_learned():
+    rec = run_one(RunConfig(task="parity", cell="gru", T=3, hidden_size=16, max_steps=600, eval_every=50))
+    assert rec["solved"], rec["final_metric"]
+    assert rec["final_metric"] >= 0.99
+
+
 def test_success_criteria():
     assert solved("adding", 50, 0.0166, 0.0166) and not solved("adding", 50, 0.0168, 0.0168)
     assert solved("copy", 50, 1.0, 0.99) and not solved("copy", 50, 0.0, 0.98)
+    assert solved("parity", 50, 0.1, 0.99) and not solved("parity", 50, 0.1, 0.98)
 
 
 def test_bad_run_configs_are_refused():
-    for kw, msg in [(dict(task="parity"), "task"), (dict(cell="tcn"), "cell"), (dict(T=0), "T"),
+    for kw, msg in [(dict(task="sorting"), "task"), (dict(cell="tcn"), "cell"), (dict(T=0), "T"),
                     (dict(clip=0.0), "clip"), (dict(lr=-1.0), "lr")]:  # fmt: skip
         with pytest.raises(ValueError, match=msg):
             RunConfig(**kw)

@@ -1,4 +1,4 @@
-"""The classic long-dependency experiments: the adding problem and the copy-memory task.
+"""The classic long-dependency experiments: the adding problem, the copy-memory task and parity.
 
 Adding problem (Hochreiter & Schmidhuber 1997; the two-marker form of Le et al. 2015): x_t = (v_t, m_t)
 with v_t ~ U(0, 1) and exactly two markers m_i = m_j = 1, i uniform in the first half of the sequence and
@@ -10,6 +10,11 @@ a delimiter (9), and 10 more blanks; the model must output blanks for the first 
 the 10 symbols. The sequence has T + 20 steps, so the memory must bridge T + 10 of them. Predicting
 blanks and then uniform symbols gives cross-entropy 10·ln 8 / (T + 20), the baseline; *solved* =
 accuracy ≥ 99% on the 10 recalled symbols (the blanks are easy and not counted).
+
+Parity (Hochreiter & Schmidhuber 1997; Bengio et al. 1994's latching problem in its hardest form):
+x_t ∈ {0, 1} for t = 1..T, the target, read after the last step, is x_1 ⊕ … ⊕ x_T. Every input bit
+matters to the end, so the gradient must reach back all T steps; no partial sum of the bits helps.
+Guessing gives cross-entropy ln 2, the baseline; *solved* = test accuracy ≥ 99%.
 
 Training: :class:`~unrolled.models.SequenceModel`, Adam (:mod:`unrolled.optim`), optional global-norm
 clipping (:func:`unrolled.clip.clip_grad_norm`), fresh random batches every step, a fixed test set;
@@ -35,7 +40,7 @@ from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import cross_entropy, mse
 from unrolled.optim import Adam
 
-TASKS = ("adding", "copy")
+TASKS = ("adding", "copy", "parity")
 CELLS = ("rnn", "lstm", "gru")
 COPY_SYMBOLS, COPY_LENGTH, BLANK, DELIMITER = 8, 10, 0, 9
 
@@ -71,8 +76,19 @@ def copy_batch(T: int, B: int, rng: np.random.Generator) -> tuple[np.ndarray, np
     return x, y
 
 
+def parity_batch(T: int, B: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """x (T, B, 1) float32 bits, y (B,) int64 their parity x_1 ⊕ … ⊕ x_T."""
+    if T < 1:
+        raise ValueError(f"T: the parity task needs T ≥ 1, got {T}")
+    bits = rng.integers(0, 2, size=(T, B))
+    return bits[:, :, None].astype(np.float32), (bits.sum(axis=0) % 2).astype(np.int64)
+
+
 def baseline(task: str, T: int) -> float:
-    """The loss of the trivial solution: 1/6 (adding, MSE of predicting 1); 10 ln 8/(T+20) (copy, CE)."""
+    """The loss of the trivial solution: 1/6 (adding, MSE of predicting 1); 10 ln 8/(T+20) (copy, CE);
+    ln 2 (parity, CE of guessing)."""
+    if task == "parity":
+        return math.log(2.0)
     return 1.0 / 6.0 if task == "adding" else COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
 
 
@@ -81,7 +97,7 @@ def baseline(task: str, T: int) -> float:
 class RunConfig:
     """One training run. The defaults are the grid's (small, so that the grid fits two shared CPU cores)."""
 
-    task: str = "adding"  # "adding" | "copy"
+    task: str = "adding"  # "adding" | "copy" | "parity"
     cell: str = "lstm"  # "rnn" | "lstm" | "gru"
     T: int = 50  # sequence length (adding) or the blank delay (copy)
     clip: float | None = 1.0  # global-norm clipping threshold; None = no clipping
@@ -118,6 +134,8 @@ def _model(cfg: RunConfig) -> SequenceModel:
     common = dict(cell=cfg.cell, hidden_size=cfg.hidden_size, seed=cfg.seed)
     if cfg.task == "adding":
         return SequenceModel(ModelConfig(input="dense", input_size=2, output_size=1, output="last", **common))
+    if cfg.task == "parity":
+        return SequenceModel(ModelConfig(input="dense", input_size=1, output_size=2, output="last", **common))
     return SequenceModel(
         ModelConfig(input="tokens", vocab_size=COPY_SYMBOLS + 2, embed_dim=16, output_size=COPY_SYMBOLS + 1,
                     output="sequence", **common)
@@ -125,21 +143,25 @@ def _model(cfg: RunConfig) -> SequenceModel:
 
 
 def _batch(cfg: RunConfig, B: int, rng: np.random.Generator):
-    return adding_batch(cfg.T, B, rng) if cfg.task == "adding" else copy_batch(cfg.T, B, rng)
+    return {"adding": adding_batch, "copy": copy_batch, "parity": parity_batch}[cfg.task](cfg.T, B, rng)
 
 
 def _loss(cfg: RunConfig, y_hat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """(loss, ∂loss/∂y_hat, task metric): MSE for adding; CE over all steps and recall accuracy for copy."""
+    """(loss, ∂loss/∂y_hat, task metric): MSE for adding; CE over all steps and recall accuracy for copy;
+    CE and accuracy of the final prediction for parity."""
     if cfg.task == "adding":
         loss, dy = mse(y_hat, y)
         return loss, dy, loss
+    if cfg.task == "parity":
+        loss, dy = cross_entropy(y_hat, y)  # y_hat (B, 2) logits, y (B,) ids
+        return loss, dy, float((y_hat.argmax(axis=-1) == y).mean())
     loss, dy = cross_entropy(y_hat, y)
     acc = float((y_hat[-COPY_LENGTH:].argmax(axis=-1) == y[-COPY_LENGTH:]).mean())
     return loss, dy, acc
 
 
 def solved(task: str, T: int, test_loss: float, metric: float) -> bool:
-    """Adding: test MSE < 0.1 × baseline; copy: recall accuracy ≥ 0.99."""
+    """Adding: test MSE < 0.1 × baseline; copy: recall accuracy ≥ 0.99; parity: accuracy ≥ 0.99."""
     if task == "adding":
         return test_loss < 0.1 * baseline(task, T)
     return metric >= 0.99

@@ -1,6 +1,6 @@
-"""``unrolled experiment adding|copy ...`` runs a grid of the long-dependency experiments (resumable, one
-JSON line per finished run); ``unrolled experiment report RESULTS...`` turns results into the markdown
-table and the figure of docs/diagnostics.md."""
+"""``unrolled experiment adding|copy|parity ...`` runs a grid of the long-dependency experiments
+(resumable, one JSON line per finished run); ``unrolled experiment report RESULTS...`` turns results
+into the markdown table and the figure of docs/diagnostics.md."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from unrolled.cli import CLIError
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "experiment",
-        help="the adding and copy-memory experiments (vanilla RNN vs LSTM vs GRU, with/without clipping)",
+        help="the adding, copy-memory and parity experiments (RNN vs LSTM vs GRU, with/without clipping)",
         description="Long-dependency experiments. The full grid of the issue is the default of each task.",
     )
     sub = p.add_subparsers(dest="experiment", metavar="TASK")
-    for task, steps in (("adding", 2000), ("copy", 2000)):
-        q = sub.add_parser(task, help=f"the {task} {'problem' if task == 'adding' else 'memory task'}")
+    helps = {"adding": "the adding problem", "copy": "the copy-memory task", "parity": "the parity of T bits"}
+    for task, steps in (("adding", 2000), ("copy", 2000), ("parity", 2000)):
+        q = sub.add_parser(task, help=helps[task])
         q.add_argument("--T", type=int, nargs="+", default=[10, 50, 100, 200, 400], help="sequence lengths")
         q.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
         q.add_argument(
@@ -108,7 +109,7 @@ def plot_results(records: list[dict], path) -> None:
     from unrolled.diagnostics.plot import _pyplot
 
     plt = _pyplot()
-    tasks = [t for t in ("adding", "copy") if any(r["task"] == t for r in records)]
+    tasks = [t for t in ("adding", "copy", "parity") if any(r["task"] == t for r in records)]
     Ts = sorted({r["T"] for r in records})
     fig, axes = plt.subplots(len(tasks), len(Ts) + 1, figsize=(3.6 * (len(Ts) + 1), 3.3 * len(tasks)),
                              squeeze=False)  # fmt: skip
