@@ -7,6 +7,8 @@ import pytest
 
 from unrolled.seq2seq.attention import KINDS, Attention, masked_softmax
 
+from gradcheck import numeric_grad
+
 B, S, M, Q, A = 3, 5, 4, 4, 6
 LENGTHS = np.array([5, 3, 1])
 
@@ -49,19 +51,6 @@ def _analytic(att, p, memory, mask, queries, d_ctx, d_alpha):
     return d_q, d_mem, grads
 
 
-def _numeric(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_attention_matches_finite_differences_with_masked_source_positions(kind):
     att, p, memory, mask, queries, d_ctx, d_alpha = _setup(kind)
@@ -71,11 +60,13 @@ def test_attention_matches_finite_differences_with_masked_source_positions(kind)
         return _loss(att, p, memory, mask, queries, d_ctx, d_alpha)
 
     for t, q in enumerate(queries):
-        np.testing.assert_allclose(d_q[t], _numeric(f, q), rtol=1e-6, atol=1e-8, err_msg=f"d_query step {t}")
-    np.testing.assert_allclose(d_mem, _numeric(f, memory), rtol=1e-6, atol=1e-8, err_msg="d_memory")
+        np.testing.assert_allclose(
+            d_q[t], numeric_grad(f, q), rtol=1e-6, atol=1e-8, err_msg=f"d_query step {t}"
+        )
+    np.testing.assert_allclose(d_mem, numeric_grad(f, memory), rtol=1e-6, atol=1e-8, err_msg="d_memory")
     assert set(grads) == set(p)
     for k in p:
-        np.testing.assert_allclose(grads[k], _numeric(f, p[k]), rtol=1e-6, atol=1e-8, err_msg=k)
+        np.testing.assert_allclose(grads[k], numeric_grad(f, p[k]), rtol=1e-6, atol=1e-8, err_msg=k)
 
 
 @pytest.mark.parametrize("kind", KINDS)
