@@ -50,7 +50,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
         )
 
 
+def given_options(args: argparse.Namespace, cls) -> dict:
+    """The fields of dataclass ``cls`` present in ``args`` (with argparse.SUPPRESS: those the user gave)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
 def config_from_args(cls, args: argparse.Namespace, **overrides):
     """The dataclass ``cls`` from the parsed options (fields absent from ``args`` keep their default)."""
-    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**{**kw, **overrides})
+    return cls(**{**given_options(args, cls), **overrides})

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.apps._options import add_config_arguments, option
+from unrolled.apps._options import add_config_arguments, given_options, option
 from unrolled.data.text import (
     TextError,
     Vocabulary,
@@ -406,11 +406,6 @@ def add_config_options(parser, cls, exclusive: tuple[str, ...] = ()) -> None:
     for action in parser._actions:  # not set_defaults: that would put the SUPPRESS marker in the namespace
         if action.dest in names:
             action.default = argparse.SUPPRESS
-
-
-def given_options(args, cls) -> dict[str, Any]:
-    """The fields of `cls` the user gave on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def register(sub) -> None:

@@ -16,12 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from unrolled.apps._options import option
+from unrolled.apps._options import given_options, option
 from unrolled.apps.charlm import (
     CharLMConfig,
     SampleConfig,
     add_config_options,
-    given_options,
     load_charlm,
     report,
     sample_text,
