@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled.cells import LSTMCell
 from unrolled.diagnostics.jacobians import step_jacobian
 from unrolled.layers import RecurrentLayer, _reverse
@@ -76,20 +77,12 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
             p = layer._dir_params(li, d)
             end = tuple(s[k] for s in d_states_T)
             flows[(li, d)] = _walk(layer.cell, cell_cache, p, gd, end, H, lstm)
-            dxd = _owner(layer.cell, cell_cache).backward(gd, end, cell_cache, p)[0]
+            dxd = kernels.owner(layer.cell, cell_cache).backward(gd, end, cell_cache, p)[0]
             if d == 1:
                 dxd = _reverse(dxd, rev_index)
             dx = dxd if dx is None else dx + dxd
         g = dx
     return dict(sorted(flows.items()))
-
-
-def _owner(cell, cache):
-    """The cell whose backward reads `cache`: the layer may have run its forward on a fast kernel."""
-    from unrolled import kernels
-
-    owner = getattr(kernels, "owner", None)
-    return cell if owner is None else owner(cell, cache)
 
 
 def _walk(cell, cache, p: dict, gd: np.ndarray, end: tuple, H: int, lstm: bool) -> GradientFlow:
