@@ -1,13 +1,14 @@
 """BPTT equals central finite differences of the forward pass (float64) for every cell and option:
 both GRU variants, ReLU and tanh RNN, 1–3 layers, bidirectional, with and without bias, with h0,
-with variable lengths. The loss is L = Σ out ⊙ d_out + Σ h_n ⊙ d_hn with random d_out, d_hn."""
+with variable lengths, on both the reference cells and the fast kernels.
+The loss is L = Σ out ⊙ d_out + Σ h_n ⊙ d_hn with random d_out, d_hn."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from unrolled import GRU, LSTM, RNN
+from unrolled import GRU, LSTM, RNN, kernels
 
 from gradcheck import assert_grad_close, numeric_grad
 
@@ -49,7 +50,9 @@ def make_layer(kind: str, opts: dict, I: int, H: int, variant: dict):
     ),
 )
 @pytest.mark.parametrize("kind,opts", CASES, ids=[c[0] for c in CASES])
-def test_bptt_matches_finite_differences(kind, opts, variant):
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_bptt_matches_finite_differences(kind, opts, variant, path, monkeypatch):
+    monkeypatch.setattr(kernels, "_fast", path == "fast")
     rng = np.random.default_rng(7)
     T, B, I, H = 4, 3, 2, 3
     layer = make_layer(kind, opts, I, H, variant)
