@@ -85,11 +85,12 @@ def _run(layer, c, fast: bool, jit: bool = True):
 @pytest.mark.parametrize("jit", ["numba-sequence", "numba-step", "numpy"])
 @pytest.mark.parametrize("c", _configs(), ids=lambda c: "{kind}-{dtype.__name__}-L{num_layers}".format(**c))
 def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypatch):
-    """numba-sequence: the whole walk in one compiled call (small B·G·H²); numba-step: a BLAS product and
-    one compiled gate kernel per step; numpy: the NumPy fast path (float64, or Numba absent)."""
+    """numba-sequence: the whole walk in one compiled call (matmul_nt inside); numba-step: a BLAS product
+    and one compiled gate kernel per step; numpy: the NumPy fast path (float64, or Numba absent)."""
     if jit != "numpy" and c["dtype"] == np.float32:
         _jit = pytest.importorskip("unrolled.kernels._jit")
-        monkeypatch.setattr(_jit, "SMALL_MACS", 10**9 if jit == "numba-sequence" else 0)
+        whole = jit == "numba-sequence"
+        monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
     jit = jit != "numpy"
     layer = _layer(c)
     ref = _run(layer, c, fast=False)
@@ -127,6 +128,32 @@ def test_fast_streaming_step_matches_reference_step(kind, dtype, B, jit):
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=tol, atol=tol)
     for a, b in zip(np.atleast_1d(results[True][1]), np.atleast_1d(results[False][1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("B", [1, 2, 3, 4, 5, 8, 11])
+@pytest.mark.parametrize("N", [1, 3, 4, 7, 12])
+def test_compiled_product_with_rows_of_m_equals_numpy_for_every_tile_remainder(B, N):
+    """matmul_nt (the recurrent product of the whole-sequence walks) in 4×4 tiles plus remainder rows
+    and columns: out = A Mᵀ for every B, N mod 4, on non-contiguous slices of A as the walks pass them."""
+    _jit = pytest.importorskip("unrolled.kernels._jit")
+    rng = np.random.default_rng(B * 100 + N)
+    K = 37
+    A = rng.standard_normal((2, B, K), dtype=np.float32)[1]  # a (B, K) slice, as hs[t] is
+    M = rng.standard_normal((N, K), dtype=np.float32)
+    out = np.full((B, N), np.nan, dtype=np.float32)
+    _jit.matmul_nt(A, M, out)
+    ref = A.astype(np.float64) @ M.T.astype(np.float64)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_sequence_walks_where_a_blas_call_per_step_costs_more():
+    """The rule (measured in _jit.whole_sequence's docstring): tiny steps, and small batches of large H."""
+    _jit = pytest.importorskip("unrolled.kernels._jit")
+    assert (
+        _jit.whole_sequence(1, 4, 32) and _jit.whole_sequence(16, 4, 512) and _jit.whole_sequence(4, 3, 256)
+    )
+    assert not _jit.whole_sequence(32, 4, 128) and not _jit.whole_sequence(64, 4, 256)
+    assert not _jit.whole_sequence(32, 4, 512)
 
 
 def test_sigmoid_through_halved_weights_is_exact_in_float32():

@@ -291,65 +291,136 @@ def rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid):
             cr[j] = 0
 
 
-# ------------------------------------------------------------------- whole sequences, for small sizes
-# When B·G·H² is small (streaming-sized batches, small H), a NumPy call per step costs more than the
-# step's arithmetic: these run the whole walk over time in one call, the recurrent product included.
-SMALL_MACS = 32768  # B·G·H·H per step at or below which the whole-sequence kernels are used
+# ------------------------------------------------------------------------------ whole sequences
+# The walk over time in one compiled call, recurrent product included, where that beats a NumPy call
+# per step (see whole_sequence). The product is matmul_nt: out = A Mᵀ with M stored row by row, so every
+# entry is a dot product of two contiguous rows.
+SMALL_MACS = 32768  # B·G·H·H per step at or below which per-call overhead dominates a step
+NT_MIN_H, NT_MAX_B = 256, 16  # at H ≥ 256 and B ≤ 16, matmul_nt beats OpenBLAS's small-M product
 
 
-@njit(inline="always", **_OPTS)
-def _matmul_rows(h, WT, out):
-    """out (B, G) = h (B, H) @ WT (H, G), vectorized along G."""
-    B, H = h.shape
-    G = out.shape[1]
-    for b in range(B):
-        o = out[b]
-        for j in range(G):
-            o[j] = 0
-        for k in range(H):
-            hk = h[b, k]
-            w = WT[k]
-            for j in range(G):
-                o[j] += hk * w[j]
+def whole_sequence(B: int, G: int, H: int) -> bool:
+    """Run the whole walk in one compiled call (True) or one BLAS call plus one kernel per step.
+
+    Measured per-step products on this machine's class of CPU (float32, one thread, µs, OpenBLAS /
+    matmul_nt): B=4, H=512: 306 / 144; B=16, H=512: 473 / 381; B=16, H=256: 97 / 102; B=32, H=128:
+    41 / 57; B=2, H=512: 308 / 148 — OpenBLAS packs the whole weight matrix on every call, which costs
+    most where B is small and W is large. Small steps (B·G·H² ≤ SMALL_MACS) are dominated by the ~1 µs
+    cost of each Python-level call, which the compiled walk does not pay."""
+    return B * G * H * H <= SMALL_MACS or (H >= NT_MIN_H and B <= NT_MAX_B)
 
 
 @njit(**_OPTS)
-def lstm_forward_seq(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec):
+def matmul_nt(A, M, out):
+    """out (B, N) = A (B, K) @ Mᵀ for M (N, K) stored row by row: out[b, n] = Σ_k A[b, k]·M[n, k].
+
+    In 4×4 tiles: 16 independent sums over k in one loop, which LLVM vectorizes along k (8 loads feed
+    16 fused multiply-adds, so the loop runs at the FMA units' rate, not the loads'); the 4 rows of M
+    stay in L1 while every row block of A passes them. Remainder rows and columns one at a time."""
+    B, K = A.shape
+    N = M.shape[0]
+    B4 = B - B % 4
+    N4 = N - N % 4
+    zero = f32(0)
+    for n0 in range(0, N4, 4):
+        m0, m1, m2, m3 = M[n0], M[n0 + 1], M[n0 + 2], M[n0 + 3]
+        for b0 in range(0, B4, 4):
+            a0, a1, a2, a3 = A[b0], A[b0 + 1], A[b0 + 2], A[b0 + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+            for k in range(K):
+                w0, w1, w2, w3 = m0[k], m1[k], m2[k], m3[k]
+                x = a0[k]
+                s00 += x * w0
+                s01 += x * w1
+                s02 += x * w2
+                s03 += x * w3
+                x = a1[k]
+                s10 += x * w0
+                s11 += x * w1
+                s12 += x * w2
+                s13 += x * w3
+                x = a2[k]
+                s20 += x * w0
+                s21 += x * w1
+                s22 += x * w2
+                s23 += x * w3
+                x = a3[k]
+                s30 += x * w0
+                s31 += x * w1
+                s32 += x * w2
+                s33 += x * w3
+            _store4(out[b0], n0, s00, s01, s02, s03)
+            _store4(out[b0 + 1], n0, s10, s11, s12, s13)
+            _store4(out[b0 + 2], n0, s20, s21, s22, s23)
+            _store4(out[b0 + 3], n0, s30, s31, s32, s33)
+        for b in range(B4, B):
+            a = A[b]
+            s0 = s1 = s2 = s3 = zero
+            for k in range(K):
+                x = a[k]
+                s0 += x * m0[k]
+                s1 += x * m1[k]
+                s2 += x * m2[k]
+                s3 += x * m3[k]
+            _store4(out[b], n0, s0, s1, s2, s3)
+    for n in range(N4, N):
+        m = M[n]
+        for b in range(B):
+            a = A[b]
+            s = zero
+            for k in range(K):
+                s += a[k] * m[k]
+            out[b, n] = s
+
+
+@njit(inline="always", **_OPTS)
+def _store4(row, n0, s0, s1, s2, s3):
+    row[n0] = s0
+    row[n0 + 1] = s1
+    row[n0 + 2] = s2
+    row[n0 + 3] = s3
+
+
+# Forward walks take W_hh (G·H, H) itself (a_t += W_hh h_{t-1}: rows of W_hh against h); backward walks
+# take W_hhᵀ (H, G·H) contiguous (δh_{t-1} = W_hhᵀ δa_t: rows of W_hhᵀ against δa).
+@njit(**_OPTS)
+def lstm_forward_seq(gates, W_hh, bias, scale, offset, hs, cs, tanh_c, valid, rec):
     for t in range(gates.shape[0]):
-        _matmul_rows(hs[t], WT, rec)
+        matmul_nt(hs[t], W_hh, rec)
         lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
 
 
 @njit(**_OPTS)
-def lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W_hh):
+def lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, WT):
     for t in range(gates.shape[0] - 1, -1, -1):
         lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
-        _matmul_rows(da[t], W_hh, dh_rec)
+        matmul_nt(da[t], WT, dh_rec)
 
 
 @njit(**_OPTS)
-def gru_forward_seq(gates, WT, b_h, b_hn, hs, hn, valid, rec):
+def gru_forward_seq(gates, W_hh, b_h, b_hn, hs, hn, valid, rec):
     for t in range(gates.shape[0]):
-        _matmul_rows(hs[t], WT, rec)
+        matmul_nt(hs[t], W_hh, rec)
         gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid)
 
 
 @njit(**_OPTS)
-def gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W_hh):
+def gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, WT):
     for t in range(gates.shape[0] - 1, -1, -1):
         gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
-        _matmul_rows(dah[t], W_hh, dh_rec)
+        matmul_nt(dah[t], WT, dh_rec)
 
 
 @njit(**_OPTS)
-def rnn_forward_seq(xp, WT, bias, hs, dact, relu, valid, rec):
+def rnn_forward_seq(xp, W_hh, bias, hs, dact, relu, valid, rec):
     for t in range(xp.shape[0]):
-        _matmul_rows(hs[t], WT, rec)
+        matmul_nt(hs[t], W_hh, rec)
         rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
 
 
 @njit(**_OPTS)
-def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, W_hh):
+def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
     for t in range(dact.shape[0] - 1, -1, -1):
         rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
-        _matmul_rows(da[t], W_hh, dh_rec)
+        matmul_nt(da[t], WT, dh_rec)

@@ -164,7 +164,6 @@ class FastGRUCell:
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         xp = project_inputs(x, p["W_xh"], None)  # (T, B, 3H); the biases are added in the kernel
-        WT = transpose(p["W_hh"])  # (H, 3H)
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -172,9 +171,11 @@ class FastGRUCell:
         rec = np.empty((B, 3 * H), dtype=x.dtype)
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
-        if B * 3 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-            jit.gru_forward_seq(xp, WT, b_h, b_hn, hs, hn, valid, rec)
+        if jit.whole_sequence(B, 3, H):  # the whole walk in one compiled call
+            W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
+            jit.gru_forward_seq(xp, W_hh, b_h, b_hn, hs, hn, valid, rec)
         else:
+            WT = transpose(p["W_hh"])  # (H, 3H)
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
                 jit.gru_forward_step(t, xp, rec, b_h, b_hn, hs, hn, valid)
@@ -190,9 +191,8 @@ class FastGRUCell:
         da_n = np.empty((T, B, H), dtype=gates.dtype)
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
-        if B * 3 * H * H <= jit.SMALL_MACS:
-            W = np.ascontiguousarray(W_hh, dtype=gates.dtype)
-            jit.gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W)
+        if jit.whole_sequence(B, 3, H):
+            jit.gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, transpose(W_hh))
         else:
             for t in range(T - 1, -1, -1):
                 jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)

@@ -160,7 +160,6 @@ class FastLSTMCell:
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         gates = project_inputs(x, p["W_xh"], None)  # (T, B, 4H); b_h is added in the kernel
-        WT = transpose(p["W_hh"])  # (H, 4H)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -169,9 +168,11 @@ class FastLSTMCell:
         valid = valid_steps(mask, T, B, x.dtype)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
-        if B * 4 * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-            jit.lstm_forward_seq(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec)
+        if jit.whole_sequence(B, 4, H):  # the whole walk in one compiled call
+            W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
+            jit.lstm_forward_seq(gates, W_hh, bias, scale, offset, hs, cs, tanh_c, valid, rec)
         else:
+            WT = transpose(p["W_hh"])  # (H, 4H)
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
                 jit.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
@@ -187,9 +188,8 @@ class FastLSTMCell:
         dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
-        if B * 4 * H * H <= jit.SMALL_MACS:
-            W = np.ascontiguousarray(W_hh, dtype=gates.dtype)
-            jit.lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W)
+        if jit.whole_sequence(B, 4, H):
+            jit.lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, transpose(W_hh))
         else:
             for t in range(T - 1, -1, -1):
                 jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)

@@ -55,7 +55,6 @@ class FastRNNCell:
         jit = kernels.jit_for(x.dtype)
         # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
         xp = project_inputs(x, p["W_xh"], None if jit is not None else p.get("b_h"))
-        WT = transpose(p["W_hh"])
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
@@ -63,14 +62,17 @@ class FastRNNCell:
             bias = bias_or_zeros(p, "b_h", H, x.dtype)
             dact = np.empty_like(xp)
             valid = valid_steps(mask, T, B, x.dtype)
-            if B * H * H <= jit.SMALL_MACS:  # the whole walk in one compiled call
-                jit.rnn_forward_seq(xp, WT, bias, hs, dact, not self.tanh, valid, rec)
+            if jit.whole_sequence(B, 1, H):  # the whole walk in one compiled call
+                W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
+                jit.rnn_forward_seq(xp, W_hh, bias, hs, dact, not self.tanh, valid, rec)
             else:
+                WT = transpose(p["W_hh"])
                 for t in range(T):
                     np.matmul(hs[t], WT, out=rec)
                     jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
             return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
         invalid = step_masks(mask)
+        WT = transpose(p["W_hh"])
         for t in range(T):
             np.matmul(hs[t], WT, out=rec)
             a = xp[t]
@@ -100,9 +102,8 @@ class FastRNNCell:
             valid = valid_steps(mask, T, B, dact.dtype)
             dh_rec = np.zeros((B, H), dtype=dact.dtype)
             carry = np.array(d_stateT[0], dtype=dact.dtype)
-            if B * H * H <= jit.SMALL_MACS:
-                W = np.ascontiguousarray(W_hh, dtype=dact.dtype)
-                jit.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, W)
+            if jit.whole_sequence(B, 1, H):
+                jit.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, transpose(W_hh))
             else:
                 for t in range(T - 1, -1, -1):
                     jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
