@@ -14,6 +14,7 @@ stacked by gate in the row dimension (LSTM: i, f, g, o; GRU: z, r, n). See the c
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -262,12 +263,21 @@ class RecurrentLayer:
         return dx, self._pack_state(tuple(np.stack(s) for s in d_states0))
 
     # ----------------------------------------------------------------- streaming
+    _stream = None  # step()'s cached _StreamPlan (None until the first step, False where it cannot apply)
+
     def step(self, x_t: np.ndarray, state=None):
         """One time step for streaming / online use (unidirectional layers only).
 
         x_t (B, input_size); state as h0 of forward (None = zeros). Returns (y_t (B, H), state_t),
         equal to forward over the whole sequence, one step at a time. No dropout is applied.
+
+        float32 with the Numba kernels on runs the lean path (:meth:`_stream_step`, one compiled call for
+        the whole stack); everything else, and any input the lean path declines, runs the cells.
         """
+        if self._stream is not False:
+            out = self._stream_step(x_t, state)
+            if out is not None:
+                return out
         if self.bidirectional:
             raise RuntimeError("step: a bidirectional layer needs the whole sequence; use forward")
         # Streaming calls this once per token, so the checks take a cheap path when all is well
@@ -292,6 +302,52 @@ class RecurrentLayer:
         stack = (lambda a: a[0][None]) if LD == 1 else np.stack
         return inp, self._pack_state(tuple(stack(s) for s in new))
 
+    def _stream_step(self, x_t, state):
+        """step() in one call of a compiled kernel of :mod:`unrolled.kernels._stream`, or None where the
+        lean path does not apply now or declines this input (wrong type, dtype or shape, a NaN or inf):
+        step() then runs the cells, whose checks word the error.
+
+        Why: at B = 1 the cell path spends most of a step in Python/NumPy call overhead (~20 µs of a
+        23 µs LSTM H=128 step); this path keeps only a few attribute lookups and type checks, three
+        np.empty and the one call, which checks finiteness, runs both mat-vecs and the gates of every
+        layer. The parameters are passed as cached tuples of the live arrays (optimizers update those in
+        place); replacing an entry of ``self.params`` is noticed by identity and the tuples rebuilt.
+        """
+        plan = self._stream
+        if kernels.jit_for(_F32) is None:  # float64 layers have no plan; set_fast / set_jit at any time
+            return None
+        if plan is None or not plan.current(self.params):
+            plan = self._stream = _StreamPlan.build(self)
+            if not plan:
+                return None
+        if plan.kernel is None:
+            return None
+        if type(x_t) is not np.ndarray or x_t.dtype is not _F32 or x_t.ndim != 2:
+            return None
+        L, B, H = self.num_layers, x_t.shape[0], self.hidden_size
+        if plan.lstm:
+            if (type(state) is tuple or type(state) is list) and len(state) == 2:
+                h, c = state
+                if type(c) is not np.ndarray or c.dtype is not _F32 or c.ndim != 3:
+                    return None
+            elif state is None:
+                h = c = np.zeros((L, B, H), _F32)
+            else:
+                return None
+        else:
+            h = np.zeros((L, B, H), _F32) if state is None else state
+        if type(h) is not np.ndarray or h.dtype is not _F32 or h.ndim != 3:
+            return None
+        y, h_out = np.empty((B, H), _F32), np.empty((L, B, H), _F32)
+        if plan.lstm:
+            c_out = np.empty((L, B, H), _F32)
+            if plan.kernel(x_t, h, c, plan.W, plan.b, y, h_out, c_out):
+                return None
+            return y, (h_out, c_out)
+        if plan.kernel(x_t, h, plan.W, plan.b, *plan.extra, y, h_out):
+            return None
+        return y, h_out
+
     def zero_grad(self) -> None:
         for v in self.grads.values():
             v[...] = 0
@@ -315,6 +371,74 @@ def _is_valid(a, d0, d1, dtype, d2=None) -> bool:
     ):
         return False
     return bool(np.isfinite(a.sum()))  # a NaN or inf anywhere makes the sum non-finite
+
+
+_F32 = np.dtype(np.float32)
+
+
+class _StreamPlan:
+    """What step()'s lean path keeps between calls for one layer: the compiled kernel and the parameter
+    arrays as the tuples it takes, W = (W_xh_l0, W_hh_l0, W_xh_l1, ...) and b (b_h per layer, and b_hn
+    for the GRU; an empty vector for an absent bias). ``current`` tells whether ``params`` still holds
+    these very arrays (in-place updates need nothing; a replaced array means a rebuild)."""
+
+    __slots__ = ("kernel", "lstm", "W", "b", "extra", "_keys", "_arrays")
+
+    def __init__(self, kernel, lstm: bool, keys: tuple, params: dict, biases: tuple, extra: tuple = ()):
+        self.kernel, self.lstm, self.extra = kernel, lstm, extra
+        one = keys[0] if len(keys) == 1 else None  # itemgetter of one key returns the item, not a tuple
+        self._keys = operator.itemgetter(*keys) if one is None else (lambda p: (p[one],))
+        self._arrays = self._keys(params)
+        self.W = tuple(params[k] for k in keys if k.startswith("W_")) if kernel is not None else ()
+        self.b = biases
+
+    def current(self, params: dict) -> bool:
+        try:
+            got = self._keys(params)
+        except KeyError:
+            return False
+        return all(map(operator.is_, got, self._arrays))
+
+    @staticmethod
+    def build(layer: RecurrentLayer):
+        """The plan for ``layer``, or False where the lean path cannot serve it (float64, bidirectional,
+        GRU reset_after=False, a cell of another type); a plan without a kernel while some parameter is
+        not a C-contiguous float32 array (kept to notice when it is replaced)."""
+        cell = layer.cell
+        if layer.dtype != _F32 or layer.bidirectional:
+            return False
+        if type(cell) is GRUCell and not cell.reset_after:
+            return False
+        if type(cell) not in (LSTMCell, GRUCell, RNNCell):
+            return False
+        try:
+            from unrolled.kernels import _stream
+        except ImportError:  # no Numba (the optional extra "fast")
+            return False
+        names = ("W_xh", "W_hh", "b_h") + (("b_hn",) if type(cell) is GRUCell else ())
+        keys, biases, usable = [], [], True
+        for i in range(layer.num_layers):
+            for n in names:
+                k = n + layer._suffix(i, 0)
+                v = layer.params.get(k)
+                if v is None:
+                    if n.startswith("b_"):
+                        biases.append(np.empty(0, _F32))  # an absent bias: the kernels take an empty one
+                    else:
+                        usable = False  # a weight was removed: the cells will say so
+                    continue
+                keys.append(k)
+                if type(v) is not np.ndarray or v.dtype != _F32 or not v.flags.c_contiguous:
+                    usable = False  # the cells serve it, until the array is replaced
+                elif n.startswith("b_"):
+                    biases.append(v)
+        if type(cell) is LSTMCell:
+            kernel, lstm, extra = _stream.lstm_stack, True, ()
+        elif type(cell) is GRUCell:
+            kernel, lstm, extra = _stream.gru_stack, False, ()
+        else:
+            kernel, lstm, extra = _stream.rnn_stack, False, (cell.nonlinearity == "relu",)
+        return _StreamPlan(kernel if usable else None, lstm, tuple(keys), layer.params, tuple(biases), extra)
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:
