@@ -82,15 +82,24 @@ def _run(layer, c, fast: bool, jit: bool = True):
     return res
 
 
-@pytest.mark.parametrize("jit", ["numba-sequence", "numba-step", "numpy"])
+@pytest.mark.parametrize("jit", ["dnnl-sequence", "numba-sequence", "numba-step", "numpy"])
 @pytest.mark.parametrize("c", _configs(), ids=lambda c: "{kind}-{dtype.__name__}-L{num_layers}".format(**c))
 def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypatch):
-    """numba-sequence: the whole walk in one compiled call (matmul_nt inside); numba-step: a BLAS product
-    and one compiled gate kernel per step; numpy: the NumPy fast path (float64, or Numba absent)."""
+    """dnnl-sequence: the whole walk in one compiled call with oneDNN's product (extra ``onednn``);
+    numba-sequence: the same with matmul_nt; numba-step: a BLAS product and one compiled gate kernel per
+    step; numpy: the NumPy fast path (float64, or Numba absent)."""
     if jit != "numpy" and c["dtype"] == np.float32:
         _jit = pytest.importorskip("unrolled.kernels._jit")
-        whole = jit == "numba-sequence"
-        monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
+        if jit == "dnnl-sequence":
+            if kernels.dnnl_walks() is None:
+                pytest.skip("oneDNN (the extra onednn) is not installed")
+            monkeypatch.setattr(_jit, "SMALL_MACS", 0)  # every size counts as large: oneDNN's walks
+        else:
+            monkeypatch.setattr(kernels, "_dnnl_wanted", False)
+            whole = jit == "numba-sequence"
+            monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
+    elif jit == "dnnl-sequence":
+        pytest.skip("oneDNN's walks are float32 only")
     jit = jit != "numpy"
     layer = _layer(c)
     ref = _run(layer, c, fast=False)

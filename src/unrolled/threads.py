@@ -33,9 +33,17 @@ def _openblas():
 
 
 def set_blas_threads(n: int) -> int | None:
-    """Run NumPy's BLAS on ``n`` threads where it can be set; returns the count it reports, or None."""
+    """Run NumPy's BLAS on ``n`` threads where it can be set; returns the count it reports, or None.
+
+    oneDNN's product (the extra ``onednn``), where loaded, is set to the same count; loaded later, it takes
+    the count OpenBLAS reports then."""
     if int(n) < 1:
         raise ValueError(f"threads: expected a positive integer, got {n!r}")
+    import sys
+
+    dnnl = sys.modules.get("unrolled.kernels._dnnl")  # never import it here: that would load the library
+    if dnnl is not None:
+        dnnl.set_threads(int(n))
     setter, getter = _openblas()
     if setter is None:
         return None

@@ -17,14 +17,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from unrolled.threads import _openblas
+from unrolled.threads import _openblas, set_blas_threads
 
 
 def set_threads(n: int, torch=None) -> dict:
-    """Set NumPy's BLAS (OpenBLAS) and torch (intra-op) to ``n`` threads; return what each reports now."""
+    """Set NumPy's BLAS (OpenBLAS, and oneDNN where loaded) and torch (intra-op) to ``n`` threads; return
+    what each reports now."""
     setter, getter = _openblas()
     if setter is not None:
-        setter(int(n))
+        set_blas_threads(int(n))
     if torch is not None:
         torch.set_num_threads(int(n))
     return {

@@ -23,6 +23,9 @@ _fast = not _env_flag("UNROLLED_REFERENCE")
 _jit_wanted = os.environ.get("UNROLLED_NUMBA", "").strip().lower() not in ("0", "false", "no", "off")
 _jit_module = None
 _jit_tried = False
+_dnnl_wanted = os.environ.get("UNROLLED_DNNL", "").strip().lower() not in ("0", "false", "no", "off")
+_dnnl_walks = None
+_dnnl_tried = False
 
 
 def set_fast(enabled: bool) -> None:
@@ -57,11 +60,49 @@ def jit_for(dtype):
     return _jit_module
 
 
+def set_dnnl(enabled: bool) -> None:
+    """Use oneDNN's matrix product in the compiled walks when the extra ``onednn`` is installed (True, the
+    default), or matmul_nt / OpenBLAS (False). Environment: ``UNROLLED_DNNL=0``."""
+    global _dnnl_wanted
+    _dnnl_wanted = bool(enabled)
+
+
+def dnnl_walks():
+    """The oneDNN walk kernels (:mod:`unrolled.kernels._jit_dnnl`), or None where oneDNN or Numba is
+    absent or switched off."""
+    global _dnnl_walks, _dnnl_tried
+    if not (_dnnl_wanted and jit_for(np.float32) is not None):
+        return None
+    if not _dnnl_tried:
+        _dnnl_tried = True
+        from unrolled.kernels import _dnnl
+
+        if _dnnl.load() is not None:
+            from unrolled.kernels import _jit_dnnl
+
+            _dnnl_walks = _jit_dnnl
+    return _dnnl_walks
+
+
+def walks_for(jit, B: int, G: int, H: int):
+    """The module whose whole-sequence walks run a float32 layer of batch B, G gates of size H — oneDNN's
+    product for all but tiny steps when available, else matmul_nt where ``jit.whole_sequence`` says —
+    or None: then a BLAS call and a gate kernel per step."""
+    if B * G * H * H > jit.SMALL_MACS:  # below it, oneDNN's ~2 µs per call costs more than matmul_nt
+        walks = dnnl_walks()
+        if walks is not None:
+            return walks
+    return jit if jit.whole_sequence(B, G, H) else None
+
+
 def describe() -> str:
     """Which path the layers run now, in words."""
     if not _fast:
         return "reference"
-    return "fast (Numba float32 gate kernels)" if jit_for(np.dtype(np.float32)) else "fast (NumPy)"
+    if not jit_for(np.dtype(np.float32)):
+        return "fast (NumPy)"
+    product = "oneDNN" if dnnl_walks() is not None else "OpenBLAS"
+    return f"fast (Numba float32 gate kernels, {product} recurrent products)"
 
 
 def _fast_cell(cell):

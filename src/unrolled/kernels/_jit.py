@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from unrolled.kernels._common import transpose
+
 _FLAGS = {"contract", "arcp", "nsz", "afn", "reassoc"}
 _OPTS = dict(fastmath=_FLAGS, error_model="numpy", cache=True, nogil=True)
 f32 = np.float32
@@ -382,8 +384,16 @@ def _store4(row, n0, s0, s1, s2, s3):
     row[n0 + 3] = s3
 
 
-# Forward walks take W_hh (G·H, H) itself (a_t += W_hh h_{t-1}: rows of W_hh against h); backward walks
-# take W_hhᵀ (H, G·H) contiguous (δh_{t-1} = W_hhᵀ δa_t: rows of W_hhᵀ against δa).
+def forward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand forward walks take: W_hh (G·H, H) itself (W_hh h_{t-1}: rows of W_hh against h)."""
+    return np.ascontiguousarray(W_hh)
+
+
+def backward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand backward walks take: W_hhᵀ (H, G·H) (W_hhᵀ δa_t: rows of W_hhᵀ against δa)."""
+    return transpose(W_hh)
+
+
 @njit(**_OPTS)
 def lstm_forward_seq(gates, W_hh, bias, scale, offset, hs, cs, tanh_c, valid, rec):
     for t in range(gates.shape[0]):

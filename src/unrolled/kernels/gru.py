@@ -171,9 +171,9 @@ class FastGRUCell:
         rec = np.empty((B, 3 * H), dtype=x.dtype)
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
-        if jit.whole_sequence(B, 3, H):  # the whole walk in one compiled call
-            W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
-            jit.gru_forward_seq(xp, W_hh, b_h, b_hn, hs, hn, valid, rec)
+        walks = kernels.walks_for(jit, B, 3, H)
+        if walks is not None:  # the whole walk in one compiled call
+            walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"]), b_h, b_hn, hs, hn, valid, rec)
         else:
             WT = transpose(p["W_hh"])  # (H, 3H)
             for t in range(T):
@@ -191,8 +191,11 @@ class FastGRUCell:
         da_n = np.empty((T, B, H), dtype=gates.dtype)
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
-        if jit.whole_sequence(B, 3, H):
-            jit.gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, transpose(W_hh))
+        walks = kernels.walks_for(jit, B, 3, H)
+        if walks is not None:
+            walks.gru_backward_seq(
+                d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, walks.backward_weights(W_hh)
+            )
         else:
             for t in range(T - 1, -1, -1):
                 jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)

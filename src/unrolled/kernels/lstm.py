@@ -168,9 +168,11 @@ class FastLSTMCell:
         valid = valid_steps(mask, T, B, x.dtype)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
-        if jit.whole_sequence(B, 4, H):  # the whole walk in one compiled call
-            W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
-            jit.lstm_forward_seq(gates, W_hh, bias, scale, offset, hs, cs, tanh_c, valid, rec)
+        walks = kernels.walks_for(jit, B, 4, H)
+        if walks is not None:  # the whole walk in one compiled call
+            walks.lstm_forward_seq(
+                gates, walks.forward_weights(p["W_hh"]), bias, scale, offset, hs, cs, tanh_c, valid, rec
+            )
         else:
             WT = transpose(p["W_hh"])  # (H, 4H)
             for t in range(T):
@@ -188,8 +190,11 @@ class FastLSTMCell:
         dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
-        if jit.whole_sequence(B, 4, H):
-            jit.lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, transpose(W_hh))
+        walks = kernels.walks_for(jit, B, 4, H)
+        if walks is not None:
+            walks.lstm_backward_seq(
+                d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, walks.backward_weights(W_hh)
+            )
         else:
             for t in range(T - 1, -1, -1):
                 jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)

@@ -62,9 +62,11 @@ class FastRNNCell:
             bias = bias_or_zeros(p, "b_h", H, x.dtype)
             dact = np.empty_like(xp)
             valid = valid_steps(mask, T, B, x.dtype)
-            if jit.whole_sequence(B, 1, H):  # the whole walk in one compiled call
-                W_hh = np.ascontiguousarray(p["W_hh"], dtype=x.dtype)
-                jit.rnn_forward_seq(xp, W_hh, bias, hs, dact, not self.tanh, valid, rec)
+            walks = kernels.walks_for(jit, B, 1, H)
+            if walks is not None:  # the whole walk in one compiled call
+                walks.rnn_forward_seq(
+                    xp, walks.forward_weights(p["W_hh"]), bias, hs, dact, not self.tanh, valid, rec
+                )
             else:
                 WT = transpose(p["W_hh"])
                 for t in range(T):
@@ -102,8 +104,9 @@ class FastRNNCell:
             valid = valid_steps(mask, T, B, dact.dtype)
             dh_rec = np.zeros((B, H), dtype=dact.dtype)
             carry = np.array(d_stateT[0], dtype=dact.dtype)
-            if jit.whole_sequence(B, 1, H):
-                jit.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, transpose(W_hh))
+            walks = kernels.walks_for(jit, B, 1, H)
+            if walks is not None:
+                walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh))
             else:
                 for t in range(T - 1, -1, -1):
                     jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
