@@ -98,49 +98,45 @@ def all_finite(h):
 def _dots(W, x, out, bias):
     """out[n, j] = W[j]·x[n] (+ bias[j] unless bias is empty) for every row j of W (G, K) and n < B.
 
-    Rows go four at a time: the four dot products share each load of x[n] and keep four independent
-    vector accumulators, which measured ~20 % faster than one row at a time at H = 128 (there the
-    weights stream from L2 and this runs close to a plain read of W)."""
+    Rows go eight at a time: the eight dot products share each load of x[n] and keep eight independent
+    vector accumulators (one row at a time waits on each row's reduction; measured at H = 128, where
+    the weights stream from L2: 9.0 µs one row at a time, 6.7 four, 6.3 eight, 4.6 for a bare read)."""
     G, K = W.shape
     B = x.shape[0]
     with_bias = bias.shape[0] > 0
-    G4 = G - G % 4
-    for j in range(0, G4, 4):
-        w0 = W[j]
-        w1 = W[j + 1]
-        w2 = W[j + 2]
-        w3 = W[j + 3]
+    G8 = G - G % 8
+    for j in range(0, G8, 8):
+        w0, w1, w2, w3 = W[j], W[j + 1], W[j + 2], W[j + 3]
+        w4, w5, w6, w7 = W[j + 4], W[j + 5], W[j + 6], W[j + 7]
         for n in range(B):
             xn = x[n]
-            s0 = f32(0)
-            s1 = f32(0)
-            s2 = f32(0)
-            s3 = f32(0)
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = f32(0)
             for k in range(K):
                 xk = xn[k]
                 s0 += w0[k] * xk
                 s1 += w1[k] * xk
                 s2 += w2[k] * xk
                 s3 += w3[k] * xk
+                s4 += w4[k] * xk
+                s5 += w5[k] * xk
+                s6 += w6[k] * xk
+                s7 += w7[k] * xk
             o = out[n]
-            if with_bias:
-                o[j] = s0 + bias[j]
-                o[j + 1] = s1 + bias[j + 1]
-                o[j + 2] = s2 + bias[j + 2]
-                o[j + 3] = s3 + bias[j + 3]
-            else:
-                o[j] = s0
-                o[j + 1] = s1
-                o[j + 2] = s2
-                o[j + 3] = s3
-    for j in range(G4, G):
+            o[j], o[j + 1], o[j + 2], o[j + 3] = s0, s1, s2, s3
+            o[j + 4], o[j + 5], o[j + 6], o[j + 7] = s4, s5, s6, s7
+    for j in range(G8, G):
         w0 = W[j]
         for n in range(B):
             xn = x[n]
             s0 = f32(0)
             for k in range(K):
                 s0 += w0[k] * xn[k]
-            out[n, j] = s0 + bias[j] if with_bias else s0
+            out[n, j] = s0
+    if with_bias:
+        for n in range(B):
+            o = out[n]
+            for j in range(G):
+                o[j] += bias[j]
 
 
 @njit(inline="always", **_OPTS)
