@@ -84,6 +84,17 @@ def dnnl_walks():
     return _dnnl_walks
 
 
+def bulk_matmul(dtype):
+    """The product for the fast cells' input projections and ∂L/∂x (one product over all steps):
+    oneDNN's where its walks are in use (float32), else NumPy's. (For Aᵀ·B, as in the weight gradients,
+    OpenBLAS measured faster, so those stay in NumPy.)"""
+    if np.dtype(dtype) == np.float32 and dnnl_walks() is not None:
+        from unrolled.kernels._dnnl import matmul
+
+        return matmul
+    return np.matmul
+
+
 def walks_for(jit, B: int, G: int, H: int):
     """The module whose whole-sequence walks run a float32 layer of batch B, G gates of size H — oneDNN's
     product for all but tiny steps when available, else matmul_nt where ``jit.whole_sequence`` says —

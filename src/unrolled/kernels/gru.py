@@ -163,7 +163,8 @@ class FastGRUCell:
         """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        xp = project_inputs(x, p["W_xh"], None)  # (T, B, 3H); the biases are added in the kernel
+        # (T, B, 3H); the biases are added in the kernel
+        xp = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -204,5 +205,5 @@ class FastGRUCell:
         if "b_hn" in p:
             grads["b_hn"] = dah[..., 2 * H :].reshape(T * B, H).sum(axis=0)
         dah[..., 2 * H :] = da_n
-        dx = input_gradients(dah, x, p, grads, bias_key="b_h")
+        dx = input_gradients(dah, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(gates.dtype))
         return dx, (dh_rec + carry,), grads

@@ -159,7 +159,8 @@ class FastLSTMCell:
         """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        gates = project_inputs(x, p["W_xh"], None)  # (T, B, 4H); b_h is added in the kernel
+        # (T, B, 4H); b_h is added in the kernel
+        gates = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -200,5 +201,5 @@ class FastLSTMCell:
                 jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
                 np.matmul(da[t], W_hh, out=dh_rec)
         grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
-        dx = input_gradients(da, x, p, grads, bias_key="b_h")
+        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(gates.dtype))
         return dx, (dh_rec + carry, dc), grads

@@ -54,7 +54,9 @@ class FastRNNCell:
         H = p["W_hh"].shape[0]
         jit = kernels.jit_for(x.dtype)
         # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
-        xp = project_inputs(x, p["W_xh"], None if jit is not None else p.get("b_h"))
+        xp = project_inputs(
+            x, p["W_xh"], None if jit is not None else p.get("b_h"), kernels.bulk_matmul(x.dtype)
+        )
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
@@ -112,7 +114,7 @@ class FastRNNCell:
                     jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
                     np.matmul(da[t], W_hh, out=dh_rec)
             grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
-            dx = input_gradients(da, x, p, grads, bias_key="b_h")
+            dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(dact.dtype))
             return dx, (dh_rec + carry,), grads
         dh = d_stateT[0].copy()
         invalid = step_masks(mask)
