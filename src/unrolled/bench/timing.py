@@ -72,9 +72,12 @@ def median(xs: list[float]) -> float:
 def matmul_peak(torch=None, n: int = 1024, reps: int = 7) -> dict:
     """The float32 matrix-product rate of this machine at the current thread count, in GFLOP/s.
 
-    Square n×n products through NumPy (OpenBLAS) and torch (oneDNN/MKL), interleaved; the peak is the
-    faster of the two medians (the bar a fraction-of-peak is measured against).
+    Square n×n products through NumPy (OpenBLAS), torch (oneDNN/MKL) and, where unrolled's fast path uses
+    it, oneDNN's sgemm (the extra ``onednn``), interleaved; the peak is the fastest median (the bar a
+    fraction-of-peak is measured against).
     """
+    from unrolled import kernels
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -84,6 +87,8 @@ def matmul_peak(torch=None, n: int = 1024, reps: int = 7) -> dict:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         tc = torch.empty((n, n), dtype=torch.float32)
         fns["torch"] = lambda: torch.mm(ta, tb, out=tc)
+    if kernels.bulk_matmul(np.float32) is not np.matmul:  # oneDNN's product is in use
+        fns["onednn"] = lambda: kernels.bulk_matmul(np.float32)(a, b, c)
     s = interleaved(fns, reps)
     flops = 2.0 * n**3
     out = {f"{k}_gflops": flops / median(v) / 1e9 for k, v in s.items()}
