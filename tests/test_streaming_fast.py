@@ -3,6 +3,9 @@ should be, live parameters, unchanged error messages, fresh output arrays."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -199,6 +202,18 @@ def test_replaced_and_in_place_changed_params_are_seen(reference_mode):
     layer.params = {k: v.copy() for k, v in layer.params.items()}
     layer.params["b_h_l0"][:] = 0
     np.testing.assert_allclose(layer.step(x)[0], ref(), rtol=2e-5, atol=2e-5)
+
+
+def test_copied_and_unpickled_layers_run_on_their_own_arrays(calls):
+    layer = LSTM(3, 4, seed=0)
+    x = np.ones((1, 3), np.float32)
+    y, _ = layer.step(x)
+    twin, thawed = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    np.testing.assert_array_equal(thawed.step(x)[0], y)
+    twin.params["W_xh_l0"][...] = 0
+    assert not np.allclose(twin.step(x)[0], y)
+    np.testing.assert_array_equal(layer.step(x)[0], y)
+    assert calls == {"lstm_stack": 4}
 
 
 def test_a_param_of_the_wrong_shape_is_not_read_out_of_bounds():

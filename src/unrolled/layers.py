@@ -376,6 +376,10 @@ def _is_valid(a, d0, d1, dtype, d2=None) -> bool:
 _F32 = np.dtype(np.float32)
 
 
+def _no_plan() -> None:
+    return None
+
+
 class _StreamPlan:
     """What step()'s lean path keeps between calls for one layer: the compiled kernel and the parameter
     arrays as the tuples it takes, W = (W_xh_l0, W_hh_l0, W_xh_l1, ...) and b (b_h per layer, and b_hn
@@ -391,6 +395,10 @@ class _StreamPlan:
         self._arrays = self._keys(params)
         self.W = tuple(params[k] for k in keys if k.startswith("W_")) if kernel is not None else ()
         self.b = biases
+
+    def __reduce__(self):
+        """A cache: a copied or unpickled layer builds its own on its first step."""
+        return _no_plan, ()
 
     def current(self, params: dict) -> bool:
         try:

@@ -26,6 +26,11 @@ copies agree).
 Each kernel returns a status: 0 done; 1 some input (x, h, c) holds a NaN or inf; 2 the parameter shapes
 do not fit the layer. On a non-zero status nothing useful was written and the caller takes the checked
 path, which words the error. Imported lazily (``RecurrentLayer.step``), never at ``import unrolled``.
+
+Compiling costs about 2 s per kernel and signature on first use (measured: the first LSTM step 4.5 s
+with Numba's import, GRU and RNN 1.7–1.8 s each), then ~0.3 s to load from the disk cache in a new
+process. The signature includes the number of layers (the length of the W and b tuples) and the
+layouts of x and the state: a non-contiguous or read-only input compiles its own specialization once.
 """
 
 from __future__ import annotations
