@@ -65,7 +65,10 @@ def load():
     lib.dnnl_sgemm.restype = ctypes.c_int
     import llvmlite.binding as llb  # Numba's own LLVM binding: compiled kernels link to dnnl_sgemm by name
 
-    llb.load_library_permanently(path)
+    try:
+        llb.load_library_permanently(path)
+    except RuntimeError:
+        return None
     _lib = lib
     from unrolled.threads import _openblas
 

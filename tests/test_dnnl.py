@@ -1,0 +1,78 @@
+"""oneDNN's product (the extra ``onednn``): equal to NumPy's for every operand layout it takes, NumPy's own
+product where it cannot take one, its threads set with NumPy's, and the switch that turns it off.
+(The walks that call it from compiled code are checked against the reference cells in test_kernels.)"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from unrolled import kernels
+from unrolled.threads import set_blas_threads
+
+pytest.importorskip("numba")
+_dnnl = pytest.importorskip("unrolled.kernels._dnnl")
+if _dnnl.load() is None:
+    pytest.skip("oneDNN (the extra onednn) is not installed", allow_module_level=True)
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize(("M", "K", "N"), [(1, 1, 1), (3, 5, 7), (37, 64, 129)])
+def test_product_equals_numpy_for_plain_and_transposed_operands(M, K, N, ta, tb):
+    rng = np.random.default_rng(M * K * N)
+    a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
+    b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
+    a, b = (a.T if ta else a), (b.T if tb else b)  # transposed views: F-contiguous
+    got = _dnnl.matmul(a, b)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == (M, N) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.sqrt(K))
+
+
+def test_layouts_it_cannot_take_fall_back_to_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 10), dtype=np.float32)[:, ::2]  # strided: neither C nor F contiguous
+    b = rng.standard_normal((5, 4), dtype=np.float32)
+    np.testing.assert_array_equal(_dnnl.matmul(a, b), np.matmul(a, b))
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_array_equal(_dnnl.matmul(a64, b64, np.empty((6, 4))), a64 @ b64)
+
+
+def test_blas_thread_count_reaches_onednn():
+    gomp = ctypes.CDLL("libgomp.so.1")
+    before = gomp.omp_get_max_threads()
+    try:
+        set_blas_threads(1)
+        assert gomp.omp_get_max_threads() == 1
+    finally:
+        set_blas_threads(max(before, 1))
+
+
+def test_switching_onednn_off_selects_the_other_walks(monkeypatch):
+    from unrolled.kernels import _jit
+
+    assert kernels.walks_for(_jit, 32, 4, 128) is kernels.dnnl_walks()
+    assert kernels.walks_for(_jit, 1, 4, 8) is _jit  # tiny steps: matmul_nt (no ~2 µs call)
+    assert kernels.bulk_matmul(np.float32) is _dnnl.matmul
+    assert kernels.bulk_matmul(np.float64) is np.matmul
+    monkeypatch.setattr(kernels, "_dnnl_wanted", False)
+    assert kernels.walks_for(_jit, 32, 4, 128) is None  # a BLAS call per step
+    assert kernels.walks_for(_jit, 16, 4, 512) is _jit
+    assert kernels.bulk_matmul(np.float32) is np.matmul
+
+
+def test_environment_switch_is_read_at_import():
+    import os
+    import subprocess
+    import sys
+
+    code = "import numpy as np, unrolled; print(unrolled.kernels.describe())"
+    env = {**os.environ, "UNROLLED_DNNL": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "OpenBLAS" in out.stdout
+    env["UNROLLED_DNNL"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "oneDNN" in out.stdout
