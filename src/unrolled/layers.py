@@ -307,11 +307,12 @@ class RecurrentLayer:
         lean path does not apply now or declines this input (wrong type, dtype or shape, a NaN or inf):
         step() then runs the cells, whose checks word the error.
 
-        Why: at B = 1 the cell path spends most of a step in Python/NumPy call overhead (~20 µs of a
-        23 µs LSTM H=128 step); this path keeps only a few attribute lookups and type checks, three
-        np.empty and the one call, which checks finiteness, runs both mat-vecs and the gates of every
-        layer. The parameters are passed as cached tuples of the live arrays (optimizers update those in
-        place); replacing an entry of ``self.params`` is noticed by identity and the tuples rebuilt.
+        Why: at B = 1 the cell path spends most of a step in Python/NumPy call overhead (an LSTM H=32
+        step took 14.7 µs for ~1 µs of arithmetic); this path keeps only a few attribute lookups and type
+        checks, three np.empty and the one call (~2 µs in all), which checks finiteness, runs both
+        mat-vecs and the gates of every layer. The parameters are passed as cached tuples of the live
+        arrays (optimizers update those in place); replacing an entry of ``self.params`` is noticed by
+        identity and the tuples rebuilt.
         """
         plan = self._stream
         if kernels.jit_for(_F32) is None:  # float64 layers have no plan; set_fast / set_jit at any time

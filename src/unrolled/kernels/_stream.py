@@ -2,10 +2,11 @@
 
 Why: ``RecurrentLayer.step`` at B = 1 is dominated by call overhead, not arithmetic. On the cell path
 a step is, per layer, a dict of params, two ``np.matmul`` and a gate kernel from :mod:`._jit`, then
-``np.stack`` of the states and ``np.isfinite`` checks: cProfile put ~20 µs of a 23 µs LSTM H=128 step in
-those NumPy/Python calls (each ~1–2 µs) around ~4 µs of work. Here everything between the cheap Python
-checks and the return happens in one compiled call: the finiteness check of the inputs, both mat-vecs,
-the gate arithmetic, for every layer, writing into output arrays that the caller allocates.
+``np.stack`` of the states and ``np.isfinite`` checks, each NumPy call ~1–2 µs. Measured on that path
+(B = 1, I = H, one thread): LSTM H=32 14.7 µs a step for ~1 µs of arithmetic, H=128 21 µs for ~7 µs.
+Here everything between the cheap Python checks and the return is one compiled call: the finiteness
+check of the inputs, both mat-vecs and the gate arithmetic for every layer, writing into output arrays
+that the caller allocates (now 3.5 and 9.9 µs; see README, Performance, for the table against torch).
 
 The equations are those of :mod:`unrolled.cells` (the reference; see there), per layer l with input
 x = x_t for l = 0 and the new h of layer l − 1 above it, a = W_xh x + W_hh h_{t-1} + b_h::
