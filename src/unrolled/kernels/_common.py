@@ -56,9 +56,10 @@ def as_vector(p: dict, key: str, dtype) -> np.ndarray:
     return np.empty(0, dtype=dtype) if v is None else np.ascontiguousarray(v, dtype=dtype)
 
 
-def transpose(W: np.ndarray, block: int = 64) -> np.ndarray:
+def transpose(W: np.ndarray, block: int = 32) -> np.ndarray:
     """A C-contiguous Wᵀ, copied in blocks of rows: ``np.ascontiguousarray(W.T)`` walks a power-of-two
-    stride that thrashes the cache (measured 7.7 ms for a (2048, 512) float32 W_hh, 0.9 ms this way)."""
+    stride that thrashes the cache (measured 7.7 ms for a (2048, 512) float32 W_hh; 0.62 ms this way in
+    blocks of 32 rows, 0.74 in blocks of 64, 1.2 in blocks of 128)."""
     R, C = W.shape
     WT = np.empty((C, R), dtype=W.dtype)
     for i in range(0, R, block):
