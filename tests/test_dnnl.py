@@ -54,13 +54,13 @@ def test_blas_thread_count_reaches_onednn():
 def test_switching_onednn_off_selects_the_other_walks(monkeypatch):
     from unrolled.kernels import _jit
 
-    assert kernels.walks_for(_jit, 32, 4, 128) is kernels.dnnl_walks()
-    assert kernels.walks_for(_jit, 1, 4, 8) is _jit  # tiny steps: matmul_nt (no ~2 µs call)
+    assert kernels.walks_for(_jit, 32, 4, 128) is kernels.dnnl_walks() is _jit.DNNL_WALKS
+    assert kernels.walks_for(_jit, 1, 4, 8) is _jit.NT_WALKS  # tiny steps: matmul_nt (no ~2 µs call)
     assert kernels.bulk_matmul(np.float32) is _dnnl.matmul
     assert kernels.bulk_matmul(np.float64) is np.matmul
     monkeypatch.setattr(kernels, "_dnnl_wanted", False)
     assert kernels.walks_for(_jit, 32, 4, 128) is None  # a BLAS call per step
-    assert kernels.walks_for(_jit, 16, 4, 512) is _jit
+    assert kernels.walks_for(_jit, 16, 4, 512) is _jit.NT_WALKS
     assert kernels.bulk_matmul(np.float32) is np.matmul
 
 

@@ -68,19 +68,18 @@ def set_dnnl(enabled: bool) -> None:
 
 
 def dnnl_walks():
-    """The oneDNN walk kernels (:mod:`unrolled.kernels._jit_dnnl`), or None where oneDNN or Numba is
-    absent or switched off."""
+    """The whole-sequence walks with oneDNN's product (``_jit.DNNL_WALKS``), or None where oneDNN or Numba
+    is absent or switched off."""
     global _dnnl_walks, _dnnl_tried
-    if not (_dnnl_wanted and jit_for(np.float32) is not None):
+    jit = jit_for(np.float32) if _dnnl_wanted else None
+    if jit is None:
         return None
     if not _dnnl_tried:
         _dnnl_tried = True
         from unrolled.kernels import _dnnl
 
-        if _dnnl.load() is not None:
-            from unrolled.kernels import _jit_dnnl
-
-            _dnnl_walks = _jit_dnnl
+        if _dnnl.load() is not None:  # before any walk that calls dnnl_sgemm is compiled or loaded
+            _dnnl_walks = jit.DNNL_WALKS
     return _dnnl_walks
 
 
@@ -96,14 +95,14 @@ def bulk_matmul(dtype):
 
 
 def walks_for(jit, B: int, G: int, H: int):
-    """The module whose whole-sequence walks run a float32 layer of batch B, G gates of size H — oneDNN's
-    product for all but tiny steps when available, else matmul_nt where ``jit.whole_sequence`` says —
-    or None: then a BLAS call and a gate kernel per step."""
+    """The whole-sequence walks (a ``_jit.Walks``) that run a float32 layer of batch B, G gates of size H —
+    oneDNN's product for all but tiny steps when available, else matmul_nt's where ``jit.whole_sequence``
+    says — or None: then a BLAS call and a gate kernel per step."""
     if B * G * H * H > jit.SMALL_MACS:  # below it, oneDNN's ~2 µs per call costs more than matmul_nt
         walks = dnnl_walks()
         if walks is not None:
             return walks
-    return jit if jit.whole_sequence(B, G, H) else None
+    return jit.NT_WALKS if jit.whole_sequence(B, G, H) else None
 
 
 def describe() -> str:

@@ -6,9 +6,10 @@ on every call. Measured here (float32, one thread, µs per product, OpenBLAS / o
 38 / 25; B=64, H=256: 248 / 205; B=16, H=512: 471 / 311; B=4, H=512: 405 / 153. Large products gain
 10–30 % too ((3200 × 256)·(256 × 1024): 10.6 / 9.5 ms).
 
-This module only finds and loads the library; :mod:`unrolled.kernels._jit_dnnl` calls it from compiled
-code, and :func:`matmul` from Python. Nothing here is imported by ``import unrolled``. Switches:
-``UNROLLED_DNNL=0`` (environment, read at first use) or ``unrolled.kernels.set_dnnl(False)``.
+This module only finds and loads the library; the ``*_seq_dnnl`` walks of :mod:`unrolled.kernels._jit`
+call it from compiled code, and :func:`matmul` from Python. Nothing here is imported by
+``import unrolled``. Switches: ``UNROLLED_DNNL=0`` (environment, read at first use) or
+``unrolled.kernels.set_dnnl(False)``.
 Threads follow NumPy's BLAS: at load, oneDNN (OpenMP) gets the thread count OpenBLAS reports, and
 :func:`unrolled.threads.set_blas_threads` sets both.
 """

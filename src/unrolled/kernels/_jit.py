@@ -19,8 +19,11 @@ kernels ran at ~30 ns per element instead of ~0.4).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from unrolled.kernels._common import transpose
 
@@ -384,13 +387,13 @@ def _store4(row, n0, s0, s1, s2, s3):
     row[n0 + 3] = s3
 
 
-def forward_weights(W_hh: np.ndarray) -> np.ndarray:
-    """The operand forward walks take: W_hh (G·H, H) itself (W_hh h_{t-1}: rows of W_hh against h)."""
+def nt_forward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand the matmul_nt forward walks take: W_hh (G·H, H) itself (rows of W_hh against h)."""
     return np.ascontiguousarray(W_hh)
 
 
-def backward_weights(W_hh: np.ndarray) -> np.ndarray:
-    """The operand backward walks take: W_hhᵀ (H, G·H) (W_hhᵀ δa_t: rows of W_hhᵀ against δa)."""
+def nt_backward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand the matmul_nt backward walks take: W_hhᵀ (H, G·H) (rows of W_hhᵀ against δa)."""
     return transpose(W_hh)
 
 
@@ -434,3 +437,122 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
     for t in range(dact.shape[0] - 1, -1, -1):
         rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
         matmul_nt(da[t], WT, dh_rec)
+
+
+# ------------------------------------------------------------------ the same walks with oneDNN's product
+# Used only after unrolled.kernels._dnnl.load() succeeded (the extra ``onednn``): the compiled code calls
+# ``dnnl_sgemm`` by name (a Numba ExternalFunction; llvmlite resolves the symbol when a walk is compiled
+# or loaded from the cache, and nothing here is compiled before a walk is first called). They live in this
+# file, not beside _dnnl, because Numba's disk cache checks only the file of the function it caches: a
+# walk in another file would keep running an old copy of the gate kernels above after they change.
+# (Passing the product to one set of walks as an argument is not cached by Numba: measured, it compiles
+# again in every process.) oneDNN is fastest with both operands untransposed (B=16, H=512: 307 µs against
+# 444 µs with W transposed), so its forward walks take W_hhᵀ (H, G·H) and backward walks W_hh (G·H, H).
+_i64 = types.int64
+# dnnl_status_t dnnl_sgemm(char transa, char transb, dim M, N, K, float alpha, const float *A, dim lda,
+#                          const float *B, dim ldb, float beta, float *C, dim ldc); row-major. Pointers travel
+# as 64-bit integers (the same registers and stack slots in the x86-64 calling convention).
+_sgemm = types.ExternalFunction(
+    "dnnl_sgemm",
+    types.int32(
+        types.int8,
+        types.int8,
+        _i64,
+        _i64,
+        _i64,
+        types.float32,
+        _i64,
+        _i64,
+        _i64,
+        _i64,
+        types.float32,
+        _i64,
+        _i64,
+    ),
+)
+_N = np.int8(ord("N"))
+
+
+@njit(inline="always", **_OPTS)
+def dnnl_product(a, w, out):
+    """out (B, N) = a (B, K) @ w (K, N) by oneDNN; all three C-contiguous (rows of a (T, B, K) array are)."""
+    B, K = a.shape
+    N = w.shape[1]
+    _sgemm(_N, _N, B, N, K, f32(1), a.ctypes.data, K, w.ctypes.data, N, f32(0), out.ctypes.data, N)
+
+
+def dnnl_forward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand oneDNN's forward walks multiply h_{t-1} by: W_hhᵀ (H, G·H), contiguous."""
+    return transpose(W_hh)
+
+
+def dnnl_backward_weights(W_hh: np.ndarray) -> np.ndarray:
+    """The operand oneDNN's backward walks multiply δa_t by: W_hh (G·H, H), contiguous."""
+    return np.ascontiguousarray(W_hh)
+
+
+@njit(**_OPTS)
+def lstm_forward_seq_dnnl(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], WT, rec)
+        lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
+
+
+@njit(**_OPTS)
+def lstm_backward_seq_dnnl(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W_hh):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
+        dnnl_product(da[t], W_hh, dh_rec)
+
+
+@njit(**_OPTS)
+def gru_forward_seq_dnnl(gates, WT, b_h, b_hn, hs, hn, valid, rec):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], WT, rec)
+        gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid)
+
+
+@njit(**_OPTS)
+def gru_backward_seq_dnnl(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W_hh):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
+        dnnl_product(dah[t], W_hh, dh_rec)
+
+
+@njit(**_OPTS)
+def rnn_forward_seq_dnnl(xp, WT, bias, hs, dact, relu, valid, rec):
+    for t in range(xp.shape[0]):
+        dnnl_product(hs[t], WT, rec)
+        rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
+
+
+@njit(**_OPTS)
+def rnn_backward_seq_dnnl(d_hs, dh_rec, carry, dact, da, valid, W_hh):
+    for t in range(dact.shape[0] - 1, -1, -1):
+        rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
+        dnnl_product(da[t], W_hh, dh_rec)
+
+
+class Walks(NamedTuple):
+    """One set of whole-sequence walks and the W_hh layouts its forward and backward walks take."""
+
+    name: str
+    forward_weights: Callable
+    backward_weights: Callable
+    lstm_forward_seq: Callable
+    lstm_backward_seq: Callable
+    gru_forward_seq: Callable
+    gru_backward_seq: Callable
+    rnn_forward_seq: Callable
+    rnn_backward_seq: Callable
+
+
+NT_WALKS = Walks(
+    "matmul_nt", nt_forward_weights, nt_backward_weights,
+    lstm_forward_seq, lstm_backward_seq, gru_forward_seq, gru_backward_seq, rnn_forward_seq, rnn_backward_seq,
+)  # fmt: skip
+DNNL_WALKS = Walks(
+    "oneDNN", dnnl_forward_weights, dnnl_backward_weights,
+    lstm_forward_seq_dnnl, lstm_backward_seq_dnnl, gru_forward_seq_dnnl, gru_backward_seq_dnnl,
+    rnn_forward_seq_dnnl, rnn_backward_seq_dnnl,
+)  # fmt: skip
