@@ -82,13 +82,20 @@ def _run(layer, c, fast: bool, jit: bool = True):
     return res
 
 
-@pytest.mark.parametrize("jit", ["dnnl-sequence", "numba-sequence", "numba-step", "numpy"])
-@pytest.mark.parametrize("c", _configs(), ids=lambda c: "{kind}-{dtype.__name__}-L{num_layers}".format(**c))
+def _paths():
+    """(configuration, path) pairs: every configuration on every path that runs its dtype."""
+    for c in _configs():
+        for jit in ("dnnl-sequence", "numba-sequence", "numba-step", "numpy"):
+            if jit == "numpy" or c["dtype"] == np.float32:  # the compiled paths are float32 only
+                yield pytest.param(c, jit, id="{kind}-{dtype.__name__}-L{num_layers}-".format(**c) + jit)
+
+
+@pytest.mark.parametrize(("c", "jit"), list(_paths()))
 def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypatch):
     """dnnl-sequence: the whole walk in one compiled call with oneDNN's product (extra ``onednn``);
     numba-sequence: the same with matmul_nt; numba-step: a BLAS product and one compiled gate kernel per
-    step; numpy: the NumPy fast path (float64, or Numba absent)."""
-    if jit != "numpy" and c["dtype"] == np.float32:
+    step; numpy: the NumPy fast path (float64, or float32 with Numba switched off)."""
+    if jit != "numpy":
         _jit = pytest.importorskip("unrolled.kernels._jit")
         if jit == "dnnl-sequence":
             if kernels.dnnl_walks() is None:
@@ -98,8 +105,6 @@ def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypa
             monkeypatch.setattr(kernels, "_dnnl_wanted", False)
             whole = jit == "numba-sequence"
             monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
-    elif jit == "dnnl-sequence":
-        pytest.skip("oneDNN's walks are float32 only")
     jit = jit != "numpy"
     layer = _layer(c)
     ref = _run(layer, c, fast=False)
