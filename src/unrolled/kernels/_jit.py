@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, types
 
+from unrolled.kernels import _dnnl
 from unrolled.kernels._common import transpose
 
 _FLAGS = {"contract", "arcp", "nsz", "afn", "reassoc"}
@@ -387,12 +388,12 @@ def _store4(row, n0, s0, s1, s2, s3):
     row[n0 + 3] = s3
 
 
-def nt_forward_weights(W_hh: np.ndarray) -> np.ndarray:
+def nt_forward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
     """The operand the matmul_nt forward walks take: W_hh (G·H, H) itself (rows of W_hh against h)."""
     return np.ascontiguousarray(W_hh)
 
 
-def nt_backward_weights(W_hh: np.ndarray) -> np.ndarray:
+def nt_backward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
     """The operand the matmul_nt backward walks take: W_hhᵀ (H, G·H) (rows of W_hhᵀ against δa)."""
     return transpose(W_hh)
 
@@ -441,96 +442,84 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
 
 # ------------------------------------------------------------------ the same walks with oneDNN's product
 # Used only after unrolled.kernels._dnnl.load() succeeded (the extra ``onednn``): the compiled code calls
-# ``dnnl_sgemm`` by name (a Numba ExternalFunction; llvmlite resolves the symbol when a walk is compiled
-# or loaded from the cache, and nothing here is compiled before a walk is first called). They live in this
-# file, not beside _dnnl, because Numba's disk cache checks only the file of the function it caches: a
-# walk in another file would keep running an old copy of the gate kernels above after they change.
-# (Passing the product to one set of walks as an argument is not cached by Numba: measured, it compiles
-# again in every process.) oneDNN is fastest with both operands untransposed (B=16, H=512: 307 µs against
-# 444 µs with W transposed), so its forward walks take W_hhᵀ (H, G·H) and backward walks W_hh (G·H, H).
-_i64 = types.int64
-# dnnl_status_t dnnl_sgemm(char transa, char transb, dim M, N, K, float alpha, const float *A, dim lda,
-#                          const float *B, dim ldb, float beta, float *C, dim ldc); row-major. Pointers travel
-# as 64-bit integers (the same registers and stack slots in the x86-64 calling convention).
-_sgemm = types.ExternalFunction(
-    "dnnl_sgemm",
-    types.int32(
-        types.int8,
-        types.int8,
-        _i64,
-        _i64,
-        _i64,
-        types.float32,
-        _i64,
-        _i64,
-        _i64,
-        _i64,
-        types.float32,
-        _i64,
-        _i64,
-    ),
-)
-_N = np.int8(ord("N"))
+# oneDNN by name (Numba ExternalFunctions; llvmlite resolves the symbols when a walk is compiled or loaded
+# from the cache, and nothing here is compiled before a walk is first called). The product is a oneDNN
+# matmul primitive whose weights were packed once for the walk (_dnnl.ProductPlan); a walk gets the plan's
+# ``handles`` in place of a weight matrix and points the primitive's source and destination at each step's
+# rows. These walks live in this file, not beside _dnnl, because Numba's disk cache checks only the file of
+# the function it caches: a walk in another file would keep running an old copy of the gate kernels above
+# after they change. (Passing the product to one set of walks as an argument is not cached by Numba:
+# measured, it compiles again in every process.)
+_i64, _i32 = types.int64, types.int32
+# dnnl_status_t dnnl_memory_set_data_handle(dnnl_memory_t memory, void *handle);
+# dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t, dnnl_stream_t, int nargs,
+#                                      const dnnl_exec_arg_t *args);
+# Pointers and handles travel as 64-bit integers (the same registers in the x86-64 calling convention).
+_set_handle = types.ExternalFunction("dnnl_memory_set_data_handle", _i32(_i64, _i64))
+_execute = types.ExternalFunction("dnnl_primitive_execute", _i32(_i64, _i64, _i32, _i64))
 
 
 @njit(inline="always", **_OPTS)
-def dnnl_product(a, w, out):
-    """out (B, N) = a (B, K) @ w (K, N) by oneDNN; all three C-contiguous (rows of a (T, B, K) array are)."""
-    B, K = a.shape
-    N = w.shape[1]
-    _sgemm(_N, _N, B, N, K, f32(1), a.ctypes.data, K, w.ctypes.data, N, f32(0), out.ctypes.data, N)
+def dnnl_product(a, plan, out):
+    """out (B, N) = a (B, K) @ the plan's packed weights (K, N); a and out C-contiguous (rows of (T, B, ·)
+    arrays are). plan: ProductPlan.handles = [primitive, stream, arguments, source memory, destination]."""
+    _set_handle(plan[3], a.ctypes.data)
+    _set_handle(plan[4], out.ctypes.data)
+    _execute(plan[0], plan[1], 3, plan[2])
 
 
-def dnnl_forward_weights(W_hh: np.ndarray) -> np.ndarray:
-    """The operand oneDNN's forward walks multiply h_{t-1} by: W_hhᵀ (H, G·H), contiguous."""
-    return transpose(W_hh)
+def dnnl_forward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
+    """The plan forward walks take: h_{t-1} (B, H) times W_hhᵀ, W_hh (G·H, H) packed."""
+    GH, H = W_hh.shape
+    return _dnnl.plan(B, H, GH, w_rows_are_n=True).pack(np.ascontiguousarray(W_hh))
 
 
-def dnnl_backward_weights(W_hh: np.ndarray) -> np.ndarray:
-    """The operand oneDNN's backward walks multiply δa_t by: W_hh (G·H, H), contiguous."""
-    return np.ascontiguousarray(W_hh)
+def dnnl_backward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
+    """The plan backward walks take: δa_t (B, G·H) times W_hh (G·H, H), packed."""
+    GH, H = W_hh.shape
+    return _dnnl.plan(B, GH, H, w_rows_are_n=False).pack(np.ascontiguousarray(W_hh))
 
 
 @njit(**_OPTS)
-def lstm_forward_seq_dnnl(gates, WT, bias, scale, offset, hs, cs, tanh_c, valid, rec):
+def lstm_forward_seq_dnnl(gates, plan, bias, scale, offset, hs, cs, tanh_c, valid, rec):
     for t in range(gates.shape[0]):
-        dnnl_product(hs[t], WT, rec)
+        dnnl_product(hs[t], plan, rec)
         lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
 
 
 @njit(**_OPTS)
-def lstm_backward_seq_dnnl(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, W_hh):
+def lstm_backward_seq_dnnl(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, plan):
     for t in range(gates.shape[0] - 1, -1, -1):
         lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
-        dnnl_product(da[t], W_hh, dh_rec)
+        dnnl_product(da[t], plan, dh_rec)
 
 
 @njit(**_OPTS)
-def gru_forward_seq_dnnl(gates, WT, b_h, b_hn, hs, hn, valid, rec):
+def gru_forward_seq_dnnl(gates, plan, b_h, b_hn, hs, hn, valid, rec):
     for t in range(gates.shape[0]):
-        dnnl_product(hs[t], WT, rec)
+        dnnl_product(hs[t], plan, rec)
         gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid)
 
 
 @njit(**_OPTS)
-def gru_backward_seq_dnnl(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, W_hh):
+def gru_backward_seq_dnnl(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, plan):
     for t in range(gates.shape[0] - 1, -1, -1):
         gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
-        dnnl_product(dah[t], W_hh, dh_rec)
+        dnnl_product(dah[t], plan, dh_rec)
 
 
 @njit(**_OPTS)
-def rnn_forward_seq_dnnl(xp, WT, bias, hs, dact, relu, valid, rec):
+def rnn_forward_seq_dnnl(xp, plan, bias, hs, dact, relu, valid, rec):
     for t in range(xp.shape[0]):
-        dnnl_product(hs[t], WT, rec)
+        dnnl_product(hs[t], plan, rec)
         rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
 
 
 @njit(**_OPTS)
-def rnn_backward_seq_dnnl(d_hs, dh_rec, carry, dact, da, valid, W_hh):
+def rnn_backward_seq_dnnl(d_hs, dh_rec, carry, dact, da, valid, plan):
     for t in range(dact.shape[0] - 1, -1, -1):
         rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
-        dnnl_product(da[t], W_hh, dh_rec)
+        dnnl_product(da[t], plan, dh_rec)
 
 
 class Walks(NamedTuple):

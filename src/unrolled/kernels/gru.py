@@ -174,7 +174,7 @@ class FastGRUCell:
         valid = valid_steps(mask, T, B, x.dtype)
         walks = kernels.walks_for(jit, B, 3, H)
         if walks is not None:  # the whole walk in one compiled call
-            walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"]), b_h, b_hn, hs, hn, valid, rec)
+            walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:
             WT = transpose(p["W_hh"])  # (H, 3H)
             for t in range(T):
@@ -195,7 +195,7 @@ class FastGRUCell:
         walks = kernels.walks_for(jit, B, 3, H)
         if walks is not None:
             walks.gru_backward_seq(
-                d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, walks.backward_weights(W_hh)
+                d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, walks.backward_weights(W_hh, B)
             )
         else:
             for t in range(T - 1, -1, -1):

@@ -172,7 +172,7 @@ class FastLSTMCell:
         walks = kernels.walks_for(jit, B, 4, H)
         if walks is not None:  # the whole walk in one compiled call
             walks.lstm_forward_seq(
-                gates, walks.forward_weights(p["W_hh"]), bias, scale, offset, hs, cs, tanh_c, valid, rec
+                gates, walks.forward_weights(p["W_hh"], B), bias, scale, offset, hs, cs, tanh_c, valid, rec
             )
         else:
             WT = transpose(p["W_hh"])  # (H, 4H)
@@ -194,7 +194,7 @@ class FastLSTMCell:
         walks = kernels.walks_for(jit, B, 4, H)
         if walks is not None:
             walks.lstm_backward_seq(
-                d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, walks.backward_weights(W_hh)
+                d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, walks.backward_weights(W_hh, B)
             )
         else:
             for t in range(T - 1, -1, -1):

@@ -67,7 +67,7 @@ class FastRNNCell:
             walks = kernels.walks_for(jit, B, 1, H)
             if walks is not None:  # the whole walk in one compiled call
                 walks.rnn_forward_seq(
-                    xp, walks.forward_weights(p["W_hh"]), bias, hs, dact, not self.tanh, valid, rec
+                    xp, walks.forward_weights(p["W_hh"], B), bias, hs, dact, not self.tanh, valid, rec
                 )
             else:
                 WT = transpose(p["W_hh"])
@@ -108,7 +108,7 @@ class FastRNNCell:
             carry = np.array(d_stateT[0], dtype=dact.dtype)
             walks = kernels.walks_for(jit, B, 1, H)
             if walks is not None:
-                walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh))
+                walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh, B))
             else:
                 for t in range(T - 1, -1, -1):
                     jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
