@@ -17,6 +17,15 @@ _dnnl = pytest.importorskip("unrolled.kernels._dnnl")
 if _dnnl.load() is None:
     pytest.skip("oneDNN (the extra onednn) is not installed", allow_module_level=True)
 
+from numba import njit  # noqa: E402
+
+from unrolled.kernels import _jit  # noqa: E402
+
+
+@njit
+def _product(a, handles, out):
+    _jit.dnnl_product(a, handles, out)
+
 
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
@@ -52,8 +61,6 @@ def test_blas_thread_count_reaches_onednn():
 
 
 def test_switching_onednn_off_selects_the_other_walks(monkeypatch):
-    from unrolled.kernels import _jit
-
     assert kernels.walks_for(_jit, 32, 4, 128) is kernels.dnnl_walks() is _jit.DNNL_WALKS
     assert kernels.walks_for(_jit, 1, 4, 8) is _jit.NT_WALKS  # tiny steps: matmul_nt (no ~2 µs call)
     assert kernels.bulk_matmul(np.float32) is _dnnl.matmul
@@ -76,3 +83,35 @@ def test_environment_switch_is_read_at_import():
     env["UNROLLED_DNNL"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "oneDNN" in out.stdout
+
+
+@pytest.mark.parametrize("w_rows_are_n", [False, True])
+@pytest.mark.parametrize(("M", "K", "N"), [(1, 3, 5), (4, 16, 64), (7, 33, 20)])
+def test_packed_weights_product_equals_numpy_step_after_step(M, K, N, w_rows_are_n):
+    """The compiled walks' product: weights packed once by the plan, then one product per step row."""
+    rng = np.random.default_rng(M + K + N)
+    W = rng.standard_normal((N, K) if w_rows_are_n else (K, N), dtype=np.float32)
+    rows = rng.standard_normal((3, M, K), dtype=np.float32)  # rows[t] as a walk passes hs[t]
+    handles = _dnnl.plan(M, K, N, w_rows_are_n).pack(W)
+    Wkn = W.T if w_rows_are_n else W
+    for t in range(3):
+        out = np.full((M, N), np.nan, dtype=np.float32)
+        _product(rows[t], handles, out)
+        np.testing.assert_allclose(out, rows[t] @ Wkn, rtol=1e-5, atol=1e-4)
+    W *= 2  # a new pack sees the change
+    handles = _dnnl.plan(M, K, N, w_rows_are_n).pack(W)
+    out = np.empty((M, N), dtype=np.float32)
+    _product(rows[0], handles, out)
+    np.testing.assert_allclose(out, rows[0] @ (W.T if w_rows_are_n else W), rtol=1e-5, atol=1e-4)
+    assert _jit.DNNL_WALKS.forward_weights is _jit.dnnl_forward_weights
+
+
+def test_each_thread_packs_into_its_own_plan():
+    import threading
+
+    plans = []
+    t = threading.Thread(target=lambda: plans.append(_dnnl.plan(2, 3, 4, False)))
+    t.start()
+    t.join()
+    assert plans[0] is not _dnnl.plan(2, 3, 4, False)
+    assert _dnnl.plan(2, 3, 4, False) is _dnnl.plan(2, 3, 4, False)
