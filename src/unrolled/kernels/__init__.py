@@ -78,7 +78,7 @@ def dnnl_walks():
         _dnnl_tried = True
         from unrolled.kernels import _dnnl
 
-        if _dnnl.load() is not None:  # before any walk that calls dnnl_sgemm is compiled or loaded
+        if _dnnl.load() is not None:  # before any walk that calls oneDNN is compiled or loaded
             _dnnl_walks = jit.DNNL_WALKS
     return _dnnl_walks
 

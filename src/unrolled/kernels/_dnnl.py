@@ -1,13 +1,14 @@
-"""oneDNN's float32 matrix product (``dnnl_sgemm``) for the fast path, when the optional extra ``onednn`` is
-installed (the ``onednn-cpu-gomp`` wheel: Intel's oneDNN, Apache-2.0, the library behind PyTorch's CPU RNNs).
+"""oneDNN's float32 matrix products for the fast path, when the optional extra ``onednn`` is installed (the
+``onednn-cpu-gomp`` wheel: Intel's oneDNN, Apache-2.0, the library behind PyTorch's CPU RNNs).
 
 Why: the recurrent product of a step is small in B and large in W_hh, and NumPy's OpenBLAS repacks W_hh
 on every call. Measured here (float32, one thread, µs per product, OpenBLAS / oneDNN): B=32, H=128:
 38 / 25; B=64, H=256: 248 / 205; B=16, H=512: 471 / 311; B=4, H=512: 405 / 153. Large products gain
 10–30 % too ((3200 × 256)·(256 × 1024): 10.6 / 9.5 ms).
 
-This module only finds and loads the library; the ``*_seq_dnnl`` walks of :mod:`unrolled.kernels._jit`
-call it from compiled code, and :func:`matmul` from Python. Nothing here is imported by
+This module finds and loads the library, builds the matmul primitives with packed weights that the
+``*_seq_dnnl`` walks of :mod:`unrolled.kernels._jit` call from compiled code (:class:`ProductPlan`), and
+offers ``dnnl_sgemm`` to Python (:func:`matmul`, for the products over all steps at once). Nothing here is imported by
 ``import unrolled``. Switches: ``UNROLLED_DNNL=0`` (environment, read at first use) or
 ``unrolled.kernels.set_dnnl(False)``.
 Threads follow NumPy's BLAS: at load, oneDNN (OpenMP) gets the thread count OpenBLAS reports, and
@@ -47,7 +48,7 @@ def library_path() -> str | None:
 def load():
     """The loaded library (a ctypes.CDLL), or None where it is absent, cannot load, or is switched off.
 
-    Loading also makes ``dnnl_sgemm`` resolvable by Numba-compiled code (llvmlite's symbol search)."""
+    Loading also makes oneDNN's symbols resolvable by Numba-compiled code (llvmlite's symbol search)."""
     global _lib, _tried, _gomp
     if _tried:
         return _lib
@@ -66,7 +67,7 @@ def load():
     lib.dnnl_sgemm.argtypes = [C, C, I, I, I, F, P, I, P, I, F, P, I]
     lib.dnnl_sgemm.restype = ctypes.c_int
     lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
-    import llvmlite.binding as llb  # Numba's own LLVM binding: compiled kernels link to dnnl_sgemm by name
+    import llvmlite.binding as llb  # Numba's own LLVM binding: compiled walks link to oneDNN by name
 
     try:
         llb.load_library_permanently(path)
