@@ -8,8 +8,8 @@ on every call. Measured here (float32, one thread, µs per product, OpenBLAS / o
 
 This module finds and loads the library, builds the matmul primitives with packed weights that the
 ``*_seq_dnnl`` walks of :mod:`unrolled.kernels._jit` call from compiled code (:class:`ProductPlan`), and
-offers ``dnnl_sgemm`` to Python (:func:`matmul`, for the products over all steps at once). Nothing here is imported by
-``import unrolled``. Switches: ``UNROLLED_DNNL=0`` (environment, read at first use) or
+offers ``dnnl_sgemm`` to Python (:func:`matmul`, for the products over all steps at once). Nothing here is
+imported by ``import unrolled``. Switches: ``UNROLLED_DNNL=0`` (environment, read at first use) or
 ``unrolled.kernels.set_dnnl(False)``.
 Threads follow NumPy's BLAS: at load, oneDNN (OpenMP) gets the thread count OpenBLAS reports, and
 :func:`unrolled.threads.set_blas_threads` sets both.
