@@ -125,7 +125,7 @@ _ARG_SRC, _ARG_DST, _ARG_WEIGHTS = 1, 17, 33  # DNNL_ARG_SRC (= FROM), DNNL_ARG_
 _QUERY_WEIGHTS_MD = 131  # dnnl_query_weights_md
 _ALLOCATE = ctypes.c_void_p(ctypes.c_size_t(-1).value)  # DNNL_MEMORY_ALLOCATE
 _engine = _stream = None
-_plans: dict = {}
+_plans = threading.local()  # .cache: {(M, K, N, w_rows_are_n): ProductPlan}, one per thread
 _PLANS_KEPT = 32
 
 
@@ -235,11 +235,19 @@ class ProductPlan:
 
 
 def plan(M: int, K: int, N: int, w_rows_are_n: bool) -> ProductPlan:
-    """The cached plan for this thread and shape (the primitives are built once; about the last 32 kept)."""
-    key = (threading.get_ident(), M, K, N, w_rows_are_n)
-    p = _plans.get(key)
+    """The cached plan for this thread and shape (the primitives are built once; the last 32 kept).
+
+    The walks get only a plan's ``handles``: the cache is what keeps the plan alive while a walk runs.
+    It is per thread (thread-local, freed when the thread ends), so a plan is only ever evicted by its own
+    thread, between two of its walks, never under another thread's running walk (the walks release the GIL).
+    """
+    cache = getattr(_plans, "cache", None)
+    if cache is None:
+        cache = _plans.cache = {}
+    key = (M, K, N, w_rows_are_n)
+    p = cache.get(key)
     if p is None:
-        if len(_plans) >= _PLANS_KEPT:
-            _plans.pop(next(iter(_plans)))
-        p = _plans[key] = ProductPlan(M, K, N, w_rows_are_n)
+        if len(cache) >= _PLANS_KEPT:
+            cache.pop(next(iter(cache)))
+        p = cache[key] = ProductPlan(M, K, N, w_rows_are_n)
     return p
