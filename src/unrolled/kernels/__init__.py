@@ -6,6 +6,8 @@ transcription of the equations), set the environment variable ``UNROLLED_REFEREN
 Numba-compiled gate kernels of :mod:`unrolled.kernels._jit` when Numba is installed (the extra ``fast``;
 ``UNROLLED_NUMBA=0`` or ``set_jit(False)`` turns them off); float64, or float32 without Numba, runs on the
 NumPy fast path of :mod:`~unrolled.kernels.lstm`, :mod:`~unrolled.kernels.gru`, :mod:`~unrolled.kernels.rnn`.
+In float32 the walk over time is one compiled call where :func:`walks_for` says so, its recurrent product
+oneDNN's (the extra ``onednn``; ``UNROLLED_DNNL=0`` or ``set_dnnl(False)`` turns it off) or ``matmul_nt``.
 """
 
 from __future__ import annotations
