@@ -4,6 +4,7 @@ python benchmarks/bench_rnn.py run --label baseline [--quick] [--threads 1] [--r
     -> benchmarks/results/<label>.json, <label>.md and <label>_scaling.png
 python benchmarks/bench_rnn.py render benchmarks/results/<label>.json   # Markdown for the README
 python benchmarks/bench_rnn.py compare a.json b.json ...                 # ratio per row, stage by stage
+python benchmarks/bench_rnn.py grid [--reps 9]                           # the grid alone, nothing saved
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def cmd_compare(args) -> None:
     print("| streaming step B=1 (geomean) | step | " + " | ".join(f"{x:.2f}" for x in g) + " |")
 
 
+def cmd_grid(args) -> None:
+    """The grid rows and their geometric means, one thread, thread CPU time: a quick check between runs."""
+    import torch
+
+    from unrolled.bench.suite import GRID, run_grid
+    from unrolled.bench.timing import matmul_peak, set_clock, set_threads
+
+    set_threads(1, torch)
+    set_clock("thread_cpu")
+    print(f"unrolled path: {kernels.describe()}")
+    rows = run_grid(GRID, torch, args.reps, matmul_peak(torch)["peak_gflops"])
+    for mode in ("train", "infer"):
+        print(f"{mode} geometric mean {geomean([r['ratio'] for r in rows if r['mode'] == mode]):.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -75,6 +91,9 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("json", nargs="+")
     c.set_defaults(func=cmd_compare)
+    g = sub.add_parser("grid")
+    g.add_argument("--reps", type=int, default=9)
+    g.set_defaults(func=cmd_grid)
     args = p.parse_args()
     args.func(args)
 

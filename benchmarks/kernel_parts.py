@@ -1,0 +1,147 @@
+"""Where a float32 walk's time goes: the per-step recurrent product in each implementation, and a whole LSTM
+forward walk split into its product and its gate kernels (the numbers behind kernels/_jit.py's
+``whole_sequence`` rule and the choice of oneDNN's packed product; see README, Performance).
+
+python benchmarks/kernel_parts.py products   # µs per product: OpenBLAS, matmul_nt, oneDNN sgemm, packed
+python benchmarks/kernel_parts.py walk       # ms per LSTM forward walk: whole, product alone, gates alone
+
+One thread, thread CPU time, medians. Needs the extras fast (Numba); oneDNN's columns need onednn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from numba import njit
+
+from unrolled import kernels
+from unrolled.kernels import _dnnl
+from unrolled.kernels import _jit as J
+from unrolled.kernels._common import gate_affine, transpose
+from unrolled.kernels.lstm import _PATTERN
+from unrolled.threads import set_blas_threads
+
+SHAPES = [(1, 32), (4, 512), (16, 128), (16, 512), (32, 128), (64, 256)]  # (B, H); the product is B×H by H×4H
+
+
+def median_ms(fn, reps: int = 7, inner: int = 1) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.thread_time()
+        for _ in range(inner):
+            fn()
+        times.append((time.thread_time() - t0) / inner)
+    return float(np.median(times)) * 1e3
+
+
+@njit
+def _packed_product(a, handles, out):
+    J.dnnl_product(a, handles, out)
+
+
+@njit
+def _products_only(hs, handles, rec):
+    for t in range(hs.shape[0] - 1):
+        J.dnnl_product(hs[t], handles, rec)
+
+
+@njit
+def _gates_only(gates, rec, bias, scale, offset, hs, cs, tanh_c, valid):
+    for t in range(gates.shape[0]):
+        J.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
+
+
+@njit(fastmath=True)
+def _read(W):
+    s = np.float32(0)
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            s += W[i, j]
+    return s
+
+
+@njit
+def _gates_after_reading(W, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid):
+    s = np.float32(0)
+    for t in range(gates.shape[0]):
+        s += _read(W)  # what a product does to the caches: stream all of W
+        J.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
+    return s
+
+
+@njit
+def _reads_only(W, T):
+    s = np.float32(0)
+    for _ in range(T):
+        s += _read(W)
+    return s
+
+
+def products() -> None:
+    dnnl = kernels.dnnl_walks() is not None
+    print("B    H    µs per product h (B×H) · W_hhᵀ (H×4H): OpenBLAS  matmul_nt  oneDNN sgemm  oneDNN packed")
+    for B, H in SHAPES:
+        print(f"{B:<4} {H:<4} " + "".join(f"{1e3 * c:14.1f}" for c in _product_row(B, H, dnnl)))
+
+
+def _product_row(B: int, H: int, dnnl: bool) -> list[float]:
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((B, H), dtype=np.float32)
+    W = rng.standard_normal((4 * H, H), dtype=np.float32)
+    WT, out = transpose(W), np.empty((B, 4 * H), dtype=np.float32)
+    inner = max(5, int(2e6 / (B * 4 * H * H)))
+    cols = [median_ms(lambda: np.matmul(h, WT, out=out), inner=inner)]
+    cols.append(median_ms(lambda: J.matmul_nt(h, W, out), inner=inner))
+    if dnnl:
+        cols.append(median_ms(lambda: _dnnl.matmul(h, WT, out), inner=inner))
+        handles = J.dnnl_forward_weights(W, B)
+        cols.append(median_ms(lambda: _packed_product(h, handles, out), inner=inner))
+    return cols
+
+
+def walk() -> None:
+    if kernels.dnnl_walks() is None:
+        raise SystemExit("walk: needs oneDNN (pip install -e '.[fast,onednn]')")
+    print(
+        "T    B    H    ms per LSTM forward walk: whole  product alone  gates alone  gates after a read of W"
+    )
+    for T, B, H in [(100, 32, 128), (64, 16, 512), (50, 64, 256)]:
+        print(f"{T:<4} {B:<4} {H:<4} " + "".join(f"{c:12.2f}" for c in _walk_row(T, B, H)))
+
+
+def _walk_row(T: int, B: int, H: int) -> tuple[float, ...]:
+    rng = np.random.default_rng(0)
+    g0 = (rng.standard_normal((T, B, 4 * H)) * 0.5).astype(np.float32)
+    gates = g0.copy()
+    W = (rng.standard_normal((4 * H, H)) * 0.05).astype(np.float32)
+    scale, offset = gate_affine(_PATTERN, H, np.float32)
+    bias = np.zeros(4 * H, np.float32)
+    hs, cs = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32)
+    tanh_c, rec = np.zeros((T, B, H), np.float32), np.zeros((B, 4 * H), np.float32)
+    valid = np.ones((T, B), np.float32)
+    handles = J.dnnl_forward_weights(W, B)
+    args = (bias, scale, offset, hs, cs, tanh_c, valid)
+    reset = median_ms(lambda: np.copyto(gates, g0))  # each timed walk starts from the same inputs
+    whole = median_ms(lambda: (np.copyto(gates, g0), J.lstm_forward_seq_dnnl(gates, handles, *args, rec)))
+    product = median_ms(lambda: _products_only(hs, handles, rec))
+    alone = median_ms(lambda: (np.copyto(gates, g0), _gates_only(gates, rec, *args)))
+    after = median_ms(lambda: (np.copyto(gates, g0), _gates_after_reading(W, gates, rec, *args)))
+    after -= median_ms(lambda: _reads_only(W, T))
+    return whole - reset, product, alone - reset, after - reset
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=["products", "walk"])
+    args = p.parse_args()
+    set_blas_threads(1)
+    kernels.dnnl_walks()  # load oneDNN (if installed) before timing, then one thread for it too
+    set_blas_threads(1)
+    {"products": products, "walk": walk}[args.part]()
+
+
+if __name__ == "__main__":
+    main()
