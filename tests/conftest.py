@@ -28,3 +28,17 @@ def shared_data(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared dataset {p} not present (it lives beside the repository, never inside it)")
     return p
+
+
+def assert_close(actual, desired, tol: float, err_msg: str = "") -> None:
+    """|actual − desired| ≤ tol · max(1, max|desired|): a tolerance relative to the values' scale.
+
+    An absolute 1e-5 on float32 values near 50 is about four ulps, which a CPU with other vector widths
+    (AVX-512 against AVX2) or another summation order exceeds; scaling by the largest magnitude keeps the
+    bound the same number of ulps whatever the values' size, and stays absolute (tol) for values below 1.
+    """
+    import numpy as np
+
+    desired = np.asarray(desired)
+    scale = max(1.0, float(np.max(np.abs(desired)))) if desired.size else 1.0
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=tol * scale, err_msg=err_msg)

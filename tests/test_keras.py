@@ -14,7 +14,9 @@ import pytest
 
 from unrolled.interop.keras import from_keras, from_keras_weights, load_keras, to_keras_weights
 
-TOL = 1e-5
+from conftest import assert_close
+
+TOL = 1e-5  # relative to the values' scale (conftest.assert_close)
 # keras's own NumPy-2 deprecation noise (its variables' __array__), not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -110,7 +112,7 @@ def test_keras_weights_match_keras_documented_equations(cell, kw, act, layers, b
     if cell == "gru":
         assert layer.reset_after == kw.get("reset_after", True)
     out, _ = layer(x)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=TOL)
+    assert_close(out, ref, TOL)
     # float64 and time-major on request
     layer64 = from_keras_weights(
         cell, weights, bidirectional=bidirectional, nonlinearity=act, batch_first=False, dtype=np.float64
@@ -186,7 +188,7 @@ def test_load_keras_file_without_keras(tmp_path):
     path = _write_keras_file(tmp_path / "m.keras", layers_cfg, groups)
     layer = load_keras(path)
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(layer(x)[0], _keras_stack("gru", w, x, True), rtol=0, atol=TOL)
+    assert_close(layer(x)[0], _keras_stack("gru", w, x, True), TOL)
     only_first = load_keras(path, names=["b0"])
     assert only_first.num_layers == 1
     with pytest.raises(ValueError, match="no recurrent layer named"):
@@ -296,19 +298,19 @@ def test_real_keras_stack_equals_unrolled(keras, cls, kw, bidirectional):
         _set_random(la, rng)
     y = keras.ops.convert_to_numpy(stack[1](stack[0](x)))
     layer = from_keras(stack)
-    np.testing.assert_allclose(layer(x)[0], y, rtol=0, atol=TOL)
+    assert_close(layer(x)[0], y, TOL)
     # A Keras mask is unrolled's lengths (at the valid steps; Keras may carry the state into padding).
     lengths = np.array([6, 2, 4])
     mask = np.arange(6)[None, :] < lengths[:, None]
     ym = keras.ops.convert_to_numpy(stack[1](stack[0](x, mask=mask), mask=mask))
     out, _ = layer(x, lengths=lengths)
-    np.testing.assert_allclose(out * mask[..., None], ym * mask[..., None], rtol=0, atol=TOL)
+    assert_close(out * mask[..., None], ym * mask[..., None], TOL)
     # The way back: set_weights with to_keras_weights reproduces the outputs in Keras.
     fresh = [make(), make()]
     fresh[1](fresh[0](x))
     for la, arrays in zip(fresh, to_keras_weights(layer), strict=True):
         la.set_weights(arrays)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(fresh[1](fresh[0](x))), y, rtol=0, atol=TOL)
+    assert_close(keras.ops.convert_to_numpy(fresh[1](fresh[0](x))), y, TOL)
 
 
 def test_real_keras_saved_model_loads(keras, tmp_path):
@@ -328,8 +330,8 @@ def test_real_keras_saved_model_loads(keras, tmp_path):
     y = keras.ops.convert_to_numpy(rec(x))
     path = tmp_path / "model.keras"
     model.save(path)
-    np.testing.assert_allclose(load_keras(path)(x)[0], y, rtol=0, atol=TOL)
-    np.testing.assert_allclose(from_keras(model)(x)[0], y, rtol=0, atol=TOL)
+    assert_close(load_keras(path)(x)[0], y, TOL)
+    assert_close(from_keras(model)(x)[0], y, TOL)
 
 
 def test_real_keras_unsupported_layer_is_refused(keras):

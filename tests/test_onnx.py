@@ -12,7 +12,9 @@ import pytest
 
 from unrolled import GRU, LSTM, RNN
 
-TOL = 1e-5
+from conftest import assert_close
+
+TOL = 1e-5  # relative to the values' scale (conftest.assert_close)
 
 
 def _require(name: str):
@@ -85,16 +87,16 @@ def test_onnxruntime_equals_unrolled_with_variable_lengths(ort, uo, name, make, 
         feeds["c0"] = h0[1]
     got = _run(ort, proto, feeds)
     assert got["out"].shape == out.shape
-    np.testing.assert_allclose(got["out"], out, rtol=0, atol=TOL)
+    assert_close(got["out"], out, TOL)
     assert np.all(got["out"][lengths[1] :, 1] == 0)  # padding is zero, as in unrolled
-    np.testing.assert_allclose(got["h_n"], states[0], rtol=0, atol=TOL)
+    assert_close(got["h_n"], states[0], TOL)
     if layer.num_states == 2:
-        np.testing.assert_allclose(got["c_n"], states[1], rtol=0, atol=TOL)
+        assert_close(got["c_n"], states[1], TOL)
 
     # The default graph: no lengths input, zero initial state.
     out_full, _ = layer(x)
     got = _run(ort, uo.to_onnx(layer, lengths=False), {"x": x})
-    np.testing.assert_allclose(got["out"], out_full, rtol=0, atol=TOL)
+    assert_close(got["out"], out_full, TOL)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
@@ -107,7 +109,7 @@ def test_layer_without_bias_and_batch_first_exports(ort, uo, kind):
     lengths = np.array([6, 3, 1, 4])
     out, _ = layer(x, lengths=lengths)
     got = _run(ort, uo.to_onnx(layer), {"x": x, "lengths": lengths.astype(np.int32)})
-    np.testing.assert_allclose(got["out"], out, rtol=0, atol=TOL)
+    assert_close(got["out"], out, TOL)
 
 
 def test_float64_layer_exports_as_float32(ort, uo):
@@ -117,7 +119,7 @@ def test_float64_layer_exports_as_float32(ort, uo):
     x = rng.standard_normal((5, 2, 3))
     out, _ = layer(x)
     got = _run(ort, uo.to_onnx(layer, lengths=False), {"x": x.astype(np.float32)})
-    np.testing.assert_allclose(got["out"], out, rtol=0, atol=TOL)
+    assert_close(got["out"], out, TOL)
 
 
 def test_unconverted_gate_order_would_be_caught(ort, uo, monkeypatch):
@@ -208,11 +210,11 @@ def test_sequence_model_onnx_equals_unrolled(ort, uo, tmp_path, cell, output, in
     embeds = [n for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == "embed.W"]
     assert len(embeds) == (inp == "tokens") and "MatMul" in ops
     got = _run(ort, proto, {"x": x, "lengths": lengths.astype(np.int32)})
-    np.testing.assert_allclose(got["y"], y, rtol=0, atol=TOL)
-    np.testing.assert_allclose(got["h_n"], state[0] if cell == "lstm" else state, rtol=0, atol=TOL)
+    assert_close(got["y"], y, TOL)
+    assert_close(got["h_n"], state[0] if cell == "lstm" else state, TOL)
     y_full, _ = model(x)
     got = _run(ort, uo.to_onnx(model, lengths=False), {"x": x})
-    np.testing.assert_allclose(got["y"], y_full, rtol=0, atol=TOL)
+    assert_close(got["y"], y_full, TOL)
     # ... and back: the same model, same outputs.
     back = uo.from_onnx(path)
     assert back.config.to_dict() == dict(model.config.to_dict())
@@ -228,7 +230,7 @@ def test_sequence_model_with_initial_state_and_classic_gru(ort, uo):
     y, _ = model(x, h0, lengths=np.array([5, 3]))
     proto = uo.to_onnx(model, initial_state=True)
     got = _run(ort, proto, {"x": x, "lengths": np.array([5, 3], np.int32), "h0": h0})
-    np.testing.assert_allclose(got["y"], y, rtol=0, atol=TOL)
+    assert_close(got["y"], y, TOL)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -286,7 +288,7 @@ def test_foreign_single_node_graph_loads(ort, uo):
         layer = uo.from_onnx(proto)
         x = np.random.default_rng(1).standard_normal((4, 2, 2)).astype(np.float32)
         y = _run(ort, proto, {"x": x})["Y"][:, 0]
-        np.testing.assert_allclose(layer(x)[0], y, rtol=0, atol=TOL)
+        assert_close(layer(x)[0], y, TOL)
 
 
 @pytest.mark.parametrize(
@@ -369,4 +371,4 @@ def test_graph_exported_by_torch_loads_as_the_equal_layer(uo, kind):
     x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
     with torch.no_grad():
         want = module(torch.from_numpy(x))[0].numpy()
-    np.testing.assert_allclose(layer(x)[0], want, rtol=0, atol=TOL)
+    assert_close(layer(x)[0], want, TOL)

@@ -9,7 +9,7 @@ import pytest
 from unrolled import GRU, LSTM, RNN
 from unrolled.interop.torch import from_torch, to_torch, to_torch_state_dict
 
-from conftest import require_torch
+from conftest import assert_close, require_torch
 
 TOL = {np.float64: 1e-9, np.float32: 1e-5}
 
@@ -124,23 +124,23 @@ def test_layer_matches_torch_forward_and_every_gradient(cfg):
     out, h_n = layer.forward(x, h0, lengths)
     dx, d_h0 = layer.backward(d_out, d_hn)
     tol = TOL[dtype]
-    np.testing.assert_allclose(out, ref["out"], atol=tol, rtol=0)
+    assert_close(out, ref["out"], tol)
     if n_states == 2:
-        np.testing.assert_allclose(h_n[0], ref["h_n"], atol=tol, rtol=0)
-        np.testing.assert_allclose(h_n[1], ref["c_n"], atol=tol, rtol=0)
+        assert_close(h_n[0], ref["h_n"], tol)
+        assert_close(h_n[1], ref["c_n"], tol)
     else:
-        np.testing.assert_allclose(h_n, ref["h_n"], atol=tol, rtol=0)
-    np.testing.assert_allclose(dx, ref["dx"], atol=tol, rtol=0)
+        assert_close(h_n, ref["h_n"], tol)
+    assert_close(dx, ref["dx"], tol)
     if h0 is not None:
         if n_states == 2:
-            np.testing.assert_allclose(d_h0[0], ref["d_h0"], atol=tol, rtol=0)
-            np.testing.assert_allclose(d_h0[1], ref["d_c0"], atol=tol, rtol=0)
+            assert_close(d_h0[0], ref["d_h0"], tol)
+            assert_close(d_h0[1], ref["d_c0"], tol)
         else:
-            np.testing.assert_allclose(d_h0, ref["d_h0"], atol=tol, rtol=0)
+            assert_close(d_h0, ref["d_h0"], tol)
     grads = to_torch_state_dict(layer, grads=True)
     assert set(grads) == set(ref["grads"])
     for k, g in ref["grads"].items():
-        np.testing.assert_allclose(grads[k], g, atol=tol, rtol=0, err_msg=k)
+        assert_close(grads[k], g, tol, err_msg=k)
 
 
 @pytest.mark.parametrize(
