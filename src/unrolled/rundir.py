@@ -113,7 +113,8 @@ class _Contents:
         if MARKER in self.ours and not self.marked:  # a run.json of another tool is the user's
             self.foreign.append(MARKER)
             self.ours.remove(MARKER)
-        self.kind: str | None = marker.get("kind") if self.marked else None
+        kind = marker.get("kind") if self.marked else None
+        self.kind: str | None = kind if isinstance(kind, str) else None
         self.legacy = not self.marked and self._legacy_kind(root)
         self.is_run = self.marked or self.legacy
 
