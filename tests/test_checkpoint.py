@@ -177,3 +177,65 @@ def test_save_model_and_load_model_rebuild_the_same_function(tmp_path):
 def test_meta_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="meta: expected a JSON-able dict"):
         save_checkpoint(tmp_path / "ck", _arrays(), {"f": object()})
+
+
+def _dead_pid():
+    """The pid of a process that has exited and been reaped (so it names no running process)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_save_leaves_a_users_tmp_and_arrays_files_alone(tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    user = {
+        "notes.tmp": b"mine",
+        ".notes.tmp": b"hidden, mine",
+        "arrays-old.safetensors": b"my arrays",
+        "arrays-0123456789abcdef.safetensors": b"other bytes than its name says",
+    }
+    for name, data in user.items():
+        (d / name).write_bytes(data)
+    save_checkpoint(d, _arrays(0), _meta(1))
+    save_checkpoint(d, _arrays(1), _meta(2))
+    for name, data in user.items():
+        assert (d / name).read_bytes() == data
+    ours = sorted(p.name for p in d.iterdir() if p.name not in user)
+    assert ours == sorted(["meta.json", _arrays_file(d).name])
+
+
+def test_save_removes_dead_writers_temporaries_and_keeps_a_live_ones(tmp_path):
+    d = save_checkpoint(tmp_path / "ck", _arrays(0), _meta(1))
+    dead = d / f".unrolled-{_dead_pid()}-{'a' * 16}.tmp"
+    live = d / f".unrolled-{os.getpid()}-{'b' * 16}.tmp"  # as if another thread were writing it now
+    dead.write_bytes(b"half")
+    live.write_bytes(b"in flight")
+    save_checkpoint(d, _arrays(1), _meta(2))
+    assert not dead.exists()
+    assert live.read_bytes() == b"in flight"
+
+
+def test_save_removes_an_old_orphan_of_a_crashed_save_but_not_a_fresh_one(tmp_path):
+    d = save_checkpoint(tmp_path / "ck", _arrays(0), _meta(1))
+    old_orphan = _arrays_file(d)  # its own content hash names it, as for a save killed before its commit
+    fresh_orphan = _arrays_file(save_checkpoint(tmp_path / "other", _arrays(2), _meta(3)))
+    fresh_copy = d / fresh_orphan.name
+    fresh_copy.write_bytes(fresh_orphan.read_bytes())  # may be another writer's, just before its commit
+    (d / "meta.json").unlink()  # no meta names either file now
+    os.utime(old_orphan, (0, 0))
+    save_checkpoint(d, _arrays(1), _meta(2))
+    assert not old_orphan.exists()
+    assert fresh_copy.exists()
+
+
+def test_atomic_files_follow_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        d = save_checkpoint(tmp_path / "ck", _arrays(), _meta())
+    finally:
+        os.umask(old)
+    assert (d / "meta.json").stat().st_mode & 0o777 == 0o644

@@ -12,9 +12,11 @@ Writing is atomic at the level of the whole checkpoint: the arrays file is writt
 file, fsynced and renamed to its content-derived name; then ``meta.json`` is written the same way and
 ``os.replace``-d over the old one — that single rename is the commit point. A crash before it leaves
 the previous checkpoint (its meta.json still names its own, untouched arrays file); a crash after it
-leaves the new one. Files no longer named by meta.json are removed afterwards. So a reader never
-sees a new meta.json with old arrays or the reverse, which renaming a pair of files (or a directory
-over a non-empty one, impossible on POSIX) could not guarantee.
+leaves the new one. So a reader never sees a new meta.json with old arrays or the reverse, which
+renaming a pair of files (or a directory over a non-empty one, impossible on POSIX) could not
+guarantee. Afterwards the arrays file the old meta.json named is removed, with orphans of crashed
+saves and dead writers' temporaries: only files of this library's own exact name shapes, never a
+user's ``notes.tmp`` or ``arrays-old.safetensors``.
 
 Loading parses JSON and safetensors only — nothing in a checkpoint is ever executed — and checks
 the SHA-256, the size and every array's dtype/shape against meta.json, so a truncated or corrupted
@@ -26,11 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from unrolled._files import remove_own_temporaries, write_bytes_atomic
 
 __all__ = [
     "CheckpointError",
@@ -66,17 +71,44 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then os.replace it onto `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write `data` to an own temporary beside `path` (``.unrolled-<pid>-<hex>.tmp``, a name only this
+    library uses, so cleanup can never match a user's file), fsync it, then os.replace it onto `path`."""
+    write_bytes_atomic(path, data)
+
+
+_ARRAYS_NAME = re.compile(r"arrays-([0-9a-f]{16})\.safetensors")
+_ORPHAN_AGE_S = 60.0
+
+
+def _named_arrays_file(directory: Path) -> str | None:
+    """The arrays file the checkpoint now in `directory` names, if its meta.json is ours; else None."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        record = json.loads((directory / META).read_bytes())
+        name = record["arrays_file"] if record.get("format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return name if isinstance(name, str) and _ARRAYS_NAME.fullmatch(name) else None
+
+
+def _remove_superseded(directory: Path, keep: str, previous: str | None) -> None:
+    """After a commit, delete what this library wrote and no longer needs, and nothing else.
+
+    An arrays file goes only if it has our exact name shape ``arrays-<16 hex>.safetensors`` and is
+    provably ours: the one the previous meta.json named, or one whose content hash is its name and
+    that is older than a minute (an orphan of a save that crashed before its commit; a younger one may
+    be another writer's, between its rename and its commit). A user's ``arrays-old.safetensors`` or an
+    ``arrays-<hex>`` file of other bytes stays. Temporaries go only by :func:`remove_own_temporaries`.
+    """
+    now = time.time()
+    for name in os.listdir(directory):
+        m = _ARRAYS_NAME.fullmatch(name)
+        p = directory / name
+        if m is None or name == keep or p.is_symlink() or not p.is_file():
+            continue
+        orphan = now - p.stat().st_mtime > _ORPHAN_AGE_S
+        if name == previous or (orphan and hashlib.sha256(p.read_bytes()).hexdigest()[:16] == m.group(1)):
+            p.unlink(missing_ok=True)
+    remove_own_temporaries(directory)
 
 
 def save_checkpoint(
@@ -117,13 +149,10 @@ def save_checkpoint(
         "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
         "meta": json.loads(meta_json),
     }
+    previous = _named_arrays_file(directory)  # read before the commit replaces it
     _write_atomic(directory / META, json.dumps(record, indent=1).encode())  # the commit point
     _fsync_dir(directory)
-    for p in directory.glob("arrays-*.safetensors"):  # superseded arrays files, leftover temporaries
-        if p.name != name:
-            p.unlink(missing_ok=True)
-    for p in directory.glob(".*.tmp"):
-        p.unlink(missing_ok=True)
+    _remove_superseded(directory, keep=name, previous=previous)
     return directory
 
 
