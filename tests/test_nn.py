@@ -96,3 +96,21 @@ def test_embedding_rejects_out_of_range_and_float_ids():
         emb.forward(np.array([0, 5]))
     with pytest.raises(ValueError, match="ids: expected an integer ndarray of token ids, got float64"):
         emb.forward(np.array([0.0]))
+
+
+def test_lecun_uniform_draws_within_its_bound_with_variance_one_over_fan_in():
+    from unrolled.init import lecun_uniform
+
+    W = lecun_uniform(np.random.default_rng(0), 400, 50)
+    assert W.shape == (400, 50) and np.abs(W).max() <= np.sqrt(3 / 50)
+    np.testing.assert_allclose(W.var(), 1 / 50, rtol=0.02)  # U(−a, a) has variance a²/3
+
+
+def test_linear_draws_its_weights_with_the_given_initialiser():
+    from unrolled.init import lecun_uniform
+
+    lin = Linear(6, 3, dtype=np.float64, seed=5, init=lecun_uniform)
+    np.testing.assert_array_equal(lin.params["W"], lecun_uniform(np.random.default_rng(5), 3, 6))
+    np.testing.assert_array_equal(lin.params["b"], 0)
+    with pytest.raises(ValueError, match="in_features: expected a positive integer, got 0"):
+        Linear(0, 3)
