@@ -202,7 +202,7 @@ def test_gradient_norms_equal_the_layers_own_backward_at_every_step(name, make):
     d_hn = _random_state(layer, rng, B)
     flows = gradient_flow(layer, d_out, d_hn)
     H = layer.hidden_size
-    caches = [layer._cache.dirs[li][0].cell_cache for li in range(2)]
+    caches = [layer.last_caches()[(li, 0)] for li in range(2)]
     for t in range(T):
         states = [np.stack([c.hs[t] for c in caches])]
         if layer.num_states == 2:
@@ -315,9 +315,11 @@ def test_bad_input_raises_one_clear_error():
         diagnose(layer, np.zeros((4, 1, 2), np.float32), tol=2.0)
     with pytest.raises(ValueError, match="x"):
         diagnose(layer, np.zeros((4, 1, 5), np.float32))
-    _, _, cache = RNNCell().forward(np.zeros((3, 1, 2)), (np.zeros((1, 3)),), layer._dir_params(0, 0), None)
+    _, _, cache = RNNCell().forward(
+        np.zeros((3, 1, 2)), (np.zeros((1, 3)),), layer.direction_params(0, 0), None
+    )
     with pytest.raises(IndexError, match="t"):
-        step_jacobian(RNNCell(), cache, layer._dir_params(0, 0), 3)
+        step_jacobian(RNNCell(), cache, layer.direction_params(0, 0), 3)
 
 
 def test_diagnose_restores_training_mode_and_reports_every_direction():
@@ -379,7 +381,5 @@ def test_batch_first_and_lengths_are_diagnosed_like_the_time_major_layer():
     np.testing.assert_allclose(bf.log10_spectral, tm.log10_spectral, atol=1e-12)
     np.testing.assert_allclose(bf.grad_h, tm.grad_h, rtol=1e-12)
     # Sequence 2 ends after 4 steps: from T back to its end the product is the identity.
-    norms = jacobian_products(
-        layer_bf.cell, layer_bf._cache.dirs[0][0].cell_cache, layer_bf._dir_params(0, 0)
-    )
+    norms = jacobian_products(layer_bf.cell, layer_bf.last_caches()[(0, 0)], layer_bf.direction_params(0, 0))
     np.testing.assert_allclose(norms.log10_spectral[4:, 2], 0.0, atol=1e-12)

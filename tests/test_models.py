@@ -1,4 +1,4 @@
-"""The sequence model as a whole: Embedding scatter-add backward, the full model's gradients equal
+"""The sequence model as a whole: the full model's gradients equal
 central finite differences (float64, dropout masks held fixed), equal an equivalent torch model,
 step() equals forward, dropout semantics, the flat params/grads view, and the config."""
 
@@ -7,32 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unrolled.models import Embedding, ModelConfig, SequenceModel
+from unrolled.models import ModelConfig, SequenceModel
 
 from conftest import require_torch
 from gradcheck import assert_grad_close, numeric_grad
-
-
-def test_embedding_backward_scatter_adds_repeated_ids():
-    rng = np.random.default_rng(0)
-    emb = Embedding(5, 3, dtype=np.float64, seed=1)
-    ids = np.array([[0, 2, 2], [4, 2, 0]])
-    d = rng.standard_normal((2, 3, 3))
-    np.testing.assert_array_equal(emb.forward(ids), emb.params["W"][ids])
-    emb.backward(d)
-    num = numeric_grad(lambda: float((emb.forward(ids) * d).sum()), emb.params["W"])
-    assert_grad_close(emb.grads["W"], num, "embed.W")
-    np.testing.assert_allclose(emb.grads["W"][2], d[0, 1] + d[0, 2] + d[1, 1])
-    np.testing.assert_array_equal(emb.grads["W"][[1, 3]], 0)
-
-
-def test_embedding_rejects_out_of_range_and_float_ids():
-    emb = Embedding(5, 3)
-    with pytest.raises(ValueError, match=r"ids: expected token ids in 0..4, got 0..5"):
-        emb.forward(np.array([0, 5]))
-    with pytest.raises(ValueError, match="ids: expected an integer ndarray of token ids, got float64"):
-        emb.forward(np.array([0.0]))
-
 
 CONFIGS = [
     dict(input="tokens", vocab_size=5, embed_dim=3, cell="lstm", num_layers=2, output="sequence"),

@@ -1,4 +1,4 @@
-"""Linear head and losses: values against their definitions, gradients against finite differences."""
+"""Linear head, Embedding and losses: values against definitions, gradients against finite differences."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unrolled import Linear, cross_entropy, mse, softmax
+from unrolled.nn import Embedding
 
 from gradcheck import assert_grad_close, numeric_grad
 
@@ -74,3 +75,42 @@ def test_loss_input_errors():
         mse(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)), mask=np.ones(2))
     with pytest.raises(ValueError, match="output: expected 'softmax' or 'sigmoid'"):
         cross_entropy(np.zeros((2, 3)), np.array([0, 1]), output="tanh")
+
+
+def test_embedding_backward_scatter_adds_repeated_ids():
+    rng = np.random.default_rng(0)
+    emb = Embedding(5, 3, dtype=np.float64, seed=1)
+    ids = np.array([[0, 2, 2], [4, 2, 0]])
+    d = rng.standard_normal((2, 3, 3))
+    np.testing.assert_array_equal(emb.forward(ids), emb.params["W"][ids])
+    emb.backward(d)
+    num = numeric_grad(lambda: float((emb.forward(ids) * d).sum()), emb.params["W"])
+    assert_grad_close(emb.grads["W"], num, "embed.W")
+    np.testing.assert_allclose(emb.grads["W"][2], d[0, 1] + d[0, 2] + d[1, 1])
+    np.testing.assert_array_equal(emb.grads["W"][[1, 3]], 0)
+
+
+def test_embedding_rejects_out_of_range_and_float_ids():
+    emb = Embedding(5, 3)
+    with pytest.raises(ValueError, match=r"ids: expected token ids in 0..4, got 0..5"):
+        emb.forward(np.array([0, 5]))
+    with pytest.raises(ValueError, match="ids: expected an integer ndarray of token ids, got float64"):
+        emb.forward(np.array([0.0]))
+
+
+def test_lecun_uniform_draws_within_its_bound_with_variance_one_over_fan_in():
+    from unrolled.init import lecun_uniform
+
+    W = lecun_uniform(np.random.default_rng(0), 400, 50)
+    assert W.shape == (400, 50) and np.abs(W).max() <= np.sqrt(3 / 50)
+    np.testing.assert_allclose(W.var(), 1 / 50, rtol=0.02)  # U(−a, a) has variance a²/3
+
+
+def test_linear_draws_its_weights_with_the_given_initialiser():
+    from unrolled.init import lecun_uniform
+
+    lin = Linear(6, 3, dtype=np.float64, seed=5, init=lecun_uniform)
+    np.testing.assert_array_equal(lin.params["W"], lecun_uniform(np.random.default_rng(5), 3, 6))
+    np.testing.assert_array_equal(lin.params["b"], 0)
+    with pytest.raises(ValueError, match="in_features: expected a positive integer, got 0"):
+        Linear(0, 3)

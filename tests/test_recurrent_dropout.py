@@ -117,10 +117,9 @@ def test_layer_draws_one_mask_per_sequence_in_training_only(cls):
     plain = cls(2, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=1)
     x = rng.standard_normal((5, 3, 2))
     y, _ = layer.forward(x)
-    for layer_caches in layer._cache.dirs:
-        for dc in layer_caches:
-            m = dc.cell_cache.rec_mask
-            assert m.shape == (3, 6) and set(np.unique(m)) <= {0.0, 2.0}
+    for cache in layer.last_caches().values():
+        m = cache.rec_mask
+        assert m.shape == (3, 6) and set(np.unique(m)) <= {0.0, 2.0}
     assert not np.allclose(y, plain.forward(x)[0])
     layer.eval()
     np.testing.assert_array_equal(layer.forward(x)[0], plain.forward(x)[0])

@@ -10,19 +10,27 @@ direction before reverse. Layer l > 0 takes layer l − 1's outputs as its input
 
 Parameter names: ``{W_xh, W_hh, b_h, b_hn}_l{layer}`` plus ``_reverse`` for the reverse direction,
 stacked by gate in the row dimension (LSTM: i, f, g, o; GRU: z, r, n). See the cell modules.
+
+What other packages (interop, checkpoints, diagnostics) use is public: :meth:`RecurrentLayer.key` (a
+parameter's key), :meth:`~RecurrentLayer.direction_params` (one layer and direction under the cell's plain
+names), :attr:`~RecurrentLayer.config` (the constructor's arguments), :meth:`~RecurrentLayer.last_caches`
+(the forward's cell caches) and ``backward(..., on_direction=...)`` (an observer of the one BPTT walk).
 """
 
 from __future__ import annotations
 
 import operator
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from unrolled import kernels
-from unrolled._checks import check_array, check_lengths
+from unrolled._checks import check_array, check_lengths, one_of, positive_int, probability
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
+
+PARAM_NAMES = ("W_xh", "W_hh", "b_h", "b_hn")  # the cells' plain parameter names (b_hn: GRU reset_after)
 
 
 class _DirCache(NamedTuple):
@@ -40,7 +48,15 @@ class _ForwardCache(NamedTuple):
 
 
 class RecurrentLayer:
-    """Base of :class:`RNN`, :class:`LSTM` and :class:`GRU`; use those."""
+    """Base of :class:`RNN`, :class:`LSTM` and :class:`GRU`; use those.
+
+    Built directly it takes any cell object with the cells' interface (``gates``, ``state_names``,
+    ``forward``, ``backward``, ``step``), e.g. :mod:`unrolled.diagnostics.linear`'s linear cell.
+    """
+
+    # The subclass's own constructor arguments that configure its cell (RNN: nonlinearity; GRU:
+    # reset_after), kept as attributes of the same name; :attr:`config` reports them.
+    cell_options: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -56,27 +72,18 @@ class RecurrentLayer:
         seed: int | np.random.Generator | None = None,
         recurrent_dropout: float = 0.0,
     ) -> None:
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
-        if not 0.0 <= float(recurrent_dropout) < 1.0:
-            got = recurrent_dropout
-            raise ValueError(f"recurrent_dropout: expected a probability in [0, 1), got {got!r}")
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.dropout = probability("dropout", dropout)
+        # Variational dropout on h_{t-1} where it meets W_hh: one mask per sequence, layer and direction.
+        self.recurrent_dropout = probability("recurrent_dropout", recurrent_dropout)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {dtype.name}")
         self.cell = cell
-        self.input_size, self.hidden_size, self.num_layers = (
-            int(input_size),
-            int(hidden_size),
-            int(num_layers),
-        )
-        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        # Variational dropout on h_{t-1} where it meets W_hh: one mask per sequence, layer and direction.
-        self.recurrent_dropout = float(recurrent_dropout)
         self.num_directions = 2 if bidirectional else 1
         self.dtype = dtype
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -87,6 +94,66 @@ class RecurrentLayer:
         self._cache: _ForwardCache | None = None
 
     # ----------------------------------------------------------------- parameters
+    def key(self, name: str, layer: int, direction: int = 0) -> str:
+        """The key in ``params`` / ``grads`` of parameter ``name`` of one layer and direction.
+
+        Parameters
+        ----------
+        name : one of ``W_xh``, ``W_hh``, ``b_h``, ``b_hn`` (the cells' names).
+        layer : 0..num_layers − 1.  direction : 0 (forward) or 1 (reverse, bidirectional layers only).
+
+        Returns
+        -------
+        e.g. ``key("W_hh", 1, 1) == "W_hh_l1_reverse"`` (torch's ``weight_hh_l1_reverse``). The key
+        names a parameter the layer may not have (``b_h`` without bias, ``b_hn`` outside a GRU).
+        """
+        one_of("name", name, PARAM_NAMES)
+        self._check_index(layer, direction)
+        return name + self._suffix(layer, direction)
+
+    def direction_params(self, layer: int, direction: int = 0) -> dict[str, np.ndarray]:
+        """The live arrays of one layer and direction under the cell's plain names (``W_xh``, ``W_hh``
+        and, where the layer has them, ``b_h``, ``b_hn``): the ``p`` the cells take. Writing into an
+        array changes the layer's parameter."""
+        self._check_index(layer, direction)
+        return self._dir_params(layer, direction)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments as JSON values: ``type(layer)(**layer.config)`` builds a layer of
+        the same shape and options (RNN, LSTM, GRU; the base class also needs its ``cell``).
+
+        ``seed`` is left out: the new layer draws its own initial weights and dropout masks. For an equal
+        layer copy the parameters across (``new.params[k][...] = layer.params[k]``). ``dtype`` is its name.
+        """
+        cfg = {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bias": self.bias,
+            "batch_first": self.batch_first,
+            "dropout": self.dropout,
+            "bidirectional": self.bidirectional,
+            "dtype": self.dtype.name,
+            "recurrent_dropout": self.recurrent_dropout,
+        }
+        cfg.update({name: getattr(self, name) for name in self.cell_options})
+        return cfg
+
+    def _check_index(self, layer: int, direction: int) -> None:
+        if (
+            isinstance(layer, bool)
+            or not isinstance(layer, int | np.integer)
+            or not 0 <= layer < self.num_layers
+        ):
+            raise ValueError(f"layer: expected an index in 0..{self.num_layers - 1}, got {layer!r}")
+        if isinstance(direction, bool) or direction not in range(self.num_directions):
+            got = direction
+            raise ValueError(
+                f"direction: expected 0 (forward) or 1 (reverse, bidirectional only), got {got!r}"
+            )
+
+    # The unchecked forms, for the per-step paths (step() and the streaming plan call them per token).
     def _suffix(self, layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
@@ -111,9 +178,8 @@ class RecurrentLayer:
                         self.params["b_hn" + s] = np.zeros(H, dtype=self.dtype)
 
     def _dir_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
-        """The live arrays of one layer and direction, under the cell's plain names."""
         s = self._suffix(layer, direction)
-        return {n: self.params[n + s] for n in ("W_xh", "W_hh", "b_h", "b_hn") if n + s in self.params}
+        return {n: self.params[n + s] for n in PARAM_NAMES if n + s in self.params}
 
     # ----------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> RecurrentLayer:
@@ -214,13 +280,26 @@ class RecurrentLayer:
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
         return out, self._pack_state(tuple(np.stack(s) for s in h_n))
 
-    def backward(self, d_out: np.ndarray, d_hn=None):
+    def backward(
+        self,
+        d_out: np.ndarray,
+        d_hn=None,
+        *,
+        on_direction: Callable[[int, int, np.ndarray, tuple], None] | None = None,
+    ):
         """Full BPTT of the most recent forward.
 
         Parameters
         ----------
         d_out : ∂L/∂out, shaped like out; entries past a sequence's length are ignored.
         d_hn : ∂L/∂h_n (or (∂L/∂h_n, ∂L/∂c_n) for an LSTM); zeros when None.
+        on_direction : called as ``on_direction(layer, direction, d_hs, d_state_T)`` for every layer and
+            direction, top layer first, just before that direction's BPTT runs, with exactly what the cell's
+            backward receives: d_hs (T, B, H) the gradient arriving at the direction's outputs from above
+            (the loss, or the next layer's ∂L/∂x through the dropout mask), in the direction's own time
+            order (the reverse direction's is reversed within each length) and zero past a length;
+            d_state_T the tuple of (B, H) gradients at its final state (h, and c for an LSTM). The arrays
+            belong to the walk: read them, copy what you keep. Diagnostics observe BPTT through it.
 
         Returns
         -------
@@ -247,8 +326,11 @@ class RecurrentLayer:
                 gd = g[:, :, d * H : (d + 1) * H]
                 gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
                 p = self._dir_params(layer, d)
+                end = tuple(s[k] for s in d_states_T)
+                if on_direction is not None:
+                    on_direction(layer, d, gd, end)
                 cell = kernels.owner(self.cell, cache)  # the path that ran the forward
-                dxd, dstate0, gr = cell.backward(gd, tuple(s[k] for s in d_states_T), cache, p)
+                dxd, dstate0, gr = cell.backward(gd, end, cache, p)
                 if d == 1:
                     dxd = _reverse(dxd, rev_index)
                 dx = dxd if dx is None else dx + dxd
@@ -261,6 +343,21 @@ class RecurrentLayer:
             self.grads[k] = grads[k].astype(self.dtype, copy=False)
         dx = g.transpose(1, 0, 2) if batch_first else g
         return dx, self._pack_state(tuple(np.stack(s) for s in d_states0))
+
+    def last_caches(self) -> dict[tuple[int, int], tuple]:
+        """The cell caches of the most recent forward, ``{(layer, direction): cache}``.
+
+        Each is the cache its cell's forward returned (e.g. :class:`~unrolled.cells.lstm.LSTMCache`), in the
+        direction's own time order, for the parameters of :meth:`direction_params`: what the per-step
+        Jacobians of :mod:`unrolled.diagnostics` read. Read them; the next backward walks these very arrays.
+        """
+        if self._cache is None:
+            raise RuntimeError("last_caches: no forward pass yet (call forward first)")
+        return {
+            (layer, d): dc.cell_cache
+            for layer, dirs in enumerate(self._cache.dirs)
+            for d, dc in enumerate(dirs)
+        }
 
     # ----------------------------------------------------------------- streaming
     _stream = None  # step()'s cached _StreamPlan (None until the first step, False where it cannot apply)
@@ -457,8 +554,20 @@ def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:
     return a[rev_index, np.arange(a.shape[1])[None, :]]
 
 
+def _arguments(args: dict[str, Any], *cell_options: str) -> dict[str, Any]:
+    """A subclass constructor's ``locals()`` as :class:`RecurrentLayer`'s keyword arguments.
+
+    Why: RNN, LSTM and GRU keep torch.nn's explicit signatures (IDEs and ``inspect.signature`` show them)
+    without restating every argument a second time to forward it; ``self``, the ``__class__`` cell that
+    ``super()`` adds, and the options the subclass gave its cell are dropped.
+    """
+    return {k: v for k, v in args.items() if k not in ("self", "__class__", *cell_options)}
+
+
 class RNN(RecurrentLayer):
     """Vanilla RNN layer: h_t = σ(W_xh x_t + W_hh h_{t-1} + b_h), σ = tanh or relu."""
+
+    cell_options = ("nonlinearity",)
 
     def __init__(
         self,
@@ -477,19 +586,7 @@ class RNN(RecurrentLayer):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(
-            RNNCell(nonlinearity),
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            dtype,
-            seed,
-            recurrent_dropout,
-        )
+        super().__init__(RNNCell(nonlinearity), **_arguments(locals(), "nonlinearity"))
 
 
 class LSTM(RecurrentLayer):
@@ -508,23 +605,13 @@ class LSTM(RecurrentLayer):
         seed: int | np.random.Generator | None = None,
         recurrent_dropout: float = 0.0,
     ) -> None:
-        super().__init__(
-            LSTMCell(),
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            dtype,
-            seed,
-            recurrent_dropout,
-        )
+        super().__init__(LSTMCell(), **_arguments(locals()))
 
 
 class GRU(RecurrentLayer):
     """GRU layer: h_t = (1 − z_t)⊙h_{t-1} + z_t⊙h̃_t; ``reset_after`` picks the candidate's form."""
+
+    cell_options = ("reset_after",)
 
     def __init__(
         self,
@@ -541,16 +628,4 @@ class GRU(RecurrentLayer):
         recurrent_dropout: float = 0.0,
     ) -> None:
         self.reset_after = bool(reset_after)
-        super().__init__(
-            GRUCell(self.reset_after),
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            dtype,
-            seed,
-            recurrent_dropout,
-        )
+        super().__init__(GRUCell(self.reset_after), **_arguments(locals(), "reset_after"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled._checks import positive_int
+
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     a, f = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
@@ -46,8 +48,7 @@ def mase_scale(y_train, season: int = 1) -> float:
     """The in-sample MAE of the seasonal-naive forecast on the training series:
     (1/(n − m)) Σ_{t>m} |y_t − y_{t−m}|, the denominator of MASE."""
     y = np.asarray(y_train, dtype=np.float64).ravel()
-    if not isinstance(season, int | np.integer) or season < 1:
-        raise ValueError(f"season: expected a positive integer, got {season!r}")
+    season = positive_int("season", season)
     if y.size <= season:
         raise ValueError(f"y_train: expected more than {season} values to scale MASE, got {y.size}")
     scale = float(np.mean(np.abs(y[season:] - y[:-season])))

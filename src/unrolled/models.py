@@ -20,75 +20,24 @@ updates the model).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from unrolled._checks import positive_int, probability
+from unrolled.config import from_dict as config_from_dict
+from unrolled.config import to_dict as config_to_dict
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
-from unrolled.nn import Linear
+from unrolled.nn import Embedding, Linear
 
-__all__ = ["Embedding", "ModelConfig", "SequenceModel"]
+__all__ = ["ModelConfig", "SequenceModel"]
 
 
 def _inverted_dropout(rng: np.random.Generator, shape: tuple, p: float, dtype) -> np.ndarray:
     """A mask m / (1 − p) with m ~ Bernoulli(1 − p): the expected activation is unchanged."""
     keep = 1.0 - p
     return (rng.random(shape) < keep).astype(dtype) / np.dtype(dtype).type(keep)
-
-
-class Embedding:
-    """Token ids → vectors: forward e = W[ids], backward ∂L/∂W[v] = Σ_{positions with id v} ∂L/∂e.
-
-    Parameters
-    ----------
-    num_embeddings : V, the vocabulary size.  embedding_dim : E.
-    dtype : float32 or float64.  seed : int or Generator for the N(0, 1) initialisation (torch's).
-    """
-
-    def __init__(
-        self,
-        num_embeddings: int,
-        embedding_dim: int,
-        dtype=np.float32,
-        seed: int | np.random.Generator | None = None,
-    ) -> None:
-        for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.dtype = np.dtype(dtype)
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self.params = {"W": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
-        self.grads = {"W": np.zeros_like(self.params["W"])}
-        self._ids: np.ndarray | None = None
-
-    def __call__(self, ids: np.ndarray) -> np.ndarray:
-        return self.forward(ids)
-
-    def forward(self, ids: np.ndarray) -> np.ndarray:
-        """ids: integer array of any shape (...), values in 0..V−1 -> (..., E)."""
-        if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
-            got = ids.dtype.name if isinstance(ids, np.ndarray) else type(ids).__name__
-            raise ValueError(f"ids: expected an integer ndarray of token ids, got {got}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
-            raise ValueError(
-                f"ids: expected token ids in 0..{self.num_embeddings - 1}, got {ids.min()}..{ids.max()}"
-            )
-        self._ids = ids
-        return self.params["W"][ids]
-
-    def backward(self, d: np.ndarray) -> None:
-        """d (..., E) = ∂L/∂e; scatter-adds into ``grads["W"]`` (a repeated id sums its gradients)."""
-        if self._ids is None:
-            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
-        if not isinstance(d, np.ndarray) or d.shape != self._ids.shape + (self.embedding_dim,):
-            got = d.shape if isinstance(d, np.ndarray) else type(d).__name__
-            raise ValueError(f"d: expected shape {self._ids.shape + (self.embedding_dim,)}, got {got}")
-        gW = np.zeros_like(self.params["W"])
-        np.add.at(gW, self._ids.ravel(), d.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False))
-        self.grads["W"] = gW
 
 
 _CHOICES = {
@@ -132,39 +81,27 @@ class ModelConfig:
             if getattr(self, name) not in options:
                 raise ValueError(f"{name}: expected one of {options}, got {getattr(self, name)!r}")
         if self.input == "tokens":
-            _positive("vocab_size", self.vocab_size)
-            _positive("embed_dim", self.embed_dim)
+            positive_int("vocab_size", self.vocab_size)
+            positive_int("embed_dim", self.embed_dim)
             if self.output_size is None:
                 self.output_size = self.vocab_size
         else:
-            _positive("input_size", self.input_size)
+            positive_int("input_size", self.input_size)
         for name in ("hidden_size", "num_layers", "output_size"):
-            _positive(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
-                raise ValueError(f"{name}: expected a probability in [0, 1), got {v!r}")
+            probability(name, getattr(self, name))
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed: expected an integer or None, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
-        return dataclasses.asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a config of something else)."""
-        if not isinstance(d, dict):
-            raise ValueError(f"config: expected a dict, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"config: unknown fields {sorted(unknown)}")
-        return cls(**d)
-
-
-def _positive(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        return config_from_dict(cls, d, what="a sequence model")
 
 
 class _ModelCache(NamedTuple):

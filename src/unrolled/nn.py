@@ -1,13 +1,16 @@
-"""Non-recurrent building blocks: the Linear output head y_t = W_hy h_t + b_y, output functions, losses.
+"""Non-recurrent building blocks: the Linear output head y_t = W_hy h_t + b_y, the token Embedding,
+output functions, losses.
 
 Each loss returns ``(loss, gradient w.r.t. its input)``, so a model's backward starts from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from unrolled._checks import check_array
+from unrolled._checks import check_array, positive_int
 from unrolled.init import glorot_uniform
 
 
@@ -15,7 +18,8 @@ class Linear:
     """y = x W_yᵀ + b_y over the last axis: W (out_features, in_features), b (out_features,).
 
     As the RNN output head this is y_t = W_hy h_t + b_y applied at every time step at once.
-    Parameter names: ``W``, ``b``.
+    Parameter names: ``W``, ``b``. ``init(rng, out_features, in_features)`` draws W (default Glorot-uniform;
+    see :mod:`unrolled.init`); b starts at zero.
     """
 
     def __init__(
@@ -25,14 +29,13 @@ class Linear:
         bias: bool = True,
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
+        init: Callable[[np.random.Generator, int, int], np.ndarray] = glorot_uniform,
     ) -> None:
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
         self.dtype = np.dtype(dtype)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self.params = {"W": glorot_uniform(rng, out_features, in_features).astype(self.dtype)}
+        self.params = {"W": init(rng, self.out_features, self.in_features).astype(self.dtype)}
         if bias:
             self.params["b"] = np.zeros(out_features, dtype=self.dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -63,6 +66,57 @@ class Linear:
         if "b" in self.params:
             self.grads["b"] = dy2.sum(axis=0)
         return dy @ self.params["W"]
+
+
+class Embedding:
+    """Token ids → vectors: forward e = W[ids], backward ∂L/∂W[v] = Σ_{positions with id v} ∂L/∂e.
+
+    Parameters
+    ----------
+    num_embeddings : V, the vocabulary size.  embedding_dim : E.
+    dtype : float32 or float64.  seed : int or Generator for the N(0, 1) initialisation (torch's).
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        dtype=np.float32,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
+        self.dtype = np.dtype(dtype)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.params = {"W": rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)}
+        self.grads = {"W": np.zeros_like(self.params["W"])}
+        self._ids: np.ndarray | None = None
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return self.forward(ids)
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        """ids: integer array of any shape (...), values in 0..V−1 -> (..., E)."""
+        if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+            got = ids.dtype.name if isinstance(ids, np.ndarray) else type(ids).__name__
+            raise ValueError(f"ids: expected an integer ndarray of token ids, got {got}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            raise ValueError(
+                f"ids: expected token ids in 0..{self.num_embeddings - 1}, got {ids.min()}..{ids.max()}"
+            )
+        self._ids = ids
+        return self.params["W"][ids]
+
+    def backward(self, d: np.ndarray) -> None:
+        """d (..., E) = ∂L/∂e; scatter-adds into ``grads["W"]`` (a repeated id sums its gradients)."""
+        if self._ids is None:
+            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
+        if not isinstance(d, np.ndarray) or d.shape != self._ids.shape + (self.embedding_dim,):
+            got = d.shape if isinstance(d, np.ndarray) else type(d).__name__
+            raise ValueError(f"d: expected shape {self._ids.shape + (self.embedding_dim,)}, got {got}")
+        gW = np.zeros_like(self.params["W"])
+        np.add.at(gW, self._ids.ravel(), d.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False))
+        self.grads["W"] = gW
 
 
 # --------------------------------------------------------------------------- output functions

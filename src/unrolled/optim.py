@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from unrolled._checks import non_negative_int, positive_int
+
 __all__ = [
     "SGD",
     "Adagrad",
@@ -377,8 +379,7 @@ class StepLR:
     gamma: float = 0.1
 
     def __post_init__(self):
-        if not isinstance(self.step_size, int) or self.step_size < 1:
-            raise ValueError(f"step_size: expected a positive integer, got {self.step_size!r}")
+        positive_int("step_size", self.step_size)
 
     def __call__(self, step: int) -> float:
         return float(self.lr * self.gamma ** (step // self.step_size))
@@ -394,8 +395,7 @@ class CosineLR:
     min_lr: float = 0.0
 
     def __post_init__(self):
-        if not isinstance(self.total_steps, int) or self.total_steps < 1:
-            raise ValueError(f"total_steps: expected a positive integer, got {self.total_steps!r}")
+        positive_int("total_steps", self.total_steps)
 
     def __call__(self, step: int) -> float:
         s = min(step, self.total_steps)
@@ -413,8 +413,7 @@ class WarmupLR:
     warmup_steps: int
 
     def __post_init__(self):
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps: expected a non-negative integer, got {self.warmup_steps!r}")
+        non_negative_int("warmup_steps", self.warmup_steps)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from unrolled._checks import positive_int
 from unrolled.data.batching import Batch
 from unrolled.nn import cross_entropy
 
@@ -28,9 +29,8 @@ __all__ = ["TokenStreams", "chunk_bounds", "lm_loss", "truncated_bptt"]
 
 def chunk_bounds(T: int, k: int) -> list[tuple[int, int]]:
     """[(start, stop), …] covering 0..T in chunks of k steps (the last may be shorter)."""
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k: expected a positive chunk length, got {k!r}")
-    return [(s, min(s + int(k), T)) for s in range(0, T, int(k))]
+    k = positive_int("k", k)
+    return [(s, min(s + k, T)) for s in range(0, T, k)]
 
 
 def _copy_state(state):
@@ -98,8 +98,7 @@ class TokenStreams(Sequence):
             raise ValueError(
                 f"ids: expected a 1-D integer array of token ids, got {ids.dtype.name}{ids.shape}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        batch_size = positive_int("batch_size", batch_size)
         L = (len(ids) - 1) // batch_size
         if L < 1:
             raise ValueError(

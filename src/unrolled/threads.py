@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 
+from unrolled._checks import positive_int
+
 
 def _openblas():
     """The OpenBLAS that NumPy loaded, found in this process's memory map (no threadpoolctl needed).
@@ -37,8 +39,7 @@ def set_blas_threads(n: int) -> int | None:
 
     oneDNN's product (the extra ``onednn``), where loaded, is set to the same count; loaded later, it takes
     the count OpenBLAS reports then."""
-    if int(n) < 1:
-        raise ValueError(f"threads: expected a positive integer, got {n!r}")
+    n = positive_int("threads", n)
     import sys
 
     dnnl = sys.modules.get("unrolled.kernels._dnnl")  # never import it here: that would load the library

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from unrolled._checks import positive_int
 from unrolled.checkpoint import CheckpointError, load_checkpoint, restore_arrays, save_checkpoint
 from unrolled.clip import clip_grad_norm, clip_grad_value, global_norm
 from unrolled.optim import ConstantLR, schedule_to_dict
@@ -131,8 +132,7 @@ class Trainer:
             raise ValueError(f"max_time: expected a positive number of seconds, got {max_time!r}")
         for name, v in (("max_steps", max_steps), ("epochs", epochs), ("eval_every", eval_every),
                         ("checkpoint_every", checkpoint_every), ("patience", patience)):  # fmt: skip
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}: expected a positive integer or None, got {v!r}")
+            positive_int(name, v, allow_none=True)
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite: expected 'stop' or 'skip', got {on_nonfinite!r}")
         if not 0 < lr_backoff <= 1:

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled._checks import positive_int
+
 __all__ = ["Batch", "SequenceBatches", "batch_order", "length_mask", "pad_sequences"]
 
 
@@ -76,8 +78,7 @@ def batch_order(
     padding, still random), and the batches themselves are shuffled.
     """
     n = len(lengths)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = positive_int("batch_size", batch_size)
     idx = rng.permutation(n) if rng is not None else np.arange(n)
     if bucket:
         lengths = np.asarray(lengths)

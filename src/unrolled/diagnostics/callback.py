@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from unrolled._checks import positive_int
 from unrolled.diagnostics.report import diagnose_model
 
 
@@ -38,8 +39,7 @@ class GammaMonitor:
         tol: float = 0.01,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every: expected a positive integer, got {every!r}")
+        every = positive_int("every", every)
         if not isinstance(x_probe, np.ndarray) or x_probe.ndim not in (2, 3):
             raise ValueError("x_probe: expected token ids (T, B) or features (T, B, I) as a numpy array")
         self.x_probe, self.every, self.tol, self.log = x_probe, every, tol, log

@@ -19,10 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from unrolled import kernels
 from unrolled.cells import LSTMCell
 from unrolled.diagnostics.jacobians import step_jacobian
-from unrolled.layers import RecurrentLayer, _reverse
+from unrolled.layers import RecurrentLayer
 
 
 class GradientFlow(NamedTuple):
@@ -40,7 +39,7 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
     Parameters
     ----------
     layer : an RNN / LSTM / GRU layer after a forward pass.
-    d_out : ∂L/∂out, shaped like that forward's out.
+    d_out : ∂L/∂out, shaped like that forward's out (cast to the layer's dtype).
     d_hn : ∂L/∂h_n (or (∂L/∂h_n, ∂L/∂c_n)); zeros when None.
 
     Returns
@@ -48,40 +47,32 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
     {(layer_index, direction): GradientFlow}, direction 0 forward, 1 reverse. The layer's params,
     grads and cache are left untouched.
     """
-    cache = layer._cache
-    if cache is None:
+    try:
+        caches = layer.last_caches()
+    except RuntimeError:
         raise RuntimeError(
             "gradient_flow: the layer has no forward pass to differentiate (call forward first)"
-        )
-    dirs, drop_masks, mask, T, B, batch_first = cache
-    H, D = layer.hidden_size, layer.num_directions
-    shape = (B, T, D * H) if batch_first else (T, B, D * H)
-    if not isinstance(d_out, np.ndarray) or d_out.shape != shape:
+        ) from None
+    if not isinstance(d_out, np.ndarray):
         raise ValueError(
-            f"d_out: expected an array of shape {shape}, got {getattr(d_out, 'shape', type(d_out))}"
+            f"d_out: expected an array shaped like the forward's out, got {type(d_out).__name__}"
         )
-    d_states_T = layer._check_state("d_hn", d_hn, B)
-    g = d_out.transpose(1, 0, 2) if batch_first else d_out
-    g = (g * mask if mask is not None else g).astype(layer.dtype)
     lstm = isinstance(layer.cell, LSTMCell)
     flows: dict[tuple[int, int], GradientFlow] = {}
-    for li in range(layer.num_layers - 1, -1, -1):
-        if drop_masks[li] is not None:
-            g = g * drop_masks[li]
-        dx = None
-        for d in range(D):
-            k = li * D + d
-            cell_cache, rev_index = dirs[li][d]
-            gd = g[:, :, d * H : (d + 1) * H]
-            gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
-            p = layer._dir_params(li, d)
-            end = tuple(s[k] for s in d_states_T)
-            flows[(li, d)] = _walk(layer.cell, cell_cache, p, gd, end, H, lstm)
-            dxd = kernels.owner(layer.cell, cell_cache).backward(gd, end, cell_cache, p)[0]
-            if d == 1:
-                dxd = _reverse(dxd, rev_index)
-            dx = dxd if dx is None else dx + dxd
-        g = dx
+
+    def observe(li: int, d: int, d_hs: np.ndarray, d_state_T: tuple) -> None:
+        p = layer.direction_params(li, d)
+        flows[(li, d)] = _walk(layer.cell, caches[(li, d)], p, d_hs, d_state_T, layer.hidden_size, lstm)
+
+    # The layer's own backward walks the graph (layers, directions, dropout masks, lengths) and hands each
+    # direction's gradients to `observe`. It also fills ``grads``: put back as they were, arrays and values.
+    saved = {k: (v, v.copy()) for k, v in layer.grads.items()}
+    try:
+        layer.backward(d_out.astype(layer.dtype, copy=False), d_hn, on_direction=observe)
+    finally:
+        for k, (arr, val) in saved.items():
+            arr[...] = val
+            layer.grads[k] = arr
     return dict(sorted(flows.items()))
 
 

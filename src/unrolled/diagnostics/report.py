@@ -302,10 +302,11 @@ def diagnose(
         else:
             d_out[-1] = u
     flows = gradient_flow(layer, d_out, d_hn)
+    caches = layer.last_caches()
     reports = []
     for li in range(layer.num_layers):
         for d in range(layer.num_directions):
-            cache = layer._cache.dirs[li][d].cell_cache
+            cache = caches[(li, d)]
             reports.append(
                 _direction_report(
                     layer,
@@ -401,7 +402,7 @@ def _direction_report(
     layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch, spectral_points
 ) -> DirectionReport:
     cell = layer.cell
-    p = layer._dir_params(li, d)
+    p = layer.direction_params(li, d)
     T = num_steps(cache)
     at = None
     if T > spectral_points:

@@ -79,16 +79,16 @@ def _direction_from_keras(cell: str, arrays: Sequence[np.ndarray], where: str) -
     return {k: np.ascontiguousarray(v) for k, v in p.items()}
 
 
-def _direction_to_keras(layer: RecurrentLayer, s: str) -> list[np.ndarray]:
-    cell, u, p = _kind(layer), layer.hidden_size, layer.params
+def _direction_to_keras(layer: RecurrentLayer, l: int, d: int) -> list[np.ndarray]:
+    cell, u, p = _kind(layer), layer.hidden_size, layer.direction_params(l, d)
     neg = (lambda a: _negate_z(a, u)) if cell == "gru" else (lambda a: a.copy())
-    out = [np.ascontiguousarray(neg(p["W_xh" + s]).T), np.ascontiguousarray(neg(p["W_hh" + s]).T)]
+    out = [np.ascontiguousarray(neg(p["W_xh"]).T), np.ascontiguousarray(neg(p["W_hh"]).T)]
     if layer.bias:
-        b = neg(p["b_h" + s])
+        b = neg(p["b_h"])
         if cell == "gru" and layer.reset_after:
             rec = np.zeros_like(b)
-            rec[2 * u :] = p["b_hn" + s]
-            b[2 * u :] = p["b_h" + s][2 * u :]
+            rec[2 * u :] = p["b_hn"]
+            b[2 * u :] = p["b_h"][2 * u :]
             b = np.stack([b, rec])
         out.append(b)
     return out
@@ -181,9 +181,9 @@ def from_keras_weights(
         layer = GRU(reset_after=reset_after, **kw)
     for l, layer_dirs in enumerate(dirs):
         for d, p in enumerate(layer_dirs):
-            s = layer._suffix(l, d)
+            live = layer.direction_params(l, d)
             for k, v in p.items():
-                layer.params[k + s][...] = v
+                live[k][...] = v
     return layer.eval()
 
 
@@ -195,7 +195,7 @@ def to_keras_weights(layer: RecurrentLayer) -> list[list[np.ndarray]]:
     if not isinstance(layer, RecurrentLayer):
         raise TypeError(f"layer: expected an unrolled RNN, LSTM or GRU, got {type(layer).__name__}")
     return [
-        [a for d in range(layer.num_directions) for a in _direction_to_keras(layer, layer._suffix(l, d))]
+        [a for d in range(layer.num_directions) for a in _direction_to_keras(layer, l, d)]
         for l in range(layer.num_layers)
     ]
 

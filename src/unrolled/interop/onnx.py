@@ -96,15 +96,14 @@ def layer_weights_to_onnx(layer: RecurrentLayer, l: int) -> dict[str, np.ndarray
     kind, H, G = _kind(layer), layer.hidden_size, layer.cell.gates
     W, R, B = [], [], []
     for d in range(layer.num_directions):
-        s = layer._suffix(l, d)
-        p = layer.params
-        W.append(gates_to_onnx(kind, p["W_xh" + s]))
-        R.append(gates_to_onnx(kind, p["W_hh" + s]))
+        p = layer.direction_params(l, d)
+        W.append(gates_to_onnx(kind, p["W_xh"]))
+        R.append(gates_to_onnx(kind, p["W_hh"]))
         if layer.bias:
-            Rb = np.zeros(G * H, dtype=p["b_h" + s].dtype)
+            Rb = np.zeros(G * H, dtype=p["b_h"].dtype)
             if kind == "gru" and layer.reset_after:
-                Rb[2 * H :] = p["b_hn" + s]  # inside the reset product: ONNX's Rbh with linear_before_reset
-            B.append(np.concatenate([gates_to_onnx(kind, p["b_h" + s]), Rb]))
+                Rb[2 * H :] = p["b_hn"]  # inside the reset product: ONNX's Rbh with linear_before_reset
+            B.append(np.concatenate([gates_to_onnx(kind, p["b_h"]), Rb]))
     f32 = np.float32
     return {
         "W": np.stack(W).astype(f32),
@@ -261,19 +260,8 @@ def _layer_graph(layer: RecurrentLayer, lengths: bool, initial_state: bool):
 
 
 def _layer_config(layer: RecurrentLayer) -> dict:
-    cfg = dict(
-        input_size=layer.input_size,
-        hidden_size=layer.hidden_size,
-        num_layers=layer.num_layers,
-        bias=layer.bias,
-        batch_first=layer.batch_first,
-        bidirectional=layer.bidirectional,
-    )
-    if isinstance(layer, RNN):
-        cfg["nonlinearity"] = layer.nonlinearity
-    if isinstance(layer, GRU):
-        cfg["reset_after"] = layer.reset_after
-    return cfg
+    """The layer's architecture: its config less dropout (training only) and dtype (the graph is float32)."""
+    return {k: v for k, v in layer.config.items() if k not in ("dropout", "recurrent_dropout", "dtype")}
 
 
 def _model_graph(model, lengths: bool, initial_state: bool):
@@ -534,9 +522,9 @@ def from_onnx(src):
         layer = GRU(reset_after=bool(attrs0.get("linear_before_reset", 0)), **kw)
     for l, dirs in enumerate(layers_w):
         for d, p in enumerate(dirs):
-            s = layer._suffix(l, d)
+            live = layer.direction_params(l, d)
             for name, v in p.items():
-                layer.params[name + s][...] = v
+                live[name][...] = v
     layer.eval()
     if meta_kind == "SequenceModel":
         return _model_from_onnx(where, cfg, layer, consts)

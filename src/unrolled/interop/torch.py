@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
+from unrolled.layers import GRU, LSTM, PARAM_NAMES, RNN, RecurrentLayer
 
 
 def _torch():
@@ -26,10 +26,25 @@ def _torch():
     return torch
 
 
-def _suffixes(layer: RecurrentLayer):
+# torch.nn's constructor arguments; unrolled's layers take the same names (see RecurrentLayer.config).
+_TORCH_ARGS = (
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "nonlinearity",
+    "bias",
+    "batch_first",
+    "dropout",
+    "bidirectional",
+)
+_CLASSES = (("RNN", RNN), ("LSTM", LSTM), ("GRU", GRU))  # torch.nn's class name, unrolled's class
+
+
+def _directions(layer: RecurrentLayer):
+    """(layer, direction, torch's key suffix) in torch's order: torch names ``weight_ih_l1_reverse``."""
     for l in range(layer.num_layers):
         for d in range(layer.num_directions):
-            yield f"_l{l}" + ("_reverse" if d else "")
+            yield l, d, f"_l{l}" + ("_reverse" if d else "")
 
 
 def _gru_to_torch(a: np.ndarray, H: int) -> np.ndarray:
@@ -52,37 +67,25 @@ def from_torch(module) -> RecurrentLayer:
         raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported (expected 0)")
     sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     dtype = sd["weight_ih_l0"].dtype
-    kw = dict(
-        input_size=module.input_size,
-        hidden_size=module.hidden_size,
-        num_layers=module.num_layers,
-        bias=module.bias,
-        batch_first=module.batch_first,
-        dropout=module.dropout,
-        bidirectional=module.bidirectional,
-        dtype=dtype,
-    )
-    if isinstance(module, nn.RNN):
-        layer = RNN(nonlinearity=module.nonlinearity, **kw)
-    elif isinstance(module, nn.LSTM):
-        layer = LSTM(**kw)
-    else:
-        layer = GRU(reset_after=True, **kw)
+    cls = next(c for name, c in _CLASSES if isinstance(module, getattr(nn, name)))
+    kw = {k: getattr(module, k) for k in _TORCH_ARGS if hasattr(module, k)}  # nonlinearity: nn.RNN only
+    layer = cls(**kw, dtype=dtype)  # a GRU resets after, as torch's does
     H = module.hidden_size
     gru = isinstance(layer, GRU)
-    for s in _suffixes(layer):
+    for l, d, s in _directions(layer):
+        p = layer.direction_params(l, d)
         w_ih, w_hh = sd["weight_ih" + s], sd["weight_hh" + s]
-        layer.params["W_xh" + s][...] = _gru_from_torch(w_ih, H) if gru else w_ih
-        layer.params["W_hh" + s][...] = _gru_from_torch(w_hh, H) if gru else w_hh
+        p["W_xh"][...] = _gru_from_torch(w_ih, H) if gru else w_ih
+        p["W_hh"][...] = _gru_from_torch(w_hh, H) if gru else w_hh
         if module.bias:
             b_ih, b_hh = sd["bias_ih" + s], sd["bias_hh" + s]
             if gru:
                 both = b_ih.copy()
                 both[: 2 * H] += b_hh[: 2 * H]
-                layer.params["b_h" + s][...] = _gru_from_torch(both, H)
-                layer.params["b_hn" + s][...] = b_hh[2 * H :]
+                p["b_h"][...] = _gru_from_torch(both, H)
+                p["b_hn"][...] = b_hh[2 * H :]
             else:
-                layer.params["b_h" + s][...] = b_ih + b_hh
+                p["b_h"][...] = b_ih + b_hh
     layer.train(module.training)
     return layer
 
@@ -100,15 +103,17 @@ def to_torch_state_dict(layer: RecurrentLayer, grads: bool = False) -> dict[str,
     src = layer.grads if grads else layer.params
     H = layer.hidden_size
     out: dict[str, np.ndarray] = {}
-    for s in _suffixes(layer):
-        out["weight_ih" + s] = _gru_to_torch(src["W_xh" + s], H) if gru else src["W_xh" + s].copy()
-        out["weight_hh" + s] = _gru_to_torch(src["W_hh" + s], H) if gru else src["W_hh" + s].copy()
+    for l, d, s in _directions(layer):
+        # This direction's arrays of `src` under the cells' names (the keys of layer.direction_params).
+        p = {n: src[layer.key(n, l, d)] for n in PARAM_NAMES if layer.key(n, l, d) in src}
+        out["weight_ih" + s] = _gru_to_torch(p["W_xh"], H) if gru else p["W_xh"].copy()
+        out["weight_hh" + s] = _gru_to_torch(p["W_hh"], H) if gru else p["W_hh"].copy()
         if layer.bias:
-            b = src["b_h" + s]
+            b = p["b_h"]
             out["bias_ih" + s] = _gru_to_torch(b, H) if gru else b.copy()
             if gru:
                 b_hh = out["bias_ih" + s].copy() if grads else np.zeros_like(b)
-                b_hh[2 * H :] = src["b_hn" + s]
+                b_hh[2 * H :] = p["b_hn"]
                 out["bias_hh" + s] = b_hh
             else:
                 out["bias_hh" + s] = b.copy() if grads else np.zeros_like(b)
@@ -118,21 +123,9 @@ def to_torch_state_dict(layer: RecurrentLayer, grads: bool = False) -> dict[str,
 def to_torch(layer: RecurrentLayer):
     """Build the equal torch.nn.RNN / LSTM / GRU module (same dtype, training mode and options)."""
     torch = _torch()
-    kw = dict(
-        input_size=layer.input_size,
-        hidden_size=layer.hidden_size,
-        num_layers=layer.num_layers,
-        bias=layer.bias,
-        batch_first=layer.batch_first,
-        dropout=layer.dropout,
-        bidirectional=layer.bidirectional,
-    )
-    if isinstance(layer, RNN):
-        module = torch.nn.RNN(nonlinearity=layer.nonlinearity, **kw)
-    elif isinstance(layer, LSTM):
-        module = torch.nn.LSTM(**kw)
-    else:
-        module = torch.nn.GRU(**kw)
+    name = next(name for name, c in _CLASSES if isinstance(layer, c))
+    kw = {k: v for k, v in layer.config.items() if k in _TORCH_ARGS}
+    module = getattr(torch.nn, name)(**kw)
     sd = to_torch_state_dict(layer)  # raises for reset_after=False
     module = module.to(getattr(torch, layer.dtype.name))
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})

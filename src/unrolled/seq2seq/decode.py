@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled._checks import positive_int
 from unrolled.nn import log_softmax
 from unrolled.seq2seq.attention import Memory
 from unrolled.seq2seq.model import DecoderState, Seq2Seq, start_tokens
@@ -54,8 +55,7 @@ def _check(
         raise ValueError(
             f"src: expected (S, B) ids and (B,) lengths, got {src.shape} and {src_lengths.shape}"
         )
-    if not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len: expected a positive integer, got {max_len!r}")
+    positive_int("max_len", max_len)
     return src, src_lengths
 
 

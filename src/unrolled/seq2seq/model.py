@@ -28,15 +28,17 @@ cell's cache) or its ``step`` (decoding); no cell equation is restated here.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from unrolled._checks import one_of, positive_int, probability
+from unrolled.config import from_dict as config_from_dict
+from unrolled.config import to_dict as config_to_dict
+from unrolled.init import lecun_uniform
 from unrolled.layers import GRU, LSTM, RNN
-from unrolled.models import Embedding
-from unrolled.nn import cross_entropy
+from unrolled.nn import Embedding, Linear, cross_entropy
 from unrolled.seq2seq.attention import KINDS, Attention, AttentionCache, Memory
 from unrolled.seq2seq.text import BOS
 
@@ -75,26 +77,18 @@ class Seq2SeqConfig:
             "enc_layers",
             "dec_layers",
         ):
-            _positive(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         for name in ("dec_hidden_size", "attn_size"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+            positive_int(name, getattr(self, name), allow_none=True)
         if self.dec_hidden_size is None:
             self.dec_hidden_size = self.hidden_size * (2 if self.bidirectional else 1)
         if self.attn_size is None:
             self.attn_size = self.dec_hidden_size
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.attention not in ATTENTION:
-            raise ValueError(f"attention: expected one of {', '.join(ATTENTION)}, got {self.attention!r}")
+        one_of("cell", self.cell, tuple(CELLS))
+        one_of("attention", self.attention, ATTENTION)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        if (
-            isinstance(self.dropout, bool)
-            or not isinstance(self.dropout, int | float)
-            or not 0 <= self.dropout < 1
-        ):
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        probability("dropout", self.dropout)
         if self.attention == "dot" and self.dec_hidden_size != self.memory_size:
             raise ValueError(
                 f"attention 'dot' needs the decoder width ({self.dec_hidden_size}) to equal the encoder "
@@ -107,21 +101,13 @@ class Seq2SeqConfig:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-able dict of every field."""
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Seq2SeqConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"config: expected a dict, got {type(d).__name__}")
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"config: unknown fields {sorted(unknown)} (not a translation model's config)")
-        return cls(**d)
-
-
-def _positive(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a config of something else)."""
+        return config_from_dict(cls, d, what="a translation model")
 
 
 class DecoderState(NamedTuple):
@@ -203,22 +189,23 @@ class Seq2Seq:
         self.num_states = self.decoder.num_states
         self.bridged = not (c.enc_layers == c.dec_layers and M == H)
         self.bridge: dict[str, np.ndarray] = {}
-        if self.bridged:
+        if self.bridged:  # one tanh(W_br · + b_br) per state kind, from the top encoder layer's final state
             for kind in ("h", "c")[: self.num_states]:
-                W = rngs[4].uniform(-1, 1, (c.dec_layers * H, M)) * np.sqrt(3.0 / M)
-                self.bridge[f"W_{kind}"] = W.astype(dt)
-                self.bridge[f"b_{kind}"] = np.zeros(c.dec_layers * H, dtype=dt)
+                br = Linear(M, c.dec_layers * H, dtype=dt, seed=rngs[4], init=lecun_uniform)
+                self.bridge[f"W_{kind}"], self.bridge[f"b_{kind}"] = br.params["W"], br.params["b"]
         self.attention = Attention(c.attention) if c.attention != "none" else None
         self.attn_params = (
             self.attention.init_params(rngs[5], H, M, c.attn_size, dt) if self.attention is not None else {}
         )
         cat = H + (M if self.attention is not None else 0)
-        a = np.sqrt(6.0 / (cat + H))
+        # h̃_t = tanh(W_c [c_t ; h_t] + b_c) and z_t = W_o h̃_t + b_o: their parameters, under the names
+        # checkpoints use. The affine maps themselves run inline (per step forward, over all steps backward).
+        combine = Linear(cat, H, dtype=dt, seed=rngs[6])
+        out = Linear(H, c.tgt_vocab_size, dtype=dt, seed=rngs[6], init=lecun_uniform)
         self.head = {
-            "combine.W": rngs[6].uniform(-a, a, (H, cat)).astype(dt),
-            "combine.b": np.zeros(H, dtype=dt),
-            "out.W": (rngs[6].uniform(-1, 1, (c.tgt_vocab_size, H)) * np.sqrt(3.0 / H)).astype(dt),
-            "out.b": np.zeros(c.tgt_vocab_size, dtype=dt),
+            f"{name}.{k}": v
+            for name, lin in (("combine", combine), ("out", out))
+            for k, v in lin.params.items()
         }
         self.params: dict[str, np.ndarray] = {"src_embed.W": self.src_embed.params["W"]}
         self.params["tgt_embed.W"] = self.tgt_embed.params["W"]
@@ -265,14 +252,6 @@ class Seq2Seq:
                     f"weights: {k} has shape {v.shape}, the model expects {self.params[k].shape}"
                 )
             self.params[k][...] = v
-
-    def _dec_params(self, layer: int) -> dict[str, np.ndarray]:
-        s = f"_l{layer}"
-        return {
-            n: self.decoder.params[n + s]
-            for n in ("W_xh", "W_hh", "b_h", "b_hn")
-            if n + s in self.decoder.params
-        }
 
     def _drop(self, shape: tuple) -> np.ndarray | None:
         p = self.config.dropout
@@ -332,7 +311,7 @@ class Seq2Seq:
         caches, new = [], [[] for _ in range(self.num_states)]
         inp = x
         for layer in range(c.dec_layers):
-            p = self._dec_params(layer)
+            p = self.decoder.direction_params(layer)
             s_prev = tuple(s[layer] for s in state.rnn)
             if keep:
                 _, s_new, cell_cache = self.cell.forward(inp[None], s_prev, p, None)
@@ -384,8 +363,7 @@ class Seq2Seq:
             raise ValueError(
                 f"tgt_in: expected (T, B) ids with B = {np.asarray(src).shape[1]}, got {tgt_in.shape}"
             )
-        if not 0.0 <= sample_prob <= 1.0:
-            raise ValueError(f"sample_prob: expected a probability in [0, 1], got {sample_prob!r}")
+        probability("sample_prob", sample_prob, closed=True)
         encoded, src_drop, bridge_in = self._encode(src, src_lengths, keep=True)
         T, B = tgt_in.shape
         sampling = sample_prob > 0 and self.training
@@ -450,12 +428,12 @@ class Seq2Seq:
             d_out = d_q  # gradient reaching the current layer's output h_t from above
             new_d_state = [[None] * L for _ in range(self.num_states)]
             for layer in range(L - 1, -1, -1):
-                p = self._dec_params(layer)
+                p = self.decoder.direction_params(layer)
                 dx, d_s0, gr = self.cell.backward(
                     d_out[None], tuple(s[layer] for s in d_state), sc.cells[layer], p
                 )
                 for name, v in gr.items():
-                    dec_g[f"{name}_l{layer}"] += v
+                    dec_g[self.decoder.key(name, layer)] += v
                 for i, s in enumerate(d_s0):
                     new_d_state[i][layer] = s
                 d_out = dx[0]
