@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.cli import CLIError
+from unrolled.commands._common import CLIError
 from unrolled.diagnostics.report import diagnose_model
 
 
