@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._checks import one_of, positive_float, positive_int
 from unrolled.clip import clip_grad_norm, global_norm
 from unrolled.diagnostics.callback import GammaMonitor
 from unrolled.models import ModelConfig, SequenceModel
@@ -111,18 +112,13 @@ class RunConfig:
     test_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
+        one_of("task", self.task, TASKS)
+        one_of("cell", self.cell, CELLS)
         for name in ("T", "hidden_size", "batch_size", "max_steps", "eval_every", "test_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip: expected a positive threshold or None, got {self.clip!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr!r}")
+            positive_int(name, getattr(self, name))
+        if self.clip is not None:  # None = no clipping
+            positive_float("clip", self.clip)
+        positive_float("lr", self.lr)
 
     def key(self) -> tuple:
         """What identifies a run in a results file (for resuming a grid)."""

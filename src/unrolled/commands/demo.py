@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from unrolled._checks import non_negative_int, positive_float
 from unrolled.apps._fields import option
 from unrolled.apps.charlm import SampleConfig, fit, load, report, sample_text
 from unrolled.apps.charlm.demo import DEFAULT_OUT, DEMO_MODEL, DEMO_MODULES, PRIME, demo_corpus
@@ -49,10 +50,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     opts = DemoOptions(**given_options(args, DemoOptions))
     check_sampling(opts.temperature, None)  # bad options fail now, not after two minutes of training
-    if opts.length < 0 or not opts.time > 0:
-        raise ValueError(
-            f"--length {opts.length} / --time {opts.time}: expected a length >= 0 and a time > 0"
-        )
+    non_negative_int("--length", opts.length)
+    positive_float("--time", opts.time)
     out = Path(opts.out)
     if (out / "last" / "meta.json").exists():
         from unrolled.checkpoint import load_checkpoint

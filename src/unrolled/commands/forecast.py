@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._checks import positive_int
 from unrolled.apps.forecast import load, network_label, plot_forecast
 from unrolled.apps.forecast.timeseries import Split, TimeSeries, fill_missing
 from unrolled.metrics import forecast_errors
@@ -42,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if ts.columns != meta["columns"]:
         raise ValueError(f"columns: the model was trained on {meta['columns']}, this series has {ts.columns}")
     h = args.horizon if args.horizon is not None else cfg.horizon
-    if h < 1:
-        raise ValueError(f"--horizon: expected a positive integer, got {h}")
+    positive_int("--horizon", h)
     holdout = None
     if args.holdout:
         if len(ts.values) < cfg.lookback + h:
