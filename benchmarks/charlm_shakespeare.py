@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from unrolled import kernels
-from unrolled.apps.charlm import LN2, CharLMConfig, report, train
+from unrolled.apps.charlm import LN2, CharLMConfig, fit, report
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         seed=args.seed, val_fraction=0.1, val_every=args.val_every, val_chars=10**9,
     )  # fmt: skip
     load_before = os.getloadavg()
-    summary = train(cfg, [args.data], args.out)
+    summary = fit(cfg, [args.data], args.out)
     report(summary)
     curve = [
         (r["wall_time"], r["val_loss"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.apps.forecast import ForecastConfig, evaluate, fit, format_table, network_label, prepare_for
-from unrolled.data.timeseries import TimeSeries
+from unrolled.apps.forecast.timeseries import TimeSeries
 
 
 def main() -> None:

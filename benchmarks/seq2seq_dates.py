@@ -1,6 +1,6 @@
 """Dates → ISO: exact-match accuracy on held-out days, with attention and, beside it, without.
 
-Training pairs come from the "train" days of unrolled.data.dates and the test pairs from the "test"
+Training pairs come from the "train" days of unrolled.apps.translate.dates and the test pairs from the "test"
 days (about 1 day in 10, fixed by a hash): no test day is seen in training in any format. The same
 architecture, budget and seed are run once per --attention value; "none" is the plain
 encoder-decoder (the decoder sees the source only through the encoder's final state).
@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
-from unrolled.apps.translate import TranslateConfig, train_translator
-from unrolled.data.dates import date_pairs
+from unrolled.apps.translate import TranslateConfig, fit
+from unrolled.apps.translate.dates import date_pairs
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             eval_every=250,
             seed=args.seed,
         )
-        tr, summary = train_translator(cfg, train, valid, progress=False)
+        tr, summary = fit(cfg, train, valid, progress=False)
         out = {"attention": attention, "max_steps": steps}
         for beam in (1, 5):
             hyps = tr.translate([s for s, _ in test], beam=beam, max_len=12)

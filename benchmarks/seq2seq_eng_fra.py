@@ -22,13 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.apps.translate import (
-    TranslateConfig,
-    evaluate_pairs,
-    save_translator,
-    split_pairs,
-    train_translator,
-)
+from unrolled.apps.translate import TranslateConfig, evaluate, fit, save, split_pairs
 from unrolled.seq2seq.text import read_pairs
 
 DATA = (
@@ -74,11 +68,11 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
     train, test = split_pairs(pairs, 0.1, rng)
     train, valid = split_pairs(train, 0.05, rng)  # model selection never sees the test sentences
-    tr, summary = train_translator(cfg, train, valid, progress=False)
+    tr, summary = fit(cfg, train, valid, progress=False)
     if args.out:
-        save_translator(args.out, tr, {"benchmark": "eng-fra"})
-    greedy = evaluate_pairs(tr, test, beam=1)
-    beam5 = evaluate_pairs(tr, test, beam=5)
+        save(args.out, tr, {"benchmark": "eng-fra"})
+    greedy = evaluate(tr, test, beam=1)
+    beam5 = evaluate(tr, test, beam=5)
     result = {
         "train_pairs": len(train),
         "valid_pairs": len(valid),

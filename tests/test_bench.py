@@ -11,7 +11,7 @@ import pytest
 from unrolled.bench.report import render_markdown
 from unrolled.bench.suite import Config, geomean, run_grid, run_streaming, summarize
 from unrolled.bench.timing import _openblas, interleaved, matmul_peak, set_threads
-from unrolled.cli import main
+from unrolled.commands import main
 
 
 def test_forward_flops_count_every_layer_and_direction():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unrolled.apps.sampling import generate, next_distribution, sample_next
+from unrolled.apps.charlm.sampling import generate, next_distribution, sample_next
 from unrolled.models import ModelConfig, SequenceModel
 
 V = 12

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from unrolled.data.text import (
+from unrolled.apps.charlm.text import (
     TextError,
     Vocabulary,
     check_trainable,

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unrolled.apps.classify import Classifier, ClassifyConfig, build_model, class_weights
-from unrolled.cli import main
-from unrolled.data.sequences import (
+from unrolled.apps.classify import Classifier, ClassifyConfig, build, class_weights
+from unrolled.apps.classify.sequences import (
     CharVocab,
     SequenceDataset,
     load_long_csv,
@@ -16,6 +15,7 @@ from unrolled.data.sequences import (
     load_text_folder,
     stratified_split,
 )
+from unrolled.commands import main
 
 from conftest import shared_data
 
@@ -32,7 +32,7 @@ def test_padding_a_batch_differently_never_changes_a_sequences_prediction(cell, 
     cfg = ClassifyConfig(
         npz="x.npz", cell=cell, pooling=pooling, bidirectional=bidirectional, hidden=8, seed=1
     )
-    clf = Classifier(build_model(cfg, ds, None), ds.classes, None)
+    clf = Classifier(build(cfg, ds, None), ds.classes, None)
     alone = np.concatenate([clf.predict_proba([x]) for x in items])
     together = clf.predict_proba(items)
     in_pairs = clf.predict_proba(items, batch_size=2)
@@ -53,7 +53,7 @@ def test_text_predictions_do_not_depend_on_the_other_texts_in_the_batch():
     ds = SequenceDataset(texts, np.array([0, 1, 0, 1, 0]), ["x", "y"], "text")
     vocab = CharVocab.build(texts)
     cfg = ClassifyConfig(text_dir="names", hidden=8, bidirectional=True, seed=2)
-    clf = Classifier(build_model(cfg, ds, vocab), ds.classes, vocab)
+    clf = Classifier(build(cfg, ds, vocab), ds.classes, vocab)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(clf.predict_proba(texts), alone, rtol=0, atol=1e-6)
 
@@ -108,7 +108,7 @@ def test_names_folder_reads_eighteen_languages():
 
 def test_digits_read_row_by_row_and_pixel_by_pixel():
     pytest.importorskip("sklearn", reason="scikit-learn not installed (unrolled[data])")
-    from unrolled.data.sequences import load_builtin
+    from unrolled.apps.classify.sequences import load_builtin
 
     rows, pixels = load_builtin("digits-rows"), load_builtin("digits-pixels")
     assert rows.items[0].shape == (8, 8) and pixels.items[0].shape == (64, 1)

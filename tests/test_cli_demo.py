@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from unrolled.apps.demo import DEMO_MODULES, demo_corpus
-from unrolled.data.text import scan_texts
+from unrolled.apps.charlm.demo import DEMO_MODULES, demo_corpus
+from unrolled.apps.charlm.text import scan_texts
 
 
 def test_the_demo_corpus_is_the_documented_modules_of_this_python():
@@ -23,7 +23,7 @@ def test_demo_trains_saves_and_prints_python(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "unrolled.cli",
+        "unrolled.commands",
         "demo",
         "--out",
         str(out),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from unrolled.checkpoint import save_model
-from unrolled.cli import main
+from unrolled.commands import main
 from unrolled.diagnostics import diagnose_model, linear_rnn
 from unrolled.models import ModelConfig, SequenceModel
 

@@ -22,7 +22,7 @@ from unrolled.apps.experiments import (
     run_one,
     solved,
 )
-from unrolled.cli import main
+from unrolled.commands import main
 
 
 def test_adding_batch_has_one_marker_in_each_half_and_the_sum_as_target():

@@ -6,10 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unrolled.apps import forecast_baselines as baselines
-from unrolled.apps.forecast import ForecastConfig, fit, prepare_for
-from unrolled.cli import main
-from unrolled.data.timeseries import (
+from unrolled.apps.forecast import ForecastConfig, baselines, fit, prepare_for
+from unrolled.apps.forecast.timeseries import (
     Split,
     TimeSeries,
     chronological_split,
@@ -18,6 +16,7 @@ from unrolled.data.timeseries import (
     make_windows,
     prepare,
 )
+from unrolled.commands import main
 
 from conftest import shared_data
 
@@ -229,7 +228,7 @@ def test_a_direct_model_refuses_a_longer_horizon_than_it_was_trained_for(tmp_pat
 
 def test_builtin_datasets_load_through_statsmodels():
     pytest.importorskip("statsmodels", reason="statsmodels not installed (unrolled[data])")
-    from unrolled.data.timeseries import load_builtin
+    from unrolled.apps.forecast.timeseries import load_builtin
 
     sizes = {"sunspots": 309, "co2": 2284, "nile": 100, "elnino": 732}
     for name, n in sizes.items():

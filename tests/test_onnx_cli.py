@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'unro
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'unrolled[onnx]')")
 
 from unrolled.checkpoint import save_model  # noqa: E402
-from unrolled.cli import main  # noqa: E402
+from unrolled.commands import main  # noqa: E402
 from unrolled.models import ModelConfig, SequenceModel  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from unrolled.cli import main
+from unrolled.commands import main
 
 TINY = [
     "--steps",

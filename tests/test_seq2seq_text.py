@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from unrolled.data.dates import NUM_FORMATS, _formats, date_pairs, is_heldout
+from unrolled.apps.translate.dates import NUM_FORMATS, _formats, date_pairs, is_heldout
 from unrolled.seq2seq.bleu import corpus_bleu, tokenize_13a
 from unrolled.seq2seq.text import EOS, UNK, Vocab, detokenize, read_pairs, tokenize
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._checks import one_of, positive_float, positive_int
 from unrolled.clip import clip_grad_norm, global_norm
 from unrolled.diagnostics.callback import GammaMonitor
 from unrolled.models import ModelConfig, SequenceModel
@@ -111,18 +112,13 @@ class RunConfig:
     test_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
+        one_of("task", self.task, TASKS)
+        one_of("cell", self.cell, CELLS)
         for name in ("T", "hidden_size", "batch_size", "max_steps", "eval_every", "test_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip: expected a positive threshold or None, got {self.clip!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr!r}")
+            positive_int(name, getattr(self, name))
+        if self.clip is not None:  # None = no clipping
+            positive_float("clip", self.clip)
+        positive_float("lr", self.lr)
 
     def key(self) -> tuple:
         """What identifies a run in a results file (for resuming a grid)."""
@@ -377,3 +373,57 @@ def _fmt(v, spec: str) -> str:
 
 def _join(items) -> str:
     return ", ".join(str(i) for i in items)
+
+
+# --------------------------------------------------------------------------- figure
+def plot_results(records: list[dict], path) -> None:
+    """Per task a row: test loss / baseline against steps for each T (colour = cell, dashed = no
+    clipping, one line per seed), and a last panel of γ at the end against T."""
+    from unrolled.diagnostics.plot import _pyplot
+
+    plt = _pyplot()
+    tasks = [t for t in ("adding", "copy", "parity") if any(r["task"] == t for r in records)]
+    Ts = sorted({r["T"] for r in records})
+    fig, axes = plt.subplots(len(tasks), len(Ts) + 1, figsize=(3.6 * (len(Ts) + 1), 3.3 * len(tasks)),
+                             squeeze=False)  # fmt: skip
+    colors = {"rnn": "C3", "lstm": "C0", "gru": "C2"}
+    for row, task in zip(axes, tasks, strict=True):
+        rs = [r for r in records if r["task"] == task]
+        for ax, T in zip(row[:-1], Ts, strict=True):
+            for r in (r for r in rs if r["T"] == T):
+                h = r["history"]
+                steps = [e["step"] for e in h]
+                y = [e["test_loss"] / r["baseline"] for e in h]
+                ax.semilogy(
+                    steps, y, color=colors[r["cell"]], ls="-" if r["clip"] is not None else "--", lw=1
+                )
+            ax.axhline(0.1 if task == "adding" else 1.0, color="grey", lw=0.6, ls=":")
+            ax.set_title(f"{task}, T = {T}")
+            ax.set_xlabel("step")
+            ax.set_ylabel("test loss / baseline")
+            ax.grid(True, which="both", alpha=0.3)
+        ax = row[-1]
+        for cell in CELLS:
+            for clip_on in (True, False):
+                pts = [
+                    (r["T"], r["gamma_final"])
+                    for r in rs
+                    if r["cell"] == cell and (r["clip"] is not None) == clip_on
+                ]
+                if pts:
+                    T_, g_ = np.array(pts).T
+                    ax.plot(T_, g_, "o" if clip_on else "x", color=colors[cell],
+                            label=f"{cell} {'clip' if clip_on else 'no clip'}")  # fmt: skip
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("T")
+        ax.set_ylabel("γ at the end (layer 0)")
+        ax.set_title(f"{task}: fitted γ after training")
+        ax.legend(fontsize=6)
+    for cell, c in colors.items():
+        axes[0][0].plot([], [], color=c, label=cell)
+    axes[0][0].plot([], [], color="k", ls="--", label="no clipping")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from unrolled._checks import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -29,8 +31,7 @@ def run(args) -> int:
     from unrolled.bench.report import plot_scaling, render_markdown
     from unrolled.bench.suite import run_suite
 
-    if args.threads < 1:
-        raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
+    positive_int("--threads", args.threads)
     for path in (args.json, args.markdown, args.plot):
         d = os.path.dirname(os.path.abspath(path)) if path else None
         if d and not os.path.isdir(d):

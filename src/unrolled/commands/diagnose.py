@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.cli import CLIError
+from unrolled._checks import positive_int
+from unrolled.commands._common import CLIError
 from unrolled.diagnostics.report import diagnose_model
 
 
@@ -87,8 +88,8 @@ def _input(args, model) -> np.ndarray:
         if x.ndim != 3 or x.shape[2] != c.input_size:
             raise CLIError(f"--input: expected features (T, B, {c.input_size}), got shape {x.shape}")
         return x.astype(c.dtype)
-    if args.steps < 1 or args.batch < 1:
-        raise CLIError("--steps and --batch must be positive")
+    positive_int("--steps", args.steps)
+    positive_int("--batch", args.batch)
     rng = np.random.default_rng(args.seed)
     if c.input == "tokens":
         return rng.integers(0, c.vocab_size, size=(args.steps, args.batch))

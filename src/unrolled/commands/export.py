@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.cli import CLIError
+from unrolled.commands._common import CLIError
 
 
 def register(subparsers) -> None:

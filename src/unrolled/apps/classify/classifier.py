@@ -1,5 +1,7 @@
 """Classifying whole sequences (many-to-one) with a recurrent network.
 
+On the command line (:mod:`unrolled.commands.train_classify`, :mod:`unrolled.commands.classify`):
+
     unrolled train classify (--dataset NAME | --npz FILE | --csv FILE ... | --text-dir DIR) --out DIR
     unrolled classify DIR FILE [--output predictions.csv]
 
@@ -16,16 +18,15 @@ the majority-class baseline.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unrolled.apps._options import add_config_arguments, config_from_args, option
+from unrolled._checks import positive_float, positive_int
+from unrolled.apps._fields import option
 from unrolled.apps._training import fit_best
-from unrolled.data.batching import SequenceBatches, pad_sequences
-from unrolled.data.sequences import (
+from unrolled.apps.classify.sequences import (
     BUILTIN_DATASETS,
     CharVocab,
     Records,
@@ -41,9 +42,12 @@ from unrolled.data.sequences import (
     read_text_lines,
     stratified_split,
 )
+from unrolled.data.batching import SequenceBatches, pad_sequences
 from unrolled.metrics import accuracy, confusion_matrix, macro_f1, majority_baseline
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import cross_entropy, softmax
+
+APP = "classify"  # the "app" of a saved classifier's meta
 
 
 @dataclass
@@ -103,11 +107,9 @@ class ClassifyConfig:
         if self.csv is not None and (self.id_column is None) == (self.text_column is None):
             raise ValueError("--csv needs --id-column (one row per step) or --text-column (one row per text)")
         for name in ("layers", "hidden", "embed", "epochs", "batch", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ValueError(f"lr and clip: expected positive numbers, got {self.lr!r}, {self.clip!r}")
+            positive_int(name, getattr(self, name))
+        positive_float("lr", self.lr)
+        positive_float("clip", self.clip)
 
     def load(self) -> SequenceDataset:
         """The labelled data set this configuration names."""
@@ -155,7 +157,7 @@ class Classifier:
         return out
 
 
-def build_model(cfg: ClassifyConfig, ds: SequenceDataset, vocab: CharVocab | None) -> SequenceModel:
+def build(cfg: ClassifyConfig, ds: SequenceDataset, vocab: CharVocab | None) -> SequenceModel:
     common = dict(
         cell=cfg.cell,
         hidden_size=cfg.hidden,
@@ -201,7 +203,7 @@ def fit(
     lowest validation loss (the training set stands in when there is no validation split).
     """
     vocab = CharVocab.build(train.items) if train.kind == "text" else None
-    model = build_model(cfg, train, vocab)
+    model = build(cfg, train, vocab)
     clf = Classifier(model, train.classes, vocab)
     K = len(train.classes)
     w = class_weights(train.labels, K, cfg.class_weights).astype(model.dtype)
@@ -265,7 +267,7 @@ def save(
     from unrolled.checkpoint import save_model
 
     meta = {
-        "app": "classify",
+        "app": APP,
         "classify": dataclasses.asdict(cfg),
         "classes": clf.classes,
         "kind": ds.kind,
@@ -279,7 +281,7 @@ def load(directory: str | Path) -> tuple[Classifier, ClassifyConfig, dict]:
     from unrolled.checkpoint import load_model
 
     model, meta = load_model(directory)
-    if meta.get("app") != "classify":
+    if meta.get("app") != APP:
         raise ValueError(
             f"{directory}: not a sequence classifier (saved by {meta.get('app', 'another tool')!r})"
         )
@@ -311,7 +313,7 @@ def _has_column(path: Path, column: str) -> bool:
         return column in [c.strip() for c in fh.readline().split(",")]
 
 
-# --------------------------------------------------------------------------- commands
+# --------------------------------------------------------------------------- the whole run
 def train_and_evaluate(
     cfg: ClassifyConfig, workdir: str | Path | None = None, resume: bool = False, log=print
 ) -> tuple[Classifier, SequenceDataset, dict, dict | None]:
@@ -337,69 +339,3 @@ def train_and_evaluate(
     clf, summary = fit(cfg, train, val, log, workdir=workdir, resume=resume)
     res = evaluate(clf, test, train.labels) if len(i_te) else None
     return clf, ds, summary, res
-
-
-def train_command(args) -> int:
-    cfg = config_from_args(ClassifyConfig, args)
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    clf, ds, summary, res = train_and_evaluate(cfg, Path(args.out) / "training", args.resume, log)
-    save(args.out, clf, cfg, ds, {"test": res, "training": summary})
-    if res is not None:
-        print(
-            f"test ({res['n']} sequences): accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  "
-            f"majority-class baseline {res['majority_baseline_accuracy']:.4f}"
-        )
-        print(format_confusion(res["confusion_matrix"], ds.classes))
-    print(
-        f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
-        f"{summary['seconds']} s)"
-    )
-    return 0
-
-
-def classify_command(args) -> int:
-    clf, cfg, meta = load(args.directory)
-    rec = read_for_prediction(args.file, cfg, meta["kind"])
-    p = clf.predict_proba(rec.items)
-    pred = p.argmax(1)
-    lines = ["sequence,predicted,probability"]
-    for sid, k, row in zip(rec.ids, pred, p, strict=True):
-        name = '"' + sid.replace('"', '""') + '"' if ("," in sid or '"' in sid) else sid
-        lines.append(f"{name},{clf.classes[k]},{row[k]:.4f}")
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    if rec.labels is not None:
-        known = {c: i for i, c in enumerate(clf.classes)}
-        ok = [i for i, lab in enumerate(rec.labels) if lab in known]
-        if ok:
-            y = np.array([known[rec.labels[i]] for i in ok])
-            print(
-                f"accuracy on the {len(ok)} labelled sequences: {accuracy(y, pred[ok]):.4f}", file=sys.stderr
-            )
-    return 0
-
-
-def register(subparsers) -> None:
-    from unrolled.cli import command_group
-
-    train = command_group(subparsers, "train", "train a model")
-    p = train.add_parser(
-        "classify",
-        help="classify whole sequences (NPZ, CSV, text, digits, names): accuracy, macro-F1, confusion matrix",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_config_arguments(p, ClassifyConfig)
-    p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained classifier")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
-    p.set_defaults(func=train_command)
-
-    q = subparsers.add_parser("classify", help="predict the class of each sequence in FILE")
-    q.add_argument("directory", metavar="DIR", help="a directory written by 'unrolled train classify'")
-    q.add_argument(
-        "file", metavar="FILE", help="sequences in the training layout (.npz, .csv, or .txt lines)"
-    )
-    q.add_argument("--output", metavar="CSV", help="write the predictions here (default: stdout)")
-    q.set_defaults(func=classify_command)

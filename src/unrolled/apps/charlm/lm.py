@@ -14,7 +14,6 @@ the model's architecture, this run's :class:`CharLMConfig`, the vocabulary and t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -24,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.apps._options import add_config_arguments, given_options, option
-from unrolled.data.text import (
+from unrolled import config
+from unrolled._checks import one_of, positive_float, positive_int, probability
+from unrolled.apps._fields import option
+from unrolled.apps.charlm.text import (
     TextError,
     Vocabulary,
     check_trainable,
@@ -80,23 +81,18 @@ class CharLMConfig:
     )
 
     def __post_init__(self) -> None:
+        # The messages name the command-line option: this config is the command line of `train charlm`.
         positive = ("layers", "hidden", "embed", "seq_len", "batch", "val_every", "val_chars", "threads")
         for name in positive:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {v!r}")
-        if self.cell not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"--cell: expected lstm, gru or rnn, got {self.cell!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):
-            raise ValueError(f"--steps: expected a positive integer, got {self.steps!r}")
-        if self.time is not None and not (math.isfinite(self.time) and self.time > 0):
-            raise ValueError(f"--time: expected a positive number of minutes, got {self.time!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout: expected a probability in [0, 1), got {self.dropout!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
-        if not (math.isfinite(self.clip) and self.clip >= 0):
-            raise ValueError(f"--clip: expected a norm >= 0 (0 = off), got {self.clip!r}")
+            positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        one_of("--cell", self.cell, ("lstm", "gru", "rnn"))
+        if self.steps is not None:
+            positive_int("--steps", self.steps)
+        if self.time is not None:
+            positive_float("--time", self.time)
+        probability("--dropout", self.dropout)
+        positive_float("--lr", self.lr)
+        positive_float("--clip", self.clip, allow_zero=True)  # 0 = no clipping
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction: expected a number in (0, 1), got {self.val_fraction!r}")
 
@@ -115,12 +111,12 @@ class CharLMConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CharLMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        # unknown fields dropped: a run saved by a version with more options still resumes
+        return config.from_dict(cls, d, "a character-level language model", ignore_unknown=True)
 
 
 # --------------------------------------------------------------------------- data
@@ -134,7 +130,7 @@ class Corpus:
 
 
 def load_corpus(paths, vocab: Vocabulary | None = None) -> Corpus:
-    """Read UTF-8 texts by streaming (see :mod:`unrolled.data.text`).
+    """Read UTF-8 texts by streaming (see :mod:`unrolled.apps.charlm.text`).
 
     Without `vocab`, the texts must be trainable (not empty, at least two distinct characters) and
     their characters become the vocabulary; with it, every character must be in it.
@@ -218,7 +214,12 @@ class RunSummary:
         return {**dataclasses.asdict(self), "val_bits": self.val_bits}
 
 
-def train(
+def build(cfg: CharLMConfig, vocab_size: int) -> SequenceModel:
+    """A freshly initialised model of ``cfg`` over a vocabulary of `vocab_size` characters."""
+    return SequenceModel(cfg.model_config(vocab_size))
+
+
+def fit(
     cfg: CharLMConfig,
     texts,
     out,
@@ -250,7 +251,7 @@ def train(
             "use a longer text or a smaller --batch"
         )
     streams = TokenStreams(train_ids, cfg.batch, cfg.seq_len)
-    model = SequenceModel(cfg.model_config(corpus.vocab.size))
+    model = build(cfg, corpus.vocab.size)
     n_params = sum(v.size for v in model.params.values())
     val_part = val_ids[: cfg.val_chars + 1]
 
@@ -322,7 +323,7 @@ def model_path(directory) -> Path:
     return directory
 
 
-def load_charlm(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
+def load(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
     """The model (eval mode), vocabulary and checkpoint meta of a directory written by ``train charlm``.
 
     Raises :class:`~unrolled.checkpoint.CheckpointError` (a ValueError) for a directory that is not one.
@@ -375,7 +376,7 @@ def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
 
     Raises :class:`TextError` for a prime character outside the vocabulary.
     """
-    from unrolled.apps.sampling import check_sampling, generate
+    from unrolled.apps.charlm.sampling import check_sampling, generate
 
     if cfg.length < 0:
         raise ValueError(f"--length: expected a number >= 0, got {cfg.length}")
@@ -387,122 +388,6 @@ def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
         yield vocab.chars[token]
 
 
-# --------------------------------------------------------------------------- command line
-def add_config_options(parser, cls, exclusive: tuple[str, ...] = ()) -> None:
-    """``--option`` per field of the dataclass `cls` (see :mod:`unrolled.apps._options`), with two changes:
-    an option not given stays absent from the parsed namespace, so a resumed run can tell what the user
-    changed, and the fields named in `exclusive` exclude each other."""
-    add_config_arguments(parser, cls, skip=exclusive)
-    group = parser.add_mutually_exclusive_group() if exclusive else parser
-    for f in dataclasses.fields(cls):
-        if f.name in exclusive:
-            m = f.metadata
-            shown = "" if f.default is None else f" (default: {f.default})"
-            group.add_argument(
-                "--" + f.name.replace("_", "-"), dest=f.name, type=m["type"] or type(f.default),
-                metavar=m["metavar"], help=m["help"] + shown,
-            )  # fmt: skip
-    names = {f.name for f in dataclasses.fields(cls)}
-    for action in parser._actions:  # not set_defaults: that would put the SUPPRESS marker in the namespace
-        if action.dest in names:
-            action.default = argparse.SUPPRESS
-
-
-def register(sub) -> None:
-    """``unrolled train charlm``, ``unrolled sample``, ``unrolled eval``."""
-    from unrolled.cli import command_group
-
-    train = command_group(sub, "train", "train a model (one subcommand per kind of model)").add_parser(
-        "charlm",
-        help="train a character-level language model on UTF-8 text",
-        description="Train a character-level language model (embedding → RNN/LSTM/GRU stack → softmax over "
-        "the characters) with truncated BPTT and Adam. The vocabulary is built from the training text and "
-        "saved with the model; the end of the text is held out for validation, reported in bits per "
-        "character. DIR holds the latest checkpoint; --resume continues it.",
-    )
-    train.add_argument(
-        "--text",
-        nargs="+",
-        metavar="FILE",
-        action="extend",
-        help="UTF-8 text file(s) to learn from, read one after the other (any size: streamed); "
-        "with --resume, defaults to the run's own texts",
-    )
-    train.add_argument(
-        "--out", required=True, metavar="DIR", help="directory for the model and its checkpoint"
-    )
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run saved in DIR (same architecture; --steps/--time are totals of the whole run)",
-    )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_options(train, CharLMConfig, exclusive=("steps", "time"))
-    train.set_defaults(func=cmd_train)
-
-    sample = sub.add_parser(
-        "sample",
-        help="generate text from a trained character-level model",
-        description="Stream generated text to stdout, one character at a time: the prime is read once, then "
-        "each drawn character is fed back through the model's one-step API.",
-    )
-    sample.add_argument(
-        "dir", metavar="DIR", help="directory written by `unrolled train charlm` or `unrolled demo`"
-    )
-    add_config_options(sample, SampleConfig)
-    sample.set_defaults(func=cmd_sample)
-
-    ev = sub.add_parser(
-        "eval",
-        help="evaluate a trained model (character-level models: bits per character on a text)",
-        description="Evaluate a trained model. A character-level model (from `unrolled train charlm` or "
-        "`unrolled demo`) is scored on UTF-8 text: the mean negative log-likelihood of each next "
-        "character, in bits per character (and nats).",
-    )
-    ev.add_argument("dir", metavar="DIR", help="a model directory")
-    ev.add_argument(
-        "--text",
-        nargs="+",
-        metavar="FILE",
-        action="extend",
-        help="character-level models: UTF-8 text file(s) to evaluate on, read one after the other",
-    )
-    ev.set_defaults(func=cmd_eval)
-
-
-def cmd_sample(args) -> int:
-    import os
-    import sys
-
-    model, vocab, _ = load_charlm(args.dir)
-    cfg = SampleConfig(**given_options(args, SampleConfig))
-    chars = sample_text(model, vocab, cfg)  # checks the options and the prime before printing anything
-    first = next(chars, "")
-    out = sys.stdout
-    try:
-        out.write((cfg.prime or default_prime(vocab)) + first)
-        out.flush()
-        for c in chars:
-            out.write(c)
-            out.flush()
-        out.write("\n")
-        out.flush()
-    except BrokenPipeError:  # e.g. `unrolled sample DIR | head`: the reader has had enough
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-    return 0
-
-
-def cmd_eval(args) -> int:
-    model, vocab, _ = load_charlm(args.dir)
-    if not args.text:
-        raise ValueError("eval: a character-level model needs --text FILE")
-    corpus = load_corpus(args.text, vocab)
-    nats = evaluate(model, corpus.ids)
-    print(f"{bits(nats):.4f} bits per character ({nats:.4f} nats) over {len(corpus.ids) - 1:,} predictions")
-    return 0
-
-
-# Options that fix the model or the data layout of a run: --resume refuses to change them.
 FIXED_ON_RESUME = ("cell", "layers", "hidden", "embed", "batch", "seq_len", "seed", "val_fraction")
 
 
@@ -516,55 +401,6 @@ def resume_config(saved: CharLMConfig, given: dict[str, Any], directory) -> Char
                 "which --resume cannot change; start a new run with another --out"
             )
     return dataclasses.replace(saved, **given)
-
-
-def cmd_train(args) -> int:
-    from unrolled.checkpoint import CheckpointError, load_checkpoint
-    from unrolled.cli import CLIError
-
-    given = given_options(args, CharLMConfig)
-    if "time" in given:  # --steps and --time exclude each other on the command line
-        given["steps"] = None
-    elif "steps" in given:
-        given["time"] = None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a directory")
-    last = out / "last"
-    vocab = None
-    if args.resume:
-        if not (last / "meta.json").exists():
-            raise CLIError(f"--resume: {out} holds no run to continue (no checkpoint {last})")
-        _, meta = load_checkpoint(last)
-        if meta.get("app") != APP:
-            raise CheckpointError(f"{out}: not a character-level language model run")
-        cfg = resume_config(CharLMConfig.from_dict(meta["charlm"]), given, out)
-        texts = args.text or meta["texts"]
-        vocab = Vocabulary.from_json(meta["vocab"])
-        extra = {"demo": True} if meta.get("demo") else None  # a resumed demo stays one
-        done, minutes = meta["trainer"]["step"], meta["trainer"]["wall_time"] / 60
-        if cfg.steps is not None and cfg.steps <= done:
-            raise CLIError(
-                f"--resume: the run in {out} is at step {done} of --steps {cfg.steps}; give more --steps"
-            )
-        if cfg.time is not None and cfg.time <= minutes:
-            raise CLIError(
-                f"--resume: the run in {out} has trained {minutes:.2f} of --time {cfg.time:g} minutes; "
-                "give more --time"
-            )
-    else:
-        if (last / "meta.json").exists():
-            raise CLIError(
-                f"--out {out}: already holds a run; continue it with --resume or choose another --out"
-            )
-        if not args.text:
-            raise CLIError("--text: give the UTF-8 text file(s) to learn from")
-        cfg, texts, extra = CharLMConfig(**given), args.text, None
-    summary = train(
-        cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra
-    )
-    report(summary)
-    return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"
 
 
 def report(summary: RunSummary, log=print) -> None:

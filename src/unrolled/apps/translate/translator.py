@@ -1,9 +1,11 @@
 """Translation: train an encoder–decoder with attention on sentence pairs, translate, evaluate with BLEU.
 
-``unrolled train translate --pairs FILE [--source-col N --target-col N] ... --out DIR`` (or ``--dates N``
-for the embedded human-readable-dates → ISO task, no file needed), ``unrolled translate DIR [--beam K]
-[TEXT ... | < file]`` and ``unrolled eval DIR --pairs FILE`` (corpus BLEU, token accuracy, exact match,
-beside the copy-the-source baseline); ``--plot-attention out.png`` draws one sentence's attention.
+On the command line (:mod:`unrolled.commands.train_translate`, :mod:`unrolled.commands.translate`,
+:mod:`unrolled.commands.eval`): ``unrolled train translate --pairs FILE [--source-col N --target-col N]
+... --out DIR`` (or ``--dates N`` for the embedded human-readable-dates → ISO task, no file needed),
+``unrolled translate DIR [--beam K] [TEXT ... | < file]`` and ``unrolled eval DIR --pairs FILE`` (corpus
+BLEU, token accuracy, exact match, beside the copy-the-source baseline); ``--plot-attention out.png``
+draws one sentence's attention.
 
 A model directory is a checkpoint (unrolled.checkpoint) whose meta holds ``"app": "translate"``, the
 model config, both vocabularies and the tokenizer; ``heldout.tsv`` beside it holds the pairs kept out of
@@ -12,9 +14,7 @@ training, so ``unrolled eval DIR --pairs DIR/heldout.tsv`` scores exactly the he
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.apps._options import add_config_arguments, config_from_args, option
+from unrolled._checks import non_negative_int, one_of, positive_float, positive_int, probability
+from unrolled.apps._fields import option
 from unrolled.seq2seq.bleu import corpus_bleu
 from unrolled.seq2seq.decode import Hypothesis, beam_search, greedy_decode
 from unrolled.seq2seq.model import ATTENTION, CELLS, Seq2Seq, Seq2SeqConfig
-from unrolled.seq2seq.text import MODES, PAD, Vocab, detokenize, make_batch, read_pairs, tokenize
+from unrolled.seq2seq.text import MODES, PAD, Vocab, detokenize, make_batch, tokenize
 from unrolled.threads import set_blas_threads
 
 APP = "translate"
@@ -159,7 +160,7 @@ class Translator:
         return nll / count, correct / count
 
 
-def evaluate_pairs(
+def evaluate(
     tr: Translator,
     pairs: Sequence[tuple[str, str]],
     beam: int = 1,
@@ -198,7 +199,7 @@ def translator_meta(tr: Translator) -> dict[str, Any]:
     }
 
 
-def save_translator(directory, tr: Translator, meta: dict[str, Any] | None = None) -> None:
+def save(directory, tr: Translator, meta: dict[str, Any] | None = None) -> None:
     """Save the weights and :func:`translator_meta` (plus ``meta``) as a checkpoint in ``directory``."""
     from unrolled.checkpoint import save_checkpoint
 
@@ -215,7 +216,7 @@ def is_translator(directory) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("meta"), dict) and meta["meta"].get("app") == APP
 
 
-def load_translator(directory) -> tuple[Translator, dict[str, Any]]:
+def load(directory) -> tuple[Translator, dict[str, Any]]:
     """The translator (eval mode) and checkpoint meta of a directory written by ``train translate``."""
     from unrolled.checkpoint import load_checkpoint
 
@@ -241,7 +242,23 @@ def _translator_from(directory, arrays: dict[str, np.ndarray], meta: dict[str, A
 
 
 # --------------------------------------------------------------------------- training
-def build_translator(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -> Translator:
+def resume_translator(workdir: Path, source: dict[str, Any]) -> Translator:
+    """The translator of the interrupted run in `workdir` (vocabularies, architecture), which must have been
+    trained on `source`; :func:`fit` with ``resume=True`` restores the rest (weights, optimizer, step)."""
+    from unrolled.checkpoint import CheckpointError, load_checkpoint
+
+    last = workdir / "last"
+    if not (last / "meta.json").exists():
+        raise ValueError(f"--resume: no run to continue in {workdir.parent} (no {last})")
+    arrays, meta = load_checkpoint(last)
+    if meta.get("data") != source:
+        raise CheckpointError(
+            f"--resume: {workdir.parent} was trained on {meta.get('data')}, not on {source}"
+        )
+    return _translator_from(last, arrays, meta)
+
+
+def build(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -> Translator:
     """Vocabularies from the training pairs and a freshly initialised model."""
     src_vocab = Vocab.build((tokenize(s, cfg.tokenizer) for s, _ in train_pairs), cfg.vocab_size)
     tgt_vocab = Vocab.build((tokenize(t, cfg.tokenizer) for _, t in train_pairs), cfg.vocab_size)
@@ -265,7 +282,7 @@ def build_translator(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -
     return Translator(model, src_vocab, tgt_vocab, cfg.tokenizer)
 
 
-def train_translator(
+def fit(
     cfg: TranslateConfig,
     train_pairs: list[tuple[str, str]],
     valid_pairs: list[tuple[str, str]],
@@ -287,25 +304,18 @@ def train_translator(
     from unrolled.optim import Adam
     from unrolled.train import Trainer
 
+    # The messages name the command-line option: this config is the command line of `train translate`.
     for name in ("steps", "batch", "eval_every", "max_len", "vocab_size", "embed_dim", "hidden", "threads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(
-                f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(cfg, name)}"
-            )
-    if not 0 <= cfg.sample_prob <= 1:
-        raise ValueError(f"--sample-prob: expected a probability in [0, 1], got {cfg.sample_prob}")
-    if cfg.select not in ("loss", "bleu", "exact"):
-        raise ValueError(f"--select: expected 'loss', 'bleu' or 'exact', got {cfg.select!r}")
-    if cfg.dec_hidden < 0:
-        raise ValueError(f"--dec-hidden: expected 0 (automatic) or a positive integer, got {cfg.dec_hidden}")
-    if cfg.tokenizer not in MODES:
-        raise ValueError(f"--tokenizer: expected one of {', '.join(MODES)}, got {cfg.tokenizer!r}")
-    if cfg.time < 0:
-        raise ValueError(f"--time: expected minutes >= 0, got {cfg.time}")
+        positive_int(f"--{name.replace('_', '-')}", getattr(cfg, name))
+    probability("--sample-prob", cfg.sample_prob, closed=True)
+    one_of("--select", cfg.select, ("loss", "bleu", "exact"))
+    non_negative_int("--dec-hidden", cfg.dec_hidden)  # 0 = the encoder's width × directions
+    one_of("--tokenizer", cfg.tokenizer, MODES)
+    positive_float("--time", cfg.time, allow_zero=True)  # 0 = no time limit
     if not valid_pairs:
         raise ValueError("no held-out pairs to validate on (see --valid-fraction)")
     set_blas_threads(cfg.threads)
-    tr = translator if translator is not None else build_translator(cfg, train_pairs)
+    tr = translator if translator is not None else build(cfg, train_pairs)
     src, tgt = tr.encode_pairs(train_pairs)
     keep = [i for i in range(len(src)) if len(src[i]) <= cfg.max_len and len(tgt[i]) <= cfg.max_len]
     if not keep:
@@ -411,229 +421,10 @@ def plot_attention(path, source_tokens: list[str], output_tokens: list[str], wei
     plt.close(fig)
 
 
-def _plot_first(tr: Translator, sentence: str, hyp: Hypothesis, path) -> None:
+def plot_sentence_attention(tr: Translator, sentence: str, hyp: Hypothesis, path) -> None:
+    """Save the attention of `hyp`, the translation of `sentence`, as an image (:func:`plot_attention`)."""
     if hyp.attention is None:
         raise ValueError("--plot-attention: this model has no attention (trained with --attention none)")
     src_tokens = tokenize(sentence, tr.tokenizer) + ["<eos>"]
     out_tokens = [tr.tgt_vocab.tokens[i] for i in hyp.tokens]
     plot_attention(path, src_tokens, out_tokens, hyp.attention)
-
-
-# --------------------------------------------------------------------------- commands
-def cmd_train(args) -> int:
-    from unrolled.data.dates import date_pairs
-
-    cfg = config_from_args(TranslateConfig, args)
-    if cfg.tokenizer == "auto":
-        cfg.tokenizer = "char" if args.dates is not None else "word"
-    if args.dates is not None and (args.source_col, args.target_col) != (1, 2):
-        raise ValueError("--source-col / --target-col: only for --pairs (the dates task has no columns)")
-    if args.pairs is not None:
-        pairs = read_pairs(args.pairs, args.source_col, args.target_col)
-        source = {"pairs": str(args.pairs), "source_col": args.source_col, "target_col": args.target_col}
-    else:
-        if args.dates < 10:
-            raise ValueError(f"--dates: expected at least 10 pairs, got {args.dates}")
-        pairs = date_pairs(args.dates, np.random.default_rng(cfg.seed), "train")
-        source = {"dates": args.dates}
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
-    train, valid = split_pairs(pairs, cfg.valid_fraction, rng)
-    out = Path(args.out)
-    workdir = out / "train"
-    translator = None
-    if args.resume:
-        translator = _resumable(workdir, source)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "heldout.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in valid), encoding="utf-8")
-    print(f"{len(train)} training pairs, {len(valid)} held out (in {out / 'heldout.tsv'})", file=sys.stderr)
-    tr, summary = train_translator(
-        cfg,
-        train,
-        valid,
-        workdir=workdir,
-        progress=not args.quiet and sys.stderr.isatty(),
-        resume=args.resume,
-        translator=translator,
-        meta={"data": source},
-    )
-    save_translator(out, tr, {"data": source, "train_config": asdict(cfg), "summary": summary})
-    res = evaluate_pairs(tr, valid, beam=1)
-    print(
-        f"held out: BLEU {res['bleu']:.2f} (greedy; copying the source: {res['copy_bleu']:.2f}), "
-        f"exact match {100 * res['exact_match']:.1f}%, token accuracy {100 * res['token_accuracy']:.1f}%, "
-        f"{summary['steps']} steps in {summary['train_seconds']:.0f} s, "
-        f"{tr.model.num_parameters():,} parameters; saved to {out}"
-    )
-    return 0
-
-
-def _resumable(workdir: Path, source: dict[str, Any]) -> Translator:
-    """The translator of an interrupted run (vocabularies, architecture); the Trainer restores the rest."""
-    from unrolled.checkpoint import CheckpointError, load_checkpoint
-
-    last = workdir / "last"
-    if not (last / "meta.json").exists():
-        raise ValueError(f"--resume: no run to continue in {workdir.parent} (no {last})")
-    arrays, meta = load_checkpoint(last)
-    if meta.get("data") != source:
-        raise CheckpointError(
-            f"--resume: {workdir.parent} was trained on {meta.get('data')}, not on {source}"
-        )
-    return _translator_from(last, arrays, meta)
-
-
-def _read_sentences(args) -> list[str]:
-    if args.text:
-        return [" ".join(args.text)]
-    if sys.stdin.isatty():
-        raise ValueError("no text: give TEXT or pipe sentences, one per line, on standard input")
-    lines = [line.strip() for line in sys.stdin.read().splitlines()]
-    lines = [s for s in lines if s]
-    if not lines:
-        raise ValueError("no text: standard input holds no sentence")
-    return lines
-
-
-def cmd_translate(args) -> int:
-    tr, _ = load_translator(args.dir)
-    _check_decode_options(args)
-    sentences = _read_sentences(args)
-    results = tr.translate(
-        sentences, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty
-    )
-    for text, _ in results:
-        print(text)
-    if args.plot_attention:
-        _plot_first(tr, sentences[0], results[0][1], args.plot_attention)
-        print(f"attention of the first sentence saved to {args.plot_attention}", file=sys.stderr)
-    return 0
-
-
-def cmd_eval(args) -> int:
-    tr, _ = load_translator(args.dir)
-    _check_decode_options(args)
-    pairs = read_pairs(args.pairs, args.source_col, args.target_col)
-    res = evaluate_pairs(tr, pairs, args.beam, args.max_len, args.length_penalty)
-    how = "greedy" if args.beam == 1 else f"beam {args.beam}"
-    print(
-        f"BLEU {res['bleu']:.2f} ({how}; copying the source: {res['copy_bleu']:.2f}) over {res['sentences']} "
-        f"source sentences ({res['pairs']} pairs, references grouped by source), "
-        f"exact match {100 * res['exact_match']:.1f}%, token accuracy {100 * res['token_accuracy']:.1f}% "
-        f"(teacher-forced), loss {res['loss']:.3f} nats/token"
-    )
-    if args.plot_attention:
-        src = group_references(pairs)[0][0]
-        hyp = tr.translate([src], args.beam, args.max_len, args.length_penalty)[0][1]
-        _plot_first(tr, src, hyp, args.plot_attention)
-        print(f"attention of {src!r} saved to {args.plot_attention}", file=sys.stderr)
-    return 0
-
-
-def _check_decode_options(args) -> None:
-    if args.beam < 1:
-        raise ValueError(f"--beam: expected a positive integer, got {args.beam}")
-    if getattr(args, "max_len", None) is not None and args.max_len < 1:
-        raise ValueError(f"--max-len: expected a positive integer, got {args.max_len}")
-
-
-def _add_columns(p) -> None:
-    p.add_argument(
-        "--source-col", type=int, default=1, metavar="N", help="source column, 1-based (default: 1)"
-    )
-    p.add_argument(
-        "--target-col", type=int, default=2, metavar="N", help="target column, 1-based (default: 2)"
-    )
-
-
-def register(sub) -> None:
-    """``unrolled train translate``, ``unrolled translate``, and ``--pairs`` of ``unrolled eval``."""
-    from unrolled.cli import command_group
-
-    train = command_group(sub, "train", "train a model (one subcommand per kind of model)").add_parser(
-        "translate",
-        help="train an encoder-decoder with attention on sentence pairs",
-        description="Train a sequence-to-sequence model (RNN/LSTM/GRU encoder, attention, decoder) on "
-        "tab-separated sentence pairs, or on the built-in dates task (--dates N: human-readable dates to ISO "
-        "dates, no file needed). A fraction of the distinct source sentences is held out (written to "
-        "DIR/heldout.tsv) for validation; DIR keeps the weights of the best validation loss.",
-    )
-    data = train.add_mutually_exclusive_group(required=True)
-    data.add_argument("--pairs", metavar="FILE", help="UTF-8 file, one tab-separated sentence pair per line")
-    data.add_argument(
-        "--dates", type=int, metavar="N", help="generate N date pairs instead of reading a file"
-    )
-    _add_columns(train)
-    train.add_argument("--out", required=True, metavar="DIR", help="directory for the model")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in DIR (same data and options)"
-    )
-    add_config_arguments(train, TranslateConfig)
-    train.set_defaults(func=cmd_train)
-
-    tr = sub.add_parser(
-        "translate",
-        help="translate sentences with a model from 'unrolled train translate'",
-        description="Translate TEXT (or each line of standard input) and print one translation per line.",
-    )
-    tr.__class__ = _IntermixedParser  # options may come between DIR and TEXT
-    tr.add_argument("dir", metavar="DIR", help="directory written by 'unrolled train translate'")
-    tr.add_argument("text", nargs="*", metavar="TEXT", help="the sentence (default: lines of standard input)")
-    _add_decode_options(tr)
-    tr.set_defaults(func=cmd_translate)
-
-    ev = sub.choices.get("eval")
-    if ev is None:
-        ev = sub.add_parser("eval", help="evaluate a trained model", description="Evaluate a trained model.")
-        ev.add_argument("dir", metavar="DIR", help="a model directory")
-    ev.add_argument(
-        "--pairs",
-        metavar="FILE",
-        help="translation models: BLEU, exact match and token accuracy on these tab-separated pairs",
-    )
-    _add_columns(ev)
-    if "--beam" not in ev._option_string_actions:
-        _add_decode_options(ev)
-    previous = ev.get_default("func")
-
-    def dispatch(args) -> int:
-        if is_translator(args.dir):
-            if args.pairs is None:
-                raise ValueError("eval: a translation model needs --pairs FILE")
-            return cmd_eval(args)
-        if getattr(args, "pairs", None) is not None:
-            raise ValueError(f"eval: {args.dir} is not a translation model (--pairs needs one)")
-        if previous is None:
-            raise ValueError(f"eval: {args.dir} is not a model directory")
-        return previous(args)
-
-    ev.set_defaults(func=dispatch)
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """``unrolled translate DIR --beam 5 TEXT``: argparse alone stops reading positionals at the first
-    option, so TEXT after an option would be "unrecognized"; intermixed parsing accepts it."""
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:  # parse_known_intermixed_args calls back into parse_known_args
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
-def _add_decode_options(p) -> None:
-    p.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (default: 1, greedy)")
-    p.add_argument("--max-len", type=int, metavar="N", help="most output tokens (default: 2 × source + 10)")
-    p.add_argument(
-        "--length-penalty",
-        type=float,
-        default=1.0,
-        metavar="A",
-        help="beam search ranks by log p / length^A (default: 1.0; 0 = plain model score)",
-    )
-    p.add_argument("--plot-attention", metavar="PNG", help="save the attention matrix of the first sentence")

@@ -1,9 +1,12 @@
 """Forecasting a time series with a recurrent network, side by side with the forecasts it must beat.
 
+On the command line (:mod:`unrolled.commands.train_forecast`, :mod:`unrolled.commands.forecast`):
+
     unrolled train forecast (--csv FILE --column NAME [--time-column NAME] | --dataset NAME) --out DIR
     unrolled forecast DIR [--csv FILE] [--horizon N] [--holdout] [--plot out.png] [--output forecast.csv]
 
-The pipeline, in the order that keeps the future out of the past (see :mod:`unrolled.data.timeseries`):
+The pipeline, in the order that keeps the future out of the past (see
+:mod:`unrolled.apps.forecast.timeseries`):
 missing values filled causally → chronological split train | validation | test → scaler fitted on the
 training rows → training windows cut inside the training split → the network trained on them, early
 stopping on its validation forecasts → every method forecast from each test origin (rolling origin,
@@ -23,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.apps import forecast_baselines as baselines
-from unrolled.apps._options import add_config_arguments, config_from_args, option
+import unrolled.apps.forecast.baselines as baselines
+from unrolled._checks import one_of, positive_float, positive_int
+from unrolled.apps._fields import option
 from unrolled.apps._training import fit_best
-from unrolled.data.timeseries import (
+from unrolled.apps.forecast.timeseries import (
     BUILTIN_DATASETS,
     MISSING_POLICIES,
     Prepared,
     Scaler,
-    Split,
     TimeSeries,
     differences,
-    fill_missing,
     load_builtin,
     load_csv,
     prepare,
@@ -43,6 +45,7 @@ from unrolled.metrics import forecast_errors
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import mse
 
+APP = "forecast"  # the "app" of a saved forecaster's meta
 STRATEGIES = ("direct", "recursive")
 
 
@@ -98,24 +101,19 @@ class ForecastConfig:
             raise ValueError("give exactly one source: --csv FILE --column NAME, or --dataset NAME")
         if self.csv is not None and not self.column:
             raise ValueError("--csv needs --column NAME (the column to forecast)")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
-        if self.missing not in MISSING_POLICIES:
-            raise ValueError(f"missing: expected one of {MISSING_POLICIES}, got {self.missing!r}")
+        one_of("strategy", self.strategy, STRATEGIES)
+        one_of("missing", self.missing, MISSING_POLICIES)
         for name in ("lookback", "horizon", "layers", "hidden", "epochs", "batch", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if not (self.lr > 0 and self.clip > 0):
-            raise ValueError(f"lr and clip: expected positive numbers, got {self.lr!r}, {self.clip!r}")
+            positive_int(name, getattr(self, name))
+        positive_float("lr", self.lr)
+        positive_float("clip", self.clip)
         if self.arima_order is not None:
             parts = self.arima_order.split(",")
             if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
                 raise ValueError(
                     f"arima_order: expected three non-negative integers p,d,q, got {self.arima_order!r}"
                 )
-        if self.period is not None and self.period < 1:
-            raise ValueError(f"period: expected a positive integer, got {self.period!r}")
+        positive_int("period", self.period, allow_none=True)
 
     def load_series(self) -> TimeSeries:
         """The series this configuration names, with its seasonal period set."""
@@ -191,7 +189,7 @@ class Forecaster:
         return out
 
 
-def build_model(cfg: ForecastConfig, n_features: int) -> SequenceModel:
+def build(cfg: ForecastConfig, n_features: int) -> SequenceModel:
     """One-step model (outputs every column of the next row) for recursive, horizon outputs for direct."""
     out = n_features if cfg.strategy == "recursive" else cfg.horizon
     mc = ModelConfig(
@@ -239,7 +237,7 @@ def fit(
     Returns the forecaster and a summary of the run.
     """
     F = prep.values.shape[1]
-    model = build_model(cfg, F)
+    model = build(cfg, F)
     fc = Forecaster(model, prep.scaler, cfg.strategy, cfg.lookback, cfg.horizon, cfg.difference)
     X = np.ascontiguousarray(prep.X_train.transpose(1, 0, 2)).astype(model.dtype)  # (L, n, F)
     if cfg.strategy == "recursive":
@@ -334,7 +332,7 @@ def save(directory: str | Path, fc: Forecaster, cfg: ForecastConfig, ts: TimeSer
     from unrolled.checkpoint import save_model
 
     meta = {
-        "app": "forecast",
+        "app": APP,
         "forecast": dataclasses.asdict(cfg),
         "columns": ts.columns,
         "period": ts.period,
@@ -348,7 +346,7 @@ def load(directory: str | Path) -> tuple[Forecaster, ForecastConfig, dict]:
     from unrolled.checkpoint import load_model
 
     model, meta = load_model(directory)
-    if meta.get("app") != "forecast":
+    if meta.get("app") != APP:
         raise ValueError(
             f"{directory}: not a forecasting model (it was saved by {meta.get('app', 'another tool')!r})"
         )
@@ -390,104 +388,3 @@ def plot_forecast(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# --------------------------------------------------------------------------- commands
-def train_command(args) -> int:
-    cfg = config_from_args(ForecastConfig, args)
-    ts = cfg.load_series()
-    prep = prepare_for(cfg, ts)
-    sp = prep.split
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    log(
-        f"{ts.name}: {sp.n} rows, {len(ts.columns)} column(s); train {sp.train_end}, "
-        f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
-        f"{prep.X_train.shape[0]} training windows"
-    )
-    fc, summary = fit(cfg, prep, log, workdir=Path(args.out) / "training", resume=args.resume)
-    label = network_label(cfg)
-    table = evaluate(fc, prep, cfg, ts.period, label)
-    save(args.out, fc, cfg, ts, {"test": table, "training": summary})
-    print(f"test: {sp.n - sp.val_end} held-out rows of {ts.name}, horizon {cfg.horizon}, rolling origin")
-    print(format_table(table))
-    print(
-        f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
-        f"{summary['seconds']} s)"
-    )
-    return 0
-
-
-def forecast_command(args) -> int:
-    fc, cfg, meta = load(args.directory)
-    if args.csv is not None:
-        cols = meta["columns"]
-        cfg = dataclasses.replace(
-            cfg, csv=args.csv, dataset=None, column=cols[0], features=tuple(cols[1:]), period=meta["period"]
-        )
-        if args.time_column:
-            cfg.time_column = args.time_column
-    ts = cfg.load_series()
-    if ts.columns != meta["columns"]:
-        raise ValueError(f"columns: the model was trained on {meta['columns']}, this series has {ts.columns}")
-    h = args.horizon if args.horizon is not None else cfg.horizon
-    if h < 1:
-        raise ValueError(f"--horizon: expected a positive integer, got {h}")
-    holdout = None
-    if args.holdout:
-        if len(ts.values) < cfg.lookback + h:
-            raise ValueError(
-                f"too few rows for --holdout: {len(ts.values)} < lookback + horizon = {cfg.lookback + h}"
-            )
-        cut = len(ts.values) - h
-        holdout, held_time = ts.values[cut:, 0], ts.time[cut:]
-        ts = TimeSeries(ts.values[:cut], ts.columns, ts.time[:cut], ts.period, ts.name)
-    n = len(ts.values)
-    if n < cfg.lookback:
-        raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
-    raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
-    pred = fc.forecast(raw, np.array([n]), h)[0]
-    rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
-    for k in range(h):
-        extra = f",{holdout[k]:.6g}" if holdout is not None else ""
-        when = held_time[k] if holdout is not None else f"+{k + 1} after {ts.time[-1]}"
-        rows.append(f"{k + 1},{when},{pred[k]:.6g}{extra}")
-    text = "\n".join(rows) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
-    if holdout is not None:
-        ok = np.isfinite(holdout)
-        errs = forecast_errors(holdout[ok], pred[ok], raw[:, 0])
-        print("holdout: " + "  ".join(f"{k} {v:.4g}" for k, v in errs.items()), file=sys.stderr)
-    if args.plot:
-        title = f"{ts.name}: {network_label(cfg)}, lookback {cfg.lookback}"
-        plot_forecast(args.plot, ts, pred, holdout, title)
-    return 0
-
-
-def register(subparsers) -> None:
-    from unrolled.cli import command_group
-
-    train = command_group(subparsers, "train", "train a model")
-    p = train.add_parser(
-        "forecast",
-        help="forecast a time series (CSV column or built-in dataset), beside naive/seasonal/ARIMA",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_config_arguments(p, ForecastConfig)
-    p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained forecaster")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
-    p.set_defaults(func=train_command)
-
-    q = subparsers.add_parser("forecast", help="forecast the next steps with a model from 'train forecast'")
-    q.add_argument("directory", metavar="DIR", help="a directory written by 'unrolled train forecast'")
-    q.add_argument(
-        "--csv", metavar="FILE", help="forecast this series (same columns) instead of the training one"
-    )
-    q.add_argument("--time-column", metavar="NAME", help="with --csv: a column of time labels")
-    q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
-    q.add_argument("--holdout", action="store_true", help="hold out the last horizon rows and forecast them")
-    q.add_argument("--plot", metavar="PNG", help="save a plot of history, holdout and forecast")
-    q.add_argument("--output", metavar="CSV", help="write the forecast here (default: stdout)")
-    q.set_defaults(func=forecast_command)

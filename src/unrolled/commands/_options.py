@@ -1,7 +1,7 @@
 """Command-line options built from a configuration dataclass, so each default lives in one place.
 
-A field declared with :func:`option` carries its help text (and type/choices where the default does not
-tell them); :func:`add_config_arguments` turns every such field into ``--field-name``, and
+A field declared with :func:`unrolled.apps._fields.option` carries its help text (and type/choices where the
+default does not tell them); :func:`add_config_arguments` turns every such field into ``--field-name``, and
 :func:`config_from_args` builds the dataclass back from the parsed namespace.
 """
 
@@ -9,14 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
-
-
-def option(default: Any, help: str, type=None, choices=None, metavar: str | None = None) -> Any:
-    """A dataclass field with its command-line help (``type`` defaults to the default's type)."""
-    return dataclasses.field(
-        default=default, metadata={"help": help, "type": type, "choices": choices, "metavar": metavar}
-    )
 
 
 def _csv_list(s: str) -> list[str]:
@@ -24,7 +16,7 @@ def _csv_list(s: str) -> list[str]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--name`` for every :func:`option` field of ``cls`` not in ``skip``."""
+    """Add ``--name`` for every :func:`~unrolled.apps._fields.option` field of ``cls`` not in ``skip``."""
     for f in dataclasses.fields(cls):
         if f.name in skip or "help" not in f.metadata:
             continue
@@ -48,6 +40,26 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
             metavar=m["metavar"],
             help=m["help"] + shown,
         )
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls, exclusive: tuple[str, ...] = ()) -> None:
+    """``--option`` per field of the dataclass `cls` as :func:`add_config_arguments` does, with two changes:
+    an option not given stays absent from the parsed namespace, so a resumed run can tell what the user
+    changed, and the fields named in `exclusive` exclude each other."""
+    add_config_arguments(parser, cls, skip=exclusive)
+    group = parser.add_mutually_exclusive_group() if exclusive else parser
+    for f in dataclasses.fields(cls):
+        if f.name in exclusive:
+            m = f.metadata
+            shown = "" if f.default is None else f" (default: {f.default})"
+            group.add_argument(
+                "--" + f.name.replace("_", "-"), dest=f.name, type=m["type"] or type(f.default),
+                metavar=m["metavar"], help=m["help"] + shown,
+            )  # fmt: skip
+    names = {f.name for f in dataclasses.fields(cls)}
+    for action in parser._actions:  # not set_defaults: that would put the SUPPRESS marker in the namespace
+        if action.dest in names:
+            action.default = argparse.SUPPRESS
 
 
 def given_options(args: argparse.Namespace, cls) -> dict:

@@ -1,0 +1,87 @@
+"""``unrolled train charlm``: train (or ``--resume``) a character-level language model on UTF-8 text
+(:mod:`unrolled.apps.charlm`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unrolled.apps.charlm import APP, CharLMConfig, fit, report, resume_config
+from unrolled.apps.charlm.text import Vocabulary
+from unrolled.checkpoint import CheckpointError, load_checkpoint
+from unrolled.commands._common import CLIError
+from unrolled.commands._options import add_config_options, given_options
+
+
+def register(kinds) -> None:
+    """``charlm`` among the kinds of ``unrolled train``."""
+    train = kinds.add_parser(
+        "charlm",
+        help="train a character-level language model on UTF-8 text",
+        description="Train a character-level language model (embedding → RNN/LSTM/GRU stack → softmax over "
+        "the characters) with truncated BPTT and Adam. The vocabulary is built from the training text and "
+        "saved with the model; the end of the text is held out for validation, reported in bits per "
+        "character. DIR holds the latest checkpoint; --resume continues it.",
+    )
+    train.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        action="extend",
+        help="UTF-8 text file(s) to learn from, read one after the other (any size: streamed); "
+        "with --resume, defaults to the run's own texts",
+    )
+    train.add_argument(
+        "--out", required=True, metavar="DIR", help="directory for the model and its checkpoint"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in DIR (same architecture; --steps/--time are totals of the whole run)",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_options(train, CharLMConfig, exclusive=("steps", "time"))
+
+
+def run(args: argparse.Namespace) -> int:
+    given = given_options(args, CharLMConfig)
+    if "time" in given:  # --steps and --time exclude each other on the command line
+        given["steps"] = None
+    elif "steps" in given:
+        given["time"] = None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a directory")
+    last = out / "last"
+    vocab = None
+    if args.resume:
+        if not (last / "meta.json").exists():
+            raise CLIError(f"--resume: {out} holds no run to continue (no checkpoint {last})")
+        _, meta = load_checkpoint(last)
+        if meta.get("app") != APP:
+            raise CheckpointError(f"{out}: not a character-level language model run")
+        cfg = resume_config(CharLMConfig.from_dict(meta["charlm"]), given, out)
+        texts = args.text or meta["texts"]
+        vocab = Vocabulary.from_json(meta["vocab"])
+        extra = {"demo": True} if meta.get("demo") else None  # a resumed demo stays one
+        done, minutes = meta["trainer"]["step"], meta["trainer"]["wall_time"] / 60
+        if cfg.steps is not None and cfg.steps <= done:
+            raise CLIError(
+                f"--resume: the run in {out} is at step {done} of --steps {cfg.steps}; give more --steps"
+            )
+        if cfg.time is not None and cfg.time <= minutes:
+            raise CLIError(
+                f"--resume: the run in {out} has trained {minutes:.2f} of --time {cfg.time:g} minutes; "
+                "give more --time"
+            )
+    else:
+        if (last / "meta.json").exists():
+            raise CLIError(
+                f"--out {out}: already holds a run; continue it with --resume or choose another --out"
+            )
+        if not args.text:
+            raise CLIError("--text: give the UTF-8 text file(s) to learn from")
+        cfg, texts, extra = CharLMConfig(**given), args.text, None
+    summary = fit(cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra)
+    report(summary)
+    return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"

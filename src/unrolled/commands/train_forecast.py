@@ -1,0 +1,56 @@
+"""``unrolled train forecast``: train a forecaster on a CSV column or a built-in series, then score it
+beside the naive, seasonal naive and ARIMA forecasts on the held-out tail (:mod:`unrolled.apps.forecast`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unrolled.apps.forecast import (
+    ForecastConfig,
+    evaluate,
+    fit,
+    format_table,
+    network_label,
+    prepare_for,
+    save,
+)
+from unrolled.commands._options import add_config_arguments, config_from_args
+
+
+def register(kinds) -> None:
+    """``forecast`` among the kinds of ``unrolled train``."""
+    p = kinds.add_parser(
+        "forecast",
+        help="forecast a time series (CSV column or built-in dataset), beside naive/seasonal/ARIMA",
+        description="Forecasting a time series with a recurrent network, side by side with the forecasts it "
+        "must beat.",
+    )
+    add_config_arguments(p, ForecastConfig)
+    p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained forecaster")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(ForecastConfig, args)
+    ts = cfg.load_series()
+    prep = prepare_for(cfg, ts)
+    sp = prep.split
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    log(
+        f"{ts.name}: {sp.n} rows, {len(ts.columns)} column(s); train {sp.train_end}, "
+        f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
+        f"{prep.X_train.shape[0]} training windows"
+    )
+    fc, summary = fit(cfg, prep, log, workdir=Path(args.out) / "training", resume=args.resume)
+    label = network_label(cfg)
+    table = evaluate(fc, prep, cfg, ts.period, label)
+    save(args.out, fc, cfg, ts, {"test": table, "training": summary})
+    print(f"test: {sp.n - sp.val_end} held-out rows of {ts.name}, horizon {cfg.horizon}, rolling origin")
+    print(format_table(table))
+    print(
+        f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
+        f"{summary['seconds']} s)"
+    )
+    return 0

@@ -1,0 +1,50 @@
+"""``unrolled translate DIR [TEXT ...]``: translate TEXT, or each line of standard input, with a model from
+``unrolled train translate`` (:mod:`unrolled.apps.translate`); one translation per line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from unrolled.apps.translate import load, plot_sentence_attention
+from unrolled.commands._decode import add_decode_options, check_decode_options
+
+
+def register(subparsers) -> None:
+    tr = subparsers.add_parser(
+        "translate",
+        intermixed=True,  # options may come between DIR and TEXT: `unrolled translate DIR --beam 5 TEXT`
+        help="translate sentences with a model from 'unrolled train translate'",
+        description="Translate TEXT (or each line of standard input) and print one translation per line.",
+    )
+    tr.add_argument("dir", metavar="DIR", help="directory written by 'unrolled train translate'")
+    tr.add_argument("text", nargs="*", metavar="TEXT", help="the sentence (default: lines of standard input)")
+    add_decode_options(tr)
+    tr.set_defaults(func=run)
+
+
+def _read_sentences(args: argparse.Namespace) -> list[str]:
+    if args.text:
+        return [" ".join(args.text)]
+    if sys.stdin.isatty():
+        raise ValueError("no text: give TEXT or pipe sentences, one per line, on standard input")
+    lines = [line.strip() for line in sys.stdin.read().splitlines()]
+    lines = [s for s in lines if s]
+    if not lines:
+        raise ValueError("no text: standard input holds no sentence")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    tr, _ = load(args.dir)
+    check_decode_options(args)
+    sentences = _read_sentences(args)
+    results = tr.translate(
+        sentences, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty
+    )
+    for text, _ in results:
+        print(text)
+    if args.plot_attention:
+        plot_sentence_attention(tr, sentences[0], results[0][1], args.plot_attention)
+        print(f"attention of the first sentence saved to {args.plot_attention}", file=sys.stderr)
+    return 0
