@@ -196,7 +196,7 @@ def _path_cell(cell, compiled: bool):
     return None
 
 
-_PATHS: dict = {}  # (reference cell, compiled) -> its fast cell, or the reference cell where none
+_PATHS: dict = {}  # (reference cell, compiled) -> its fast cell, or None where it has none
 
 
 def pick(cell, dtype, **options):
@@ -213,10 +213,9 @@ def pick(cell, dtype, **options):
     if dtype != np.float32 and dtype != np.float64:
         return cell
     key = (cell, dtype == np.float32 and _compiled() is not None)
-    path = _PATHS.get(key)
-    if path is None:
-        path = _PATHS[key] = _path_cell(cell, key[1]) or cell
-    return path
+    if key not in _PATHS:
+        _PATHS[key] = _path_cell(cell, key[1])
+    return _PATHS[key] or cell
 
 
 def owner(cell, cache):
@@ -224,6 +223,6 @@ def owner(cell, cache):
     say now (each path's cache has its own type)."""
     for compiled in (True, False):
         path = _PATHS.get((cell, compiled))
-        if path is not None and path is not cell and type(cache) is path.cache_type:
+        if path is not None and type(cache) is path.cache_type:
             return path
     return cell
