@@ -361,12 +361,8 @@ def test_fast_kernels_caches_give_the_reference_diagnosis(make):
 
     x = np.random.default_rng(10).standard_normal((30, 3, 2)).astype(np.float32)
     fast = diagnose(make(), x, heatmap=False).reports[0]
-    was = kernels.fast_enabled()
-    kernels.set_fast(False)
-    try:
+    with kernels.using(reference=True):
         ref = diagnose(make(), x, heatmap=False).reports[0]
-    finally:
-        kernels.set_fast(was)
     np.testing.assert_allclose(fast.log10_spectral, ref.log10_spectral, atol=1e-4)
     np.testing.assert_allclose(fast.grad_h, ref.grad_h, rtol=1e-4, atol=1e-9)
     assert fast.gamma == pytest.approx(ref.gamma, rel=1e-4)

@@ -60,15 +60,16 @@ def test_blas_thread_count_reaches_onednn():
         set_blas_threads(max(before, 1))
 
 
-def test_switching_onednn_off_selects_the_other_walks(monkeypatch):
-    assert kernels.walks_for(_jit, 32, 4, 128) is kernels.dnnl_walks() is _jit.DNNL_WALKS
-    assert kernels.walks_for(_jit, 1, 4, 8) is _jit.NT_WALKS  # tiny steps: matmul_nt (no ~2 µs call)
+def test_switching_onednn_off_selects_the_other_walks():
+    assert kernels.walks_for(32, 4, 128) is kernels.dnnl_walks() is _jit.DNNL_WALKS
+    assert kernels.walks_for(1, 4, 8) is _jit.NT_WALKS  # tiny steps: matmul_nt (no ~2 µs call)
     assert kernels.bulk_matmul(np.float32) is _dnnl.matmul
     assert kernels.bulk_matmul(np.float64) is np.matmul
-    monkeypatch.setattr(kernels, "_dnnl_wanted", False)
-    assert kernels.walks_for(_jit, 32, 4, 128) is None  # a BLAS call per step
-    assert kernels.walks_for(_jit, 16, 4, 512) is _jit.NT_WALKS
-    assert kernels.bulk_matmul(np.float32) is np.matmul
+    with kernels.using(dnnl=False):
+        assert kernels.walks_for(32, 4, 128) is None  # a BLAS call per step
+        assert kernels.walks_for(16, 4, 512) is _jit.NT_WALKS
+        assert kernels.bulk_matmul(np.float32) is np.matmul
+    assert kernels.walks_for(32, 4, 128) is _jit.DNNL_WALKS  # on again after the block
 
 
 def test_environment_switch_is_read_at_import():

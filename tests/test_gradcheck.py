@@ -51,8 +51,12 @@ def make_layer(kind: str, opts: dict, I: int, H: int, variant: dict):
 )
 @pytest.mark.parametrize("kind,opts", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("path", ["reference", "fast"])
-def test_bptt_matches_finite_differences(kind, opts, variant, path, monkeypatch):
-    monkeypatch.setattr(kernels, "_fast", path == "fast")
+def test_bptt_matches_finite_differences(kind, opts, variant, path):
+    with kernels.using(reference=path == "reference"):
+        _check_bptt_against_finite_differences(kind, opts, variant)
+
+
+def _check_bptt_against_finite_differences(kind, opts, variant):
     rng = np.random.default_rng(7)
     T, B, I, H = 4, 3, 2, 3
     layer = make_layer(kind, opts, I, H, variant)

@@ -1,6 +1,7 @@
 """The fast kernels equal the reference cells: forward outputs, final states, ∂L/∂x, ∂L/∂state0 and every
 parameter gradient, on random configurations (lengths, bidirectional, several layers, float32 and float64),
-and the one-step streaming API. Also: the switch that forces the reference, and the fallbacks."""
+and the one-step streaming API. Also: the one decision point (pick / owner), the switches and the
+``using`` block that sets them, and the fallbacks."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 
 from unrolled import GRU, LSTM, RNN, kernels
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
-from unrolled.kernels.gru import FastGRUCell
-from unrolled.kernels.lstm import FastLSTMCell
-from unrolled.kernels.rnn import FastRNNCell
+from unrolled.kernels.gru import CompiledGRUCell, FastGRUCell
+from unrolled.kernels.lstm import CompiledLSTMCell, FastLSTMCell
+from unrolled.kernels.rnn import CompiledRNNCell, FastRNNCell
 
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
 
@@ -66,14 +67,9 @@ def _run(layer, c, fast: bool, jit: bool = True):
         lengths[0] = T
     d_out = rng.standard_normal((B, T, D * H) if c["batch_first"] else (T, B, D * H)).astype(dt)
     pack = (lambda s: s) if n_states == 2 else (lambda s: s[0])
-    kernels.set_fast(fast)
-    kernels.set_jit(jit)
-    try:
+    with kernels.using(reference=not fast, jit=jit):
         out, hn = layer.forward(x, pack(h0), lengths)
         dx, dh0 = layer.backward(d_out, pack(d_hn))
-    finally:
-        kernels.set_fast(True)
-        kernels.set_jit(True)
     res = {"out": out, "dx": dx}
     hn, dh0 = (hn, dh0) if n_states == 2 else ((hn,), (dh0,))
     for i in range(n_states):
@@ -102,13 +98,12 @@ def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypa
                 pytest.skip("oneDNN (the extra onednn) is not installed")
             monkeypatch.setattr(_jit, "SMALL_MACS", 0)  # every size counts as large: oneDNN's walks
         else:
-            monkeypatch.setattr(kernels, "_dnnl_wanted", False)
             whole = jit == "numba-sequence"
             monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
-    jit = jit != "numpy"
     layer = _layer(c)
     ref = _run(layer, c, fast=False)
-    fast = _run(layer, c, fast=True, jit=jit)
+    with kernels.using(dnnl=jit == "dnnl-sequence"):
+        fast = _run(layer, c, fast=True, jit=jit != "numpy")
     assert set(ref) == set(fast)
     tol = TOL[c["dtype"]]
     for k in ref:
@@ -127,16 +122,11 @@ def test_fast_streaming_step_matches_reference_step(kind, dtype, B, jit):
     xs = rng.standard_normal((4, B, 5)).astype(dtype)
     results = {}
     for fast in (False, True):
-        kernels.set_fast(fast)
-        kernels.set_jit(jit)
-        try:
+        with kernels.using(reference=not fast, jit=jit):
             state, ys = None, []
             for x_t in xs:
                 y, state = layer.step(x_t, state)
                 ys.append(y)
-        finally:
-            kernels.set_fast(True)
-            kernels.set_jit(True)
         results[fast] = (np.stack(ys), state)
     tol = TOL[dtype]
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=tol, atol=tol)
@@ -197,20 +187,50 @@ def test_compiled_tanh_is_within_a_few_float32_ulps_and_propagates_nan():
     assert np.isnan(got[0]) and got[1] == 1 and got[2] == -1
 
 
-def test_pick_selects_fast_cells_and_falls_back_to_the_reference():
-    assert isinstance(kernels.pick(LSTMCell(), np.float32), FastLSTMCell)
-    assert isinstance(kernels.pick(GRUCell(reset_after=True), np.float64), FastGRUCell)
-    assert isinstance(kernels.pick(RNNCell("relu"), np.float32), FastRNNCell)
+def test_pick_selects_one_cell_per_path_and_falls_back_to_the_reference():
+    compiled = kernels.describe().startswith("fast (Numba")  # Numba installed and on
+    f32 = (
+        (CompiledLSTMCell, CompiledGRUCell, CompiledRNNCell)
+        if compiled
+        else (FastLSTMCell, FastGRUCell, FastRNNCell)
+    )
+    assert type(kernels.pick(LSTMCell(), np.float32)) is f32[0]
+    assert type(kernels.pick(GRUCell(reset_after=True), np.float32)) is f32[1]
+    assert type(kernels.pick(RNNCell("relu"), np.float32)) is f32[2]
+    assert type(kernels.pick(LSTMCell(), np.float64)) is FastLSTMCell  # the compiled path is float32 only
+    assert type(kernels.pick(GRUCell(reset_after=True), np.float64)) is FastGRUCell
+    assert type(kernels.pick(RNNCell("tanh"), np.float64)) is FastRNNCell
     assert kernels.pick(GRUCell(reset_after=False), np.float32) == GRUCell(reset_after=False)
+    assert type(kernels.pick(LSTMCell(), np.float16)) is LSTMCell
     rm = np.ones((2, 3), np.float32)
     assert type(kernels.pick(LSTMCell(), np.float32, rec_mask=rm)) is LSTMCell  # recurrent dropout
-    assert type(kernels.pick(LSTMCell(), np.float32, rec_mask=None)) is FastLSTMCell
-    kernels.set_fast(False)
-    try:
+    assert type(kernels.pick(LSTMCell(), np.float32, rec_mask=None)) is f32[0]
+    with kernels.using(jit=False):
+        assert type(kernels.pick(LSTMCell(), np.float32)) is FastLSTMCell
+    with kernels.using(reference=True):
         assert type(kernels.pick(LSTMCell(), np.float32)) is LSTMCell
         assert kernels.describe() == "reference"
-    finally:
-        kernels.set_fast(True)
+
+
+def test_using_sets_the_switches_for_its_block_and_restores_them_on_exit_exception_and_nesting():
+    before = kernels.describe()
+    with kernels.using(reference=True):
+        assert kernels.describe() == "reference"
+        with kernels.using(reference=False, jit=False):
+            assert kernels.describe() == "fast (NumPy)"
+            with kernels.using(dnnl=False):  # None leaves the others as they are
+                assert kernels.describe() == "fast (NumPy)"
+        assert kernels.describe() == "reference"
+    assert kernels.describe() == before
+    with pytest.raises(KeyError, match="inside"):
+        with kernels.using(reference=True, jit=False, dnnl=False):
+            raise KeyError("inside")
+    assert kernels.describe() == before
+    assert kernels.fast_enabled()
+    with pytest.raises(TypeError, match="jit: expected True, False or None, got 'no'"):
+        with kernels.using(jit="no"):
+            pass  # pragma: no cover
+    assert kernels.describe() == before
 
 
 def test_backward_follows_the_path_of_the_forward_when_the_switch_flips_between():
@@ -220,12 +240,9 @@ def test_backward_follows_the_path_of_the_forward_when_the_switch_flips_between(
     layer.forward(x)
     dx_fast, _ = layer.backward(d)
     layer.forward(x)
-    kernels.set_fast(False)
-    try:
+    with kernels.using(reference=True, jit=False):
         dx_mixed, _ = layer.backward(d)  # the cache is a fast one: its own backward must run
-    finally:
-        kernels.set_fast(True)
-    np.testing.assert_allclose(dx_mixed, dx_fast, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(dx_mixed, dx_fast)
 
 
 def test_reference_env_switch_is_read_at_import(tmp_path):

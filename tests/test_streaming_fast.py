@@ -1,5 +1,6 @@
-"""step()'s lean streaming path (kernels/_stream.py): same results as the cells, used exactly where it
-should be, live parameters, unchanged error messages, fresh output arrays."""
+"""step()'s lean streaming path (kernels/streaming.py, running the *_stack kernels of kernels/_jit.py): same
+results as the cells, used exactly where it should be, live parameters, unchanged error messages, fresh
+output arrays."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import pytest
 
 from unrolled import GRU, LSTM, RNN, kernels
 
-pytestmark = pytest.mark.skipif(
-    kernels.jit_for(np.float32) is None, reason="Numba not installed: no compiled streaming path"
-)
+pytest.importorskip("numba", reason="Numba not installed: no compiled streaming path")
 
 MAKERS = {
     "lstm": lambda I, H, L, bias: LSTM(I, H, L, bias=bias, seed=3),
@@ -28,33 +27,19 @@ def _states(s):
 
 
 @pytest.fixture
-def reference_mode():
-    """Run the block with the reference cells; restores the default afterwards."""
-
-    class Switch:
-        def __enter__(self):
-            kernels.set_fast(False)
-
-        def __exit__(self, *exc):
-            kernels.set_fast(True)
-
-    return Switch()
-
-
-@pytest.fixture
 def calls(monkeypatch):
     """Count the calls of each compiled streaming kernel (layers built after this see the wrappers)."""
-    from unrolled.kernels import _stream
+    from unrolled.kernels import _jit
 
     counts = {}
     for name in ("lstm_stack", "gru_stack", "rnn_stack"):
-        real = getattr(_stream, name)
+        real = getattr(_jit, name)
 
         def counted(*args, real=real, name=name):
             counts[name] = counts.get(name, 0) + 1
             return real(*args)
 
-        monkeypatch.setattr(_stream, name, counted)
+        monkeypatch.setattr(_jit, name, counted)
     return counts
 
 
@@ -67,7 +52,7 @@ def _randomize(layer, rng):
 
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 @pytest.mark.parametrize("L,I,H,B,bias", [(1, 4, 5, 1, True), (2, 7, 13, 3, False), (3, 3, 33, 1, True)])
-def test_lean_path_equals_reference_cells_and_forward(kind, L, I, H, B, bias, calls, reference_mode):
+def test_lean_path_equals_reference_cells_and_forward(kind, L, I, H, B, bias, calls):
     rng = np.random.default_rng(L * 100 + H)
     layer = MAKERS[kind](I, H, L, bias)
     _randomize(layer, rng)
@@ -82,7 +67,7 @@ def test_lean_path_equals_reference_cells_and_forward(kind, L, I, H, B, bias, ca
         y, state = layer.step(x[t], state)
         fast.append((y, state))
     assert sum(calls.values()) == T
-    with reference_mode:
+    with kernels.using(reference=True):
         state = state0
         for t in range(T):
             y, state = layer.step(x[t], state)
@@ -102,14 +87,14 @@ def test_lean_path_equals_reference_cells_and_forward(kind, L, I, H, B, bias, ca
 
 
 @pytest.mark.parametrize("H", [8, 64, 130])
-def test_larger_sizes_and_a_first_step_from_none(H, reference_mode):
+def test_larger_sizes_and_a_first_step_from_none(H):
     rng = np.random.default_rng(H)
     for layer in (LSTM(H, H, 2, seed=0), GRU(H, H, seed=0), RNN(H, H, seed=0)):
         _randomize(layer, rng)
         x = rng.standard_normal((1, H)).astype(np.float32)
         y1, s1 = layer.step(x)
         y2, s2 = layer.step(x, s1)
-        with reference_mode:
+        with kernels.using(reference=True):
             r1, q1 = layer.step(x)
             r2, q2 = layer.step(x, q1)
         np.testing.assert_allclose(y1, r1, rtol=2e-5, atol=2e-5)
@@ -118,7 +103,7 @@ def test_larger_sizes_and_a_first_step_from_none(H, reference_mode):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
 
-def test_non_contiguous_input_and_a_list_state(calls, reference_mode):
+def test_non_contiguous_input_and_a_list_state(calls):
     rng = np.random.default_rng(0)
     layer = LSTM(3, 6, 2, seed=1)
     x = rng.standard_normal((2, 6)).astype(np.float32)[:, ::2]  # (2, 3), not C-contiguous
@@ -126,7 +111,7 @@ def test_non_contiguous_input_and_a_list_state(calls, reference_mode):
     c = rng.standard_normal((2, 2, 6)).astype(np.float32)
     y, (hn, cn) = layer.step(x, [h, c])
     assert calls == {"lstm_stack": 1}
-    with reference_mode:
+    with kernels.using(reference=True):
         yr, (hr, cr) = layer.step(np.ascontiguousarray(x), (h, c))
     np.testing.assert_allclose(y, yr, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(cn, cr, rtol=2e-5, atol=2e-5)
@@ -155,27 +140,24 @@ def test_not_used_in_reference_or_no_jit_mode_switched_at_any_time(calls):
     x = np.ones((1, 3), np.float32)
     _, s = layer.step(x)
     assert calls == {"gru_stack": 1}
-    for switch in (kernels.set_fast, kernels.set_jit):
-        switch(False)
-        try:
+    for switch in ({"reference": True}, {"jit": False}):
+        with kernels.using(**switch):
             y_off, _ = layer.step(x, s)
-        finally:
-            switch(True)
-        assert calls == {"gru_stack": 1}, switch.__name__
+        assert calls == {"gru_stack": 1}, switch
         y_on, _ = layer.step(x, s)
-        assert calls == {"gru_stack": 2}, switch.__name__
+        assert calls == {"gru_stack": 2}, switch
         calls["gru_stack"] = 1
         np.testing.assert_allclose(y_off, y_on, rtol=2e-5, atol=2e-5)
 
 
-def test_replaced_and_in_place_changed_params_are_seen(reference_mode):
+def test_replaced_and_in_place_changed_params_are_seen():
     rng = np.random.default_rng(1)
     layer = LSTM(4, 5, 2, seed=0)
     x = rng.standard_normal((1, 4)).astype(np.float32)
     y0, _ = layer.step(x)
 
     def ref():
-        with reference_mode:
+        with kernels.using(reference=True):
             return layer.step(x)[0]
 
     # in place, as an optimizer does
@@ -188,7 +170,7 @@ def test_replaced_and_in_place_changed_params_are_seen(reference_mode):
     layer.params["W_hh_l1"] = rng.standard_normal((20, 5)).astype(np.float32)
     y2, s2 = layer.step(x, layer.step(x)[1])
     assert not np.allclose(y2, y1)
-    with reference_mode:
+    with kernels.using(reference=True):
         r2, _ = layer.step(x, layer.step(x)[1])
     np.testing.assert_allclose(y2, r2, rtol=2e-5, atol=2e-5)
     # a replacement the compiled path cannot take (float64, non-contiguous): the cells serve it, then
@@ -196,8 +178,9 @@ def test_replaced_and_in_place_changed_params_are_seen(reference_mode):
     layer.params["W_xh_l1"] = np.asfortranarray(layer.params["W_xh_l1"])
     np.testing.assert_allclose(layer.step(x)[0], ref(), rtol=2e-5, atol=2e-5)
     layer.params["W_xh_l1"] = np.ascontiguousarray(layer.params["W_xh_l1"]) * 2
-    np.testing.assert_allclose(layer.step(x)[0], ref(), rtol=2e-5, atol=2e-5)
-    assert layer._stream.kernel is not None
+    y3 = layer.step(x)[0]
+    assert layer._stream.kernel is not None  # (checked before ref(): its reference mode drops the plan)
+    np.testing.assert_allclose(y3, ref(), rtol=2e-5, atol=2e-5)
     # the whole dict replaced
     layer.params = {k: v.copy() for k, v in layer.params.items()}
     layer.params["b_h_l0"][:] = 0
@@ -249,7 +232,7 @@ def _error(call):
         ),
     ],
 )
-def test_bad_input_gives_the_same_error_as_the_cells(make_args, match, reference_mode):
+def test_bad_input_gives_the_same_error_as_the_cells(make_args, match):
     layer = LSTM(3, 4, 2, seed=0)
 
     def f(shape):
@@ -257,7 +240,7 @@ def test_bad_input_gives_the_same_error_as_the_cells(make_args, match, reference
 
     x, state = make_args(f)
     fast = _error(lambda: layer.step(x, state))
-    with reference_mode:
+    with kernels.using(reference=True):
         ref = _error(lambda: layer.step(x, state))
     assert fast == ref
     with pytest.raises(fast[0], match=match):
@@ -289,14 +272,3 @@ def test_returned_arrays_are_fresh_on_every_call():
         for b in arrays[i + 1 :]:
             assert not np.shares_memory(a, b)
     np.testing.assert_array_equal(y2, h2[-1])
-
-
-def test_the_tanh_copy_matches_the_gate_kernels():
-    from unrolled.kernels import _jit, _stream
-
-    a = np.linspace(-10, 10, 20001, dtype=np.float32)
-    a = np.concatenate([a, np.float32([np.nan, np.inf, -np.inf, 0.0])])
-    mine, theirs = np.empty_like(a), np.empty_like(a)
-    _stream.tanh_array(a, mine)
-    _jit.tanh_array(a, theirs)
-    np.testing.assert_array_equal(mine, theirs)

@@ -19,7 +19,6 @@ names), :attr:`~RecurrentLayer.config` (the constructor's arguments), :meth:`~Re
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ from unrolled import kernels
 from unrolled._checks import check_array, check_lengths, one_of, positive_int, probability
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
+from unrolled.kernels import streaming
 
 PARAM_NAMES = ("W_xh", "W_hh", "b_h", "b_hn")  # the cells' plain parameter names (b_hn: GRU reset_after)
 
@@ -360,7 +360,7 @@ class RecurrentLayer:
         }
 
     # ----------------------------------------------------------------- streaming
-    _stream = None  # step()'s cached _StreamPlan (None until the first step, False where it cannot apply)
+    _stream = None  # step()'s cached kernels.streaming.StreamPlan (None until the first step)
 
     def step(self, x_t: np.ndarray, state=None):
         """One time step for streaming / online use (unidirectional layers only).
@@ -368,23 +368,23 @@ class RecurrentLayer:
         x_t (B, input_size); state as h0 of forward (None = zeros). Returns (y_t (B, H), state_t),
         equal to forward over the whole sequence, one step at a time. No dropout is applied.
 
-        float32 with the Numba kernels on runs the lean path (:meth:`_stream_step`, one compiled call for
-        the whole stack); everything else, and any input the lean path declines, runs the cells.
+        float32 with the Numba kernels on runs the lean path (:func:`unrolled.kernels.streaming.lean_step`,
+        one compiled call for the whole stack); everything else, and any input the lean path declines,
+        runs the cells.
         """
-        if self._stream is not False:
-            out = self._stream_step(x_t, state)
-            if out is not None:
-                return out
+        out = streaming.lean_step(self, x_t, state)
+        if out is not None:
+            return out
         if self.bidirectional:
             raise RuntimeError("step: a bidirectional layer needs the whole sequence; use forward")
         # Streaming calls this once per token, so the checks take a cheap path when all is well
         # (the same checks as forward; the full check_array runs only to word the error).
-        if not _is_valid(x_t, None, self.input_size, self.dtype):
+        if not streaming.is_valid(x_t, None, self.input_size, self.dtype):
             check_array("x_t", x_t, (None, self.input_size), self.dtype)
         B, LD = x_t.shape[0], self.num_layers
-        if state is None or not all(
-            _is_valid(s, LD, B, self.dtype, self.hidden_size)
-            for s in (state if self.num_states == 2 else (state,))
+        parts = (state,) if self.num_states == 1 else state if type(state) in (tuple, list) else ()
+        if len(parts) != self.num_states or not all(
+            streaming.is_valid(s, LD, B, self.dtype, self.hidden_size) for s in parts
         ):
             states = self._check_state("state", state, B)
         else:
@@ -399,53 +399,6 @@ class RecurrentLayer:
         stack = (lambda a: a[0][None]) if LD == 1 else np.stack
         return inp, self._pack_state(tuple(stack(s) for s in new))
 
-    def _stream_step(self, x_t, state):
-        """step() in one call of a compiled kernel of :mod:`unrolled.kernels._stream`, or None where the
-        lean path does not apply now or declines this input (wrong type, dtype or shape, a NaN or inf):
-        step() then runs the cells, whose checks word the error.
-
-        Why: at B = 1 the cell path spends most of a step in Python/NumPy call overhead (an LSTM H=32
-        step took 14.7 µs for ~1 µs of arithmetic); this path keeps only a few attribute lookups and type
-        checks, three np.empty and the one call (~2 µs in all), which checks finiteness, runs both
-        mat-vecs and the gates of every layer. The parameters are passed as cached tuples of the live
-        arrays (optimizers update those in place); replacing an entry of ``self.params`` is noticed by
-        identity and the tuples rebuilt.
-        """
-        plan = self._stream
-        if kernels.jit_for(_F32) is None:  # float64 layers have no plan; set_fast / set_jit at any time
-            return None
-        if plan is None or not plan.current(self.params):
-            plan = self._stream = _StreamPlan.build(self)
-            if not plan:
-                return None
-        if plan.kernel is None:
-            return None
-        if type(x_t) is not np.ndarray or x_t.dtype is not _F32 or x_t.ndim != 2:
-            return None
-        L, B, H = self.num_layers, x_t.shape[0], self.hidden_size
-        if plan.lstm:
-            if (type(state) is tuple or type(state) is list) and len(state) == 2:
-                h, c = state
-                if type(c) is not np.ndarray or c.dtype is not _F32 or c.ndim != 3:
-                    return None
-            elif state is None:
-                h = c = np.zeros((L, B, H), _F32)
-            else:
-                return None
-        else:
-            h = np.zeros((L, B, H), _F32) if state is None else state
-        if type(h) is not np.ndarray or h.dtype is not _F32 or h.ndim != 3:
-            return None
-        y, h_out = np.empty((B, H), _F32), np.empty((L, B, H), _F32)
-        if plan.lstm:
-            c_out = np.empty((L, B, H), _F32)
-            if plan.kernel(x_t, h, c, plan.W, plan.b, y, h_out, c_out):
-                return None
-            return y, (h_out, c_out)
-        if plan.kernel(x_t, h, plan.W, plan.b, *plan.extra, y, h_out):
-            return None
-        return y, h_out
-
     def zero_grad(self) -> None:
         for v in self.grads.values():
             v[...] = 0
@@ -455,96 +408,6 @@ class RecurrentLayer:
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})"
         )
-
-
-def _is_valid(a, d0, d1, dtype, d2=None) -> bool:
-    """Cheap test that `a` is a finite ndarray of the given dtype and shape (d0 None = any)."""
-    if type(a) is not np.ndarray or a.dtype != dtype:
-        return False
-    shape = (d1,) if d2 is None else (d1, d2)
-    if (
-        a.shape[a.ndim - len(shape) :] != shape
-        or a.ndim != len(shape) + 1
-        or (d0 is not None and a.shape[0] != d0)
-    ):
-        return False
-    return bool(np.isfinite(a.sum()))  # a NaN or inf anywhere makes the sum non-finite
-
-
-_F32 = np.dtype(np.float32)
-
-
-def _no_plan() -> None:
-    return None
-
-
-class _StreamPlan:
-    """What step()'s lean path keeps between calls for one layer: the compiled kernel and the parameter
-    arrays as the tuples it takes, W = (W_xh_l0, W_hh_l0, W_xh_l1, ...) and b (b_h per layer, and b_hn
-    for the GRU; an empty vector for an absent bias). ``current`` tells whether ``params`` still holds
-    these very arrays (in-place updates need nothing; a replaced array means a rebuild)."""
-
-    __slots__ = ("kernel", "lstm", "W", "b", "extra", "_keys", "_arrays")
-
-    def __init__(self, kernel, lstm: bool, keys: tuple, params: dict, biases: tuple, extra: tuple = ()):
-        self.kernel, self.lstm, self.extra = kernel, lstm, extra
-        one = keys[0] if len(keys) == 1 else None  # itemgetter of one key returns the item, not a tuple
-        self._keys = operator.itemgetter(*keys) if one is None else (lambda p: (p[one],))
-        self._arrays = self._keys(params)
-        self.W = tuple(params[k] for k in keys if k.startswith("W_")) if kernel is not None else ()
-        self.b = biases
-
-    def __reduce__(self):
-        """A cache: a copied or unpickled layer builds its own on its first step."""
-        return _no_plan, ()
-
-    def current(self, params: dict) -> bool:
-        try:
-            got = self._keys(params)
-        except KeyError:
-            return False
-        return all(map(operator.is_, got, self._arrays))
-
-    @staticmethod
-    def build(layer: RecurrentLayer):
-        """The plan for ``layer``, or False where the lean path cannot serve it (float64, bidirectional,
-        GRU reset_after=False, a cell of another type); a plan without a kernel while some parameter is
-        not a C-contiguous float32 array (kept to notice when it is replaced)."""
-        cell = layer.cell
-        if layer.dtype != _F32 or layer.bidirectional:
-            return False
-        if type(cell) is GRUCell and not cell.reset_after:
-            return False
-        if type(cell) not in (LSTMCell, GRUCell, RNNCell):
-            return False
-        try:
-            from unrolled.kernels import _stream
-        except ImportError:  # no Numba (the optional extra "fast")
-            return False
-        names = ("W_xh", "W_hh", "b_h") + (("b_hn",) if type(cell) is GRUCell else ())
-        keys, biases, usable = [], [], True
-        for i in range(layer.num_layers):
-            for n in names:
-                k = n + layer._suffix(i, 0)
-                v = layer.params.get(k)
-                if v is None:
-                    if n.startswith("b_"):
-                        biases.append(np.empty(0, _F32))  # an absent bias: the kernels take an empty one
-                    else:
-                        usable = False  # a weight was removed: the cells will say so
-                    continue
-                keys.append(k)
-                if type(v) is not np.ndarray or v.dtype != _F32 or not v.flags.c_contiguous:
-                    usable = False  # the cells serve it, until the array is replaced
-                elif n.startswith("b_"):
-                    biases.append(v)
-        if type(cell) is LSTMCell:
-            kernel, lstm, extra = _stream.lstm_stack, True, ()
-        elif type(cell) is GRUCell:
-            kernel, lstm, extra = _stream.gru_stack, False, ()
-        else:
-            kernel, lstm, extra = _stream.rnn_stack, False, (cell.nonlinearity == "relu",)
-        return _StreamPlan(kernel if usable else None, lstm, tuple(keys), layer.params, tuple(biases), extra)
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:

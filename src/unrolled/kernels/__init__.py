@@ -1,18 +1,30 @@
 """Fast paths of the cells: same signatures and results as :mod:`unrolled.cells`, fewer NumPy calls.
 
-The layers pick the fast cell automatically. To force the plain reference cells (the readable
-transcription of the equations), set the environment variable ``UNROLLED_REFERENCE=1`` before
-``import unrolled``, or call ``unrolled.kernels.set_fast(False)`` at any time. float32 runs on the
-Numba-compiled gate kernels of :mod:`unrolled.kernels._jit` when Numba is installed (the extra ``fast``;
-``UNROLLED_NUMBA=0`` or ``set_jit(False)`` turns them off); float64, or float32 without Numba, runs on the
-NumPy fast path of :mod:`~unrolled.kernels.lstm`, :mod:`~unrolled.kernels.gru`, :mod:`~unrolled.kernels.rnn`.
-In float32 the walk over time is one compiled call where :func:`walks_for` says so, its recurrent product
-oneDNN's (the extra ``onednn``; ``UNROLLED_DNNL=0`` or ``set_dnnl(False)`` turns it off) or ``matmul_nt``.
+Three paths, one class each, side by side in :mod:`~unrolled.kernels.lstm`, :mod:`~unrolled.kernels.gru`
+and :mod:`~unrolled.kernels.rnn`:
+
+- **reference**: the cell of :mod:`unrolled.cells` itself, the readable transcription of the equations;
+- **NumPy fast** (``FastLSTMCell``, ``FastGRUCell``, ``FastRNNCell``): float64, or float32 without Numba;
+- **compiled** (``CompiledLSTMCell``, ...): float32 with Numba (the extra ``fast``): the gate kernels and
+  whole-sequence walks of :mod:`unrolled.kernels._jit`, their recurrent product oneDNN's (the extra
+  ``onednn``) or ``matmul_nt`` where :func:`walks_for` says so, else a BLAS call per step.
+
+:func:`pick` is the one decision point: a layer asks it for the cell of each forward (and
+:mod:`unrolled.kernels.streaming` for its one-step plans), and :func:`owner` returns the cell whose
+backward matches a forward's cache, so the backward follows the forward's path. Only the compiled cells
+ask :func:`walks_for` per call, since the best walk depends on the batch and hidden sizes.
+
+Switches, read by :func:`pick` at every call: ``UNROLLED_REFERENCE=1`` (environment, before
+``import unrolled``) or ``set_fast(False)`` forces the reference; ``UNROLLED_NUMBA=0`` or ``set_jit(False)``
+the NumPy fast path; ``UNROLLED_DNNL=0`` or ``set_dnnl(False)`` matmul_nt / OpenBLAS instead of oneDNN.
+``with kernels.using(reference=True): ...`` sets them for a block only.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -21,19 +33,31 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
+
+
 _fast = not _env_flag("UNROLLED_REFERENCE")
-_jit_wanted = os.environ.get("UNROLLED_NUMBA", "").strip().lower() not in ("0", "false", "no", "off")
+_jit_wanted = not _env_off("UNROLLED_NUMBA")
+_dnnl_wanted = not _env_off("UNROLLED_DNNL")
 _jit_module = None
 _jit_tried = False
-_dnnl_wanted = os.environ.get("UNROLLED_DNNL", "").strip().lower() not in ("0", "false", "no", "off")
 _dnnl_walks = None
 _dnnl_tried = False
+# Bumped by every setter: what was decided under other switches (a streaming plan) is decided again.
+_switches = 0
+
+
+def _switched() -> None:
+    global _switches
+    _switches += 1
 
 
 def set_fast(enabled: bool) -> None:
     """Use the fast kernels (True, the default) or always the reference cells (False)."""
     global _fast
     _fast = bool(enabled)
+    _switched()
 
 
 def fast_enabled() -> bool:
@@ -41,16 +65,62 @@ def fast_enabled() -> bool:
 
 
 def set_jit(enabled: bool) -> None:
-    """Use the Numba-compiled float32 gate kernels when Numba is installed (True, the default), or the
-    NumPy fast path only (False). Environment: ``UNROLLED_NUMBA=0``."""
+    """Use the Numba-compiled float32 cells when Numba is installed (True, the default), or the NumPy
+    fast path only (False). Environment: ``UNROLLED_NUMBA=0``."""
     global _jit_wanted
     _jit_wanted = bool(enabled)
+    _switched()
 
 
-def jit_for(dtype):
-    """The compiled kernels module for arrays of ``dtype``, or None (float64, Numba absent or disabled)."""
+def set_dnnl(enabled: bool) -> None:
+    """Use oneDNN's matrix product in the compiled walks when the extra ``onednn`` is installed (True, the
+    default), or matmul_nt / OpenBLAS (False). Environment: ``UNROLLED_DNNL=0``."""
+    global _dnnl_wanted
+    _dnnl_wanted = bool(enabled)
+    _switched()
+
+
+def _optional_bool(name: str, v) -> bool | None:
+    if v is not None and not isinstance(v, bool | np.bool_):
+        raise TypeError(f"{name}: expected True, False or None, got {v!r}")
+    return None if v is None else bool(v)
+
+
+@contextmanager
+def using(reference: bool | None = None, jit: bool | None = None, dnnl: bool | None = None) -> Iterator[None]:
+    """Set the path switches for the ``with`` block, and restore all three afterwards (also when the
+    block raises). None leaves a switch as it is; blocks nest.
+
+    Parameters
+    ----------
+    reference : True forces the reference cells (``set_fast(False)``), False the fast paths.
+    jit : the Numba-compiled float32 cells on or off (``set_jit``).
+    dnnl : oneDNN's product in the compiled walks on or off (``set_dnnl``).
+    """
+    reference, jit, dnnl = (
+        _optional_bool("reference", reference),
+        _optional_bool("jit", jit),
+        _optional_bool("dnnl", dnnl),
+    )
+    saved = _fast, _jit_wanted, _dnnl_wanted
+    try:
+        if reference is not None:
+            set_fast(not reference)
+        if jit is not None:
+            set_jit(jit)
+        if dnnl is not None:
+            set_dnnl(dnnl)
+        yield
+    finally:
+        set_fast(saved[0])
+        set_jit(saved[1])
+        set_dnnl(saved[2])
+
+
+def _compiled():
+    """The compiled kernels module when the compiled path is on, else None (switched off, Numba absent)."""
     global _jit_module, _jit_tried
-    if not (_fast and _jit_wanted) or dtype != np.float32:
+    if not (_fast and _jit_wanted):
         return None
     if not _jit_tried:
         _jit_tried = True
@@ -62,18 +132,11 @@ def jit_for(dtype):
     return _jit_module
 
 
-def set_dnnl(enabled: bool) -> None:
-    """Use oneDNN's matrix product in the compiled walks when the extra ``onednn`` is installed (True, the
-    default), or matmul_nt / OpenBLAS (False). Environment: ``UNROLLED_DNNL=0``."""
-    global _dnnl_wanted
-    _dnnl_wanted = bool(enabled)
-
-
 def dnnl_walks():
     """The whole-sequence walks with oneDNN's product (``_jit.DNNL_WALKS``), or None where oneDNN or Numba
     is absent or switched off."""
     global _dnnl_walks, _dnnl_tried
-    jit = jit_for(np.float32) if _dnnl_wanted else None
+    jit = _compiled() if _dnnl_wanted else None
     if jit is None:
         return None
     if not _dnnl_tried:
@@ -96,64 +159,70 @@ def bulk_matmul(dtype):
     return np.matmul
 
 
-def walks_for(jit, B: int, G: int, H: int):
-    """The whole-sequence walks (a ``_jit.Walks``) that run a float32 layer of batch B, G gates of size H —
-    oneDNN's product for all but tiny steps when available, else matmul_nt's where ``jit.whole_sequence``
-    says — or None: then a BLAS call and a gate kernel per step."""
-    if B * G * H * H > jit.SMALL_MACS:  # below it, oneDNN's ~2 µs per call costs more than matmul_nt
+def walks_for(B: int, G: int, H: int):
+    """The whole-sequence walks (a ``_jit.Walks``) that run a compiled layer of batch B, G gates of size H —
+    oneDNN's product for all but tiny steps when available, else matmul_nt's where ``_jit.whole_sequence``
+    says — or None: then a BLAS call and a gate kernel per step. Called by the compiled cells only."""
+    from unrolled.kernels import _jit
+
+    if B * G * H * H > _jit.SMALL_MACS:  # below it, oneDNN's ~2 µs per call costs more than matmul_nt
         walks = dnnl_walks()
         if walks is not None:
             return walks
-    return jit.NT_WALKS if jit.whole_sequence(B, G, H) else None
+    return _jit.NT_WALKS if _jit.whole_sequence(B, G, H) else None
 
 
 def describe() -> str:
     """Which path the layers run now, in words."""
     if not _fast:
         return "reference"
-    if not jit_for(np.dtype(np.float32)):
+    if _compiled() is None:
         return "fast (NumPy)"
     product = "oneDNN" if dnnl_walks() is not None else "OpenBLAS"
     return f"fast (Numba float32 gate kernels, {product} recurrent products)"
 
 
-def _fast_cell(cell):
-    """The fast counterpart of a reference cell, or None where there is none for its options."""
+def _path_cell(cell, compiled: bool):
+    """The NumPy fast or compiled counterpart of a reference cell, or None where there is none."""
     from unrolled.cells import GRUCell, LSTMCell, RNNCell
-    from unrolled.kernels.gru import FastGRUCell
-    from unrolled.kernels.lstm import FastLSTMCell
-    from unrolled.kernels.rnn import FastRNNCell
+    from unrolled.kernels import gru, lstm, rnn
 
     if type(cell) is LSTMCell:
-        return FastLSTMCell(cell)
+        return lstm.CompiledLSTMCell(cell) if compiled else lstm.FastLSTMCell(cell)
     if type(cell) is GRUCell and cell.reset_after:
-        return FastGRUCell(cell)
+        return gru.CompiledGRUCell(cell) if compiled else gru.FastGRUCell(cell)
     if type(cell) is RNNCell:
-        return FastRNNCell(cell)
+        return rnn.CompiledRNNCell(cell) if compiled else rnn.FastRNNCell(cell)
     return None
 
 
-_FAST: dict = {}
+_PATHS: dict = {}  # (reference cell, compiled) -> its fast cell, or None where it has none
 
 
-def pick(cell, dtype=None, **options):
-    """The cell a layer should run: the fast one when enabled and available, else ``cell`` itself.
+def pick(cell, dtype, **options):
+    """The cell a layer should run for arrays of ``dtype``: the compiled cell (float32, Numba on), the NumPy
+    fast cell (float64, or float32 without Numba), or ``cell`` itself.
 
-    Any truthy keyword option that the fast kernels do not implement (for example a recurrent-dropout
-    mask) selects the reference cell. Float32 and float64 are both supported.
+    ``cell`` itself where the fast paths are switched off, for another dtype, for a cell they do not
+    implement (GRU ``reset_after=False``), or when any keyword option is set that they do not implement
+    (a recurrent-dropout ``rec_mask``).
     """
     if not _fast or any(v is not None and v is not False for v in options.values()):
         return cell
-    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+    dtype = np.dtype(dtype)
+    if dtype != np.float32 and dtype != np.float64:
         return cell
-    if cell not in _FAST:
-        _FAST[cell] = _fast_cell(cell)
-    return _FAST[cell] or cell
+    key = (cell, dtype == np.float32 and _compiled() is not None)
+    if key not in _PATHS:
+        _PATHS[key] = _path_cell(cell, key[1])
+    return _PATHS[key] or cell
 
 
 def owner(cell, cache):
-    """The cell whose ``backward`` matches ``cache`` (the forward may have run on either path)."""
-    fast = _FAST.get(cell)
-    if fast is not None and isinstance(cache, fast.cache_type):
-        return fast
+    """The cell whose ``backward`` matches ``cache``: the one whose forward made it, whatever the switches
+    say now (each path's cache has its own type)."""
+    for compiled in (True, False):
+        path = _PATHS.get((cell, compiled))
+        if path is not None and type(cache) is path.cache_type:
+            return path
     return cell

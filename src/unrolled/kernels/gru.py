@@ -1,9 +1,13 @@
 """Fast GRU (``reset_after=True``, the cuDNN / PyTorch variant): the equations of :mod:`unrolled.cells.gru`.
 
-The classic ``reset_after=False`` variant runs on the reference cell. As in the fast LSTM: the z, r rows
-of the weights are scaled by ½ once per call so σ(a) = ½(1 + tanh(a/2)) costs one tanh and two in-place
-affine ops on the (B, 2H) z, r block; every per-step product writes into a preallocated buffer; and the
-backward precomputes over all T every factor that does not depend on the recursion:
+The classic ``reset_after=False`` variant runs on the reference cell. Two classes, one per path
+(:func:`unrolled.kernels.pick` chooses): :class:`FastGRUCell`, NumPy, and :class:`CompiledGRUCell`, float32
+on the Numba kernels of :mod:`unrolled.kernels._jit` (the rational tanh, the biases added inside the gate
+kernels, the walk in one compiled call where :func:`~unrolled.kernels.walks_for` says so; see
+:mod:`unrolled.kernels.lstm` for the list). As in the fast LSTM: the z, r rows of the weights are scaled by
+½ once per call so σ(a) = ½(1 + tanh(a/2)) costs one tanh and two in-place affine ops on the (B, 2H) z, r
+block; every per-step product writes into a preallocated buffer; and the NumPy backward precomputes over
+all T every factor that does not depend on the recursion:
 P_z = (h̃ − h_{t-1})⊙σ'(a_z), P_n = z⊙(1 − h̃²), P_r = (W_hn h_{t-1} + b_hn)⊙σ'(a_r), 1 − z.
 """
 
@@ -43,12 +47,6 @@ class FastGRUCell:
         """One time step: x_t (B, I), (h,) -> (h_t,)."""
         (h,) = state
         H = h.shape[1]
-        jit = kernels.jit_for(x_t.dtype)
-        if jit is not None:
-            h_new = np.empty_like(h)
-            xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 3H) each
-            jit.gru_step(xa, ha, as_vector(p, "b_h", h.dtype), as_vector(p, "b_hn", h.dtype), h, h_new)
-            return (h_new,)
         scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
         a = np.matmul(x_t, p["W_xh"].T)  # (B, 3H)
         if "b_h" in p:
@@ -74,9 +72,6 @@ class FastGRUCell:
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        jit = kernels.jit_for(x.dtype)
-        if jit is not None:
-            return self._forward_jit(jit, x, state0, p, mask)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         xp = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 3H) [a_z/2, a_r/2, a_xn]
@@ -116,9 +111,6 @@ class FastGRUCell:
         x, hs, gates, hn, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
-        jit = kernels.jit_for(gates.dtype)
-        if jit is not None:
-            return self._backward_jit(jit, d_hs, d_stateT, cache, p)
         z, r, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         h_prev = hs[:-1]
         # Factors that do not depend on the recursion, in bulk over all t.
@@ -158,9 +150,45 @@ class FastGRUCell:
         dx = input_gradients(dah, x, p, grads, bias_key="b_h")
         return dx, (dh,), grads
 
-    # ------------------------------------------------------------------ float32: compiled gate kernels
-    def _forward_jit(self, jit, x, state0, p, mask):
-        """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
+
+class CompiledGRUCache(FastGRUCache):
+    """The compiled path's cache: the same fields; its type tells :func:`unrolled.kernels.owner` which
+    backward matches it."""
+
+    __slots__ = ()
+
+
+class CompiledGRUCell:
+    """Same signatures and results as :class:`unrolled.cells.GRUCell` with ``reset_after=True``, float32
+    only, on the Numba kernels of :mod:`unrolled.kernels._jit`."""
+
+    gates = 3
+    state_names = ("h",)
+    cache_type = CompiledGRUCache
+    bias_names = ("b_h", "b_hn")  # in the order the streaming stack kernel takes them
+
+    def __init__(self, ref) -> None:
+        from unrolled.kernels import _jit  # Numba: imported only once this path is chosen
+
+        self.ref, self.jit = ref, _jit
+
+    def stack_kernel(self) -> tuple:
+        """The compiled step of a whole unidirectional stack and its extra arguments (for
+        :mod:`unrolled.kernels.streaming`)."""
+        return self.jit.gru_stack, ()
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h,) -> (h_t,)."""
+        (h,) = state
+        h_new = np.empty_like(h)
+        xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 3H) each
+        self.jit.gru_step(xa, ha, as_vector(p, "b_h", h.dtype), as_vector(p, "b_hn", h.dtype), h, h_new)
+        return (h_new,)
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache. Per step: the recurrent product, then one
+        fused kernel for all gate arithmetic (the whole walk in one compiled call where it pays)."""
+        jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         # (T, B, 3H); the biases are added in the kernel
@@ -172,7 +200,7 @@ class FastGRUCell:
         rec = np.empty((B, 3 * H), dtype=x.dtype)
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
-        walks = kernels.walks_for(jit, B, 3, H)
+        walks = kernels.walks_for(B, 3, H)
         if walks is not None:  # the whole walk in one compiled call
             walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:
@@ -180,9 +208,11 @@ class FastGRUCell:
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
                 jit.gru_forward_step(t, xp, rec, b_h, b_hn, hs, hn, valid)
-        return hs[1:], (hs[T].copy(),), FastGRUCache(x, hs, xp, hn, mask)
+        return hs[1:], (hs[T].copy(),), CompiledGRUCache(x, hs, xp, hn, mask)
 
-    def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledGRUCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
+        jit = self.jit
         x, hs, gates, hn, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
@@ -192,7 +222,7 @@ class FastGRUCell:
         da_n = np.empty((T, B, H), dtype=gates.dtype)
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
-        walks = kernels.walks_for(jit, B, 3, H)
+        walks = kernels.walks_for(B, 3, H)
         if walks is not None:
             walks.gru_backward_seq(
                 d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, walks.backward_weights(W_hh, B)

@@ -1,15 +1,24 @@
 """Fast LSTM: the equations of :mod:`unrolled.cells.lstm`, with fewer NumPy calls per step.
 
-What differs from the reference (the mathematics does not):
+Two classes, one per path (:func:`unrolled.kernels.pick` chooses): :class:`FastLSTMCell`, NumPy (float64,
+or float32 without Numba), and :class:`CompiledLSTMCell`, float32 on the Numba kernels of
+:mod:`unrolled.kernels._jit`. What differs from the reference (the mathematics does not):
 
-- σ(a) = ½(1 + tanh(a/2)). The i, f, o rows of W_xh, W_hh and b_h are scaled by ½ once per call (exact in
-  binary floating point), so the pre-activations arrive as [a_i/2, a_f/2, a_g, a_o/2] and one ``np.tanh``
-  over the whole (B, 4H) block, then one multiply and one add by constant vectors, give i, f, g, o.
+- σ(a) = ½(1 + tanh(a/2)). NumPy path: the i, f, o rows of W_xh, W_hh and b_h are scaled by ½ once per call
+  (exact in binary floating point), so the pre-activations arrive as [a_i/2, a_f/2, a_g, a_o/2] and one
+  ``np.tanh`` over the whole (B, 4H) block, then one multiply and one add by constant vectors, give
+  i, f, g, o. Compiled path: the same per element, v = s·tanh(s·a) + o with s = ½, o = ½ for the sigmoids.
+- Compiled path: tanh is a rational float32 approximation (≤ 6 ulps, see :mod:`~unrolled.kernels._jit`);
+  b_h is added inside the gate kernel; the walk over time is one compiled call where
+  :func:`~unrolled.kernels.walks_for` says so (recurrent product by oneDNN or matmul_nt), else a BLAS
+  product and one gate kernel per step; the input projections and ∂L/∂x use oneDNN's product when loaded.
 - Every per-step product writes into a preallocated buffer (``out=``); W_hhᵀ is made contiguous once.
-- The backward precomputes, over all T at once, every factor that does not depend on the recursion:
+- The NumPy backward precomputes, over all T at once, every factor that does not depend on the recursion:
   P = [g⊙σ'(a_i), c_{t-1}⊙σ'(a_f), i⊙(1 − g²), tanh(c_t)⊙σ'(a_o)] and o⊙(1 − tanh²(c_t)), so a step is
-  δa_{i,f,g} = P ⊙ δc (one broadcast multiply), δa_o = P_o ⊙ δh, δc ← δc ⊙ f, δh ← δa W_hh.
-- Steps where every sequence is still running skip the length mask entirely.
+  δa_{i,f,g} = P ⊙ δc (one broadcast multiply), δa_o = P_o ⊙ δh, δc ← δc ⊙ f, δh ← δa W_hh. The compiled
+  backward computes the same factors per step, fused in one pass.
+- Steps where every sequence is still running skip the length mask entirely (NumPy path); the compiled
+  kernels take a (T, B) validity array instead.
 """
 
 from __future__ import annotations
@@ -50,13 +59,6 @@ class FastLSTMCell:
         """One time step: x_t (B, I), (h, c) -> (h_t, c_t)."""
         h, c = state
         H = h.shape[1]
-        jit = kernels.jit_for(x_t.dtype)
-        if jit is not None:
-            h_new, c_new = np.empty_like(h), np.empty_like(c)
-            xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 4H) each
-            scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
-            jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), scale, offset, c, h_new, c_new)
-            return h_new, c_new
         scale, offset = gate_affine(_PATTERN, H, x_t.dtype)
         a = np.matmul(x_t, p["W_xh"].T)  # (B, 4H)
         a += np.matmul(h, p["W_hh"].T)
@@ -76,9 +78,6 @@ class FastLSTMCell:
         """x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        jit = kernels.jit_for(x.dtype)
-        if jit is not None:
-            return self._forward_jit(jit, x, state0, p, mask)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         b = p["b_h"] * scale if "b_h" in p else None
         gates = project_inputs(x, p["W_xh"] * scale[:, None], b)  # (T, B, 4H) [a_i/2, a_f/2, a_g, a_o/2]
@@ -112,9 +111,6 @@ class FastLSTMCell:
         x, hs, cs, gates, tanh_c, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
-        jit = kernels.jit_for(gates.dtype)
-        if jit is not None:
-            return self._backward_jit(jit, d_hs, d_stateT, cache, p)
         # Everything that does not depend on the recursion, in bulk over all t.
         P = gates * (1 - gates)  # σ' for i, f, o (the g block is overwritten below)
         g = gates[..., 2 * H : 3 * H]
@@ -154,9 +150,46 @@ class FastLSTMCell:
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh, dc), grads
 
-    # ------------------------------------------------------------------ float32: compiled gate kernels
-    def _forward_jit(self, jit, x, state0, p, mask):
-        """Per step: the recurrent product into a buffer, then one fused kernel for all gate arithmetic."""
+
+class CompiledLSTMCache(FastLSTMCache):
+    """The compiled path's cache: the same fields; its type tells :func:`unrolled.kernels.owner` which
+    backward matches it."""
+
+    __slots__ = ()
+
+
+class CompiledLSTMCell:
+    """Same signatures and results as :class:`unrolled.cells.LSTMCell`, float32 only, on the Numba kernels
+    of :mod:`unrolled.kernels._jit` (built by :func:`unrolled.kernels.pick` only where they are in use)."""
+
+    gates = 4
+    state_names = ("h", "c")
+    cache_type = CompiledLSTMCache
+    bias_names = ("b_h",)  # in the order the streaming stack kernel takes them
+
+    def __init__(self, ref) -> None:
+        from unrolled.kernels import _jit  # Numba: imported only once this path is chosen
+
+        self.ref, self.jit = ref, _jit
+
+    def stack_kernel(self) -> tuple:
+        """The compiled step of a whole unidirectional stack and its extra arguments (for
+        :mod:`unrolled.kernels.streaming`)."""
+        return self.jit.lstm_stack, ()
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h, c) -> (h_t, c_t)."""
+        h, c = state
+        h_new, c_new = np.empty_like(h), np.empty_like(c)
+        xa, ha = np.matmul(x_t, p["W_xh"].T), np.matmul(h, p["W_hh"].T)  # (B, 4H) each
+        scale, offset = gate_affine(_PATTERN, h.shape[1], x_t.dtype)
+        self.jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), scale, offset, c, h_new, c_new)
+        return h_new, c_new
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), cache. Per step: the recurrent product, then
+        one fused kernel for all gate arithmetic (the whole walk in one compiled call where it pays)."""
+        jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         # (T, B, 4H); b_h is added in the kernel
@@ -169,7 +202,7 @@ class FastLSTMCell:
         valid = valid_steps(mask, T, B, x.dtype)
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
-        walks = kernels.walks_for(jit, B, 4, H)
+        walks = kernels.walks_for(B, 4, H)
         if walks is not None:  # the whole walk in one compiled call
             walks.lstm_forward_seq(
                 gates, walks.forward_weights(p["W_hh"], B), bias, scale, offset, hs, cs, tanh_c, valid, rec
@@ -179,9 +212,11 @@ class FastLSTMCell:
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
                 jit.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
-        return hs[1:], (hs[T].copy(), cs[T].copy()), FastLSTMCache(x, hs, cs, gates, tanh_c, mask)
+        return hs[1:], (hs[T].copy(), cs[T].copy()), CompiledLSTMCache(x, hs, cs, gates, tanh_c, mask)
 
-    def _backward_jit(self, jit, d_hs, d_stateT, cache, p):
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledLSTMCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT, d_cT) -> dx (T, B, I), (d_h0, d_c0), grads."""
+        jit = self.jit
         x, hs, cs, gates, tanh_c, mask = cache
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
@@ -191,7 +226,7 @@ class FastLSTMCell:
         dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
-        walks = kernels.walks_for(jit, B, 4, H)
+        walks = kernels.walks_for(B, 4, H)
         if walks is not None:
             walks.lstm_backward_seq(
                 d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, walks.backward_weights(W_hh, B)

@@ -1,7 +1,12 @@
 """Fast vanilla RNN: the equations of :mod:`unrolled.cells.rnn` with preallocated per-step buffers.
 
-Forward writes each step straight into the state array (matmul into a buffer, one add, the nonlinearity
-in place); σ'(a_t) is computed in bulk afterwards; BPTT is three NumPy calls per step.
+Two classes, one per path (:func:`unrolled.kernels.pick` chooses). :class:`FastRNNCell`, NumPy: forward
+writes each step straight into the state array (matmul into a buffer, one add, the nonlinearity in place);
+σ'(a_t) is computed in bulk afterwards; BPTT is three NumPy calls per step. :class:`CompiledRNNCell`,
+float32 on the Numba kernels of :mod:`unrolled.kernels._jit`: one fused kernel per step computes a_t, σ(a_t),
+σ'(a_t) and the length mask (tanh the rational approximation), the walk in one compiled call where
+:func:`~unrolled.kernels.walks_for` says so; its one-step ``step`` is the NumPy one (streaming runs the
+compiled stack kernel instead, :mod:`unrolled.kernels.streaming`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ class FastRNNCache(NamedTuple):
     mask: np.ndarray | None  # (T, B, 1)
 
 
+def _activate(a: np.ndarray, tanh: bool) -> None:
+    """σ(a) in place: tanh or ReLU."""
+    if tanh:
+        np.tanh(a, out=a)
+    else:
+        np.maximum(a, 0, out=a)
+
+
+def _step(x_t: np.ndarray, state, p: dict, tanh: bool):
+    """One time step: x_t (B, I), (h,) -> (h_t,)."""
+    a = np.matmul(x_t, p["W_xh"].T)  # (B, H)
+    a += np.matmul(state[0], p["W_hh"].T)
+    if "b_h" in p:
+        a += p["b_h"]
+    _activate(a, tanh)
+    return (a,)
+
+
 class FastRNNCell:
     """Same signatures and results as :class:`unrolled.cells.RNNCell` (tanh or ReLU)."""
 
@@ -33,55 +56,25 @@ class FastRNNCell:
         self.ref = ref
         self.tanh = ref.nonlinearity == "tanh"
 
-    def _act(self, a: np.ndarray) -> None:
-        if self.tanh:
-            np.tanh(a, out=a)
-        else:
-            np.maximum(a, 0, out=a)
-
     def step(self, x_t: np.ndarray, state, p: dict):
         """One time step: x_t (B, I), (h,) -> (h_t,)."""
-        a = np.matmul(x_t, p["W_xh"].T)
-        a += np.matmul(state[0], p["W_hh"].T)
-        if "b_h" in p:
-            a += p["b_h"]
-        self._act(a)
-        return (a,)
+        return _step(x_t, state, p, self.tanh)
 
     def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache."""
         T, B, _ = x.shape
         H = p["W_hh"].shape[0]
-        jit = kernels.jit_for(x.dtype)
-        # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
-        xp = project_inputs(
-            x, p["W_xh"], None if jit is not None else p.get("b_h"), kernels.bulk_matmul(x.dtype)
-        )
+        xp = project_inputs(x, p["W_xh"], p.get("b_h"))  # (T, B, H)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
-        if jit is not None:  # one fused kernel per step: a_t, σ(a_t), σ'(a_t), the length mask
-            bias = bias_or_zeros(p, "b_h", H, x.dtype)
-            dact = np.empty_like(xp)
-            valid = valid_steps(mask, T, B, x.dtype)
-            walks = kernels.walks_for(jit, B, 1, H)
-            if walks is not None:  # the whole walk in one compiled call
-                walks.rnn_forward_seq(
-                    xp, walks.forward_weights(p["W_hh"], B), bias, hs, dact, not self.tanh, valid, rec
-                )
-            else:
-                WT = transpose(p["W_hh"])
-                for t in range(T):
-                    np.matmul(hs[t], WT, out=rec)
-                    jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
-            return hs[1:], (hs[T].copy(),), FastRNNCache(x, hs, dact, mask)
         invalid = step_masks(mask)
         WT = transpose(p["W_hh"])
         for t in range(T):
             np.matmul(hs[t], WT, out=rec)
             a = xp[t]
             a += rec
-            self._act(a)  # xp[t] now holds σ(a_t), for σ' below
+            _activate(a, self.tanh)  # xp[t] now holds σ(a_t), for σ' below
             if invalid[t] is None:
                 hs[t + 1] = a
             else:
@@ -100,22 +93,6 @@ class FastRNNCell:
         T, B, H = d_hs.shape
         W_hh = p["W_hh"]
         da = np.empty_like(dact)
-        jit = kernels.jit_for(dact.dtype)
-        if jit is not None:
-            d_hs = np.ascontiguousarray(d_hs, dtype=dact.dtype)
-            valid = valid_steps(mask, T, B, dact.dtype)
-            dh_rec = np.zeros((B, H), dtype=dact.dtype)
-            carry = np.array(d_stateT[0], dtype=dact.dtype)
-            walks = kernels.walks_for(jit, B, 1, H)
-            if walks is not None:
-                walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh, B))
-            else:
-                for t in range(T - 1, -1, -1):
-                    jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
-                    np.matmul(da[t], W_hh, out=dh_rec)
-            grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
-            dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(dact.dtype))
-            return dx, (dh_rec + carry,), grads
         dh = d_stateT[0].copy()
         invalid = step_masks(mask)
         for t in range(T - 1, -1, -1):
@@ -133,3 +110,81 @@ class FastRNNCell:
         grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
         dx = input_gradients(da, x, p, grads, bias_key="b_h")
         return dx, (dh,), grads
+
+
+class CompiledRNNCache(FastRNNCache):
+    """The compiled path's cache: the same fields; its type tells :func:`unrolled.kernels.owner` which
+    backward matches it."""
+
+    __slots__ = ()
+
+
+class CompiledRNNCell:
+    """Same signatures and results as :class:`unrolled.cells.RNNCell` (tanh or ReLU), float32 only, on the
+    Numba kernels of :mod:`unrolled.kernels._jit`."""
+
+    gates = 1
+    state_names = ("h",)
+    cache_type = CompiledRNNCache
+    bias_names = ("b_h",)  # in the order the streaming stack kernel takes them
+
+    def __init__(self, ref) -> None:
+        from unrolled.kernels import _jit  # Numba: imported only once this path is chosen
+
+        self.ref, self.jit = ref, _jit
+        self.tanh = ref.nonlinearity == "tanh"
+
+    def stack_kernel(self) -> tuple:
+        """The compiled step of a whole unidirectional stack and its extra arguments (for
+        :mod:`unrolled.kernels.streaming`)."""
+        return self.jit.rnn_stack, (not self.tanh,)
+
+    def step(self, x_t: np.ndarray, state, p: dict):
+        """One time step: x_t (B, I), (h,) -> (h_t,)."""
+        return _step(x_t, state, p, self.tanh)
+
+    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache. One fused kernel per step: a_t, σ(a_t),
+        σ'(a_t), the length mask (the whole walk in one compiled call where it pays)."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[0]
+        # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
+        xp = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
+        hs = np.empty((T + 1, B, H), dtype=x.dtype)
+        rec = np.empty((B, H), dtype=x.dtype)
+        hs[0] = state0[0]
+        bias = bias_or_zeros(p, "b_h", H, x.dtype)
+        dact = np.empty_like(xp)
+        valid = valid_steps(mask, T, B, x.dtype)
+        walks = kernels.walks_for(B, 1, H)
+        if walks is not None:  # the whole walk in one compiled call
+            walks.rnn_forward_seq(
+                xp, walks.forward_weights(p["W_hh"], B), bias, hs, dact, not self.tanh, valid, rec
+            )
+        else:
+            WT = transpose(p["W_hh"])
+            for t in range(T):
+                np.matmul(hs[t], WT, out=rec)
+                self.jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
+        return hs[1:], (hs[T].copy(),), CompiledRNNCache(x, hs, dact, mask)
+
+    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledRNNCache, p: dict):
+        """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
+        x, hs, dact, mask = cache
+        T, B, H = d_hs.shape
+        W_hh = p["W_hh"]
+        da = np.empty_like(dact)
+        d_hs = np.ascontiguousarray(d_hs, dtype=dact.dtype)
+        valid = valid_steps(mask, T, B, dact.dtype)
+        dh_rec = np.zeros((B, H), dtype=dact.dtype)
+        carry = np.array(d_stateT[0], dtype=dact.dtype)
+        walks = kernels.walks_for(B, 1, H)
+        if walks is not None:
+            walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh, B))
+        else:
+            for t in range(T - 1, -1, -1):
+                self.jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
+                np.matmul(da[t], W_hh, out=dh_rec)
+        grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
+        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(dact.dtype))
+        return dx, (dh_rec + carry,), grads
