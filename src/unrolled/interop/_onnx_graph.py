@@ -164,14 +164,15 @@ def verify_chain(
     v = _view(graph, consts, where)
     accounted = set()  # ids of the nodes that the stack explains
     batch_first = False
-    chain: list[str] = []  # tensors that must have a single reader
+    chain: list[tuple] = []  # (tensor, its one reader) along the chain
     for k, n in enumerate(nodes):
         at = f"{where}: {node_name(n)}"
         src, path = _trace_back(v, n.input[0])
         for p in path:
             _check_layout_node(onnx, v, p, where)
         accounted.update(id(p) for p in path)
-        chain += [src] + [p.output[0] for p in path]
+        steps = [*path, n]
+        chain += zip([src] + [p.output[0] for p in path], steps, strict=True)
         I, D, H = sizes[k]
         if k == 0:
             if src not in v.graph_inputs:
@@ -199,11 +200,11 @@ def verify_chain(
             _between_layout(onnx, v, path, sizes[k - 1], at)
         _check_side_inputs(onnx, v, n, src if k == 0 else None, accounted, where)
     accounted.update(id(n) for n in nodes)
-    for t in chain:  # a second reader of the chain's data is a branch
-        readers = [m for m, _ in v.consumers.get(t, []) if m.op_type != "Shape"]
-        if len(readers) > 1:
+    for t, reader in chain:  # a second reader of the chain's data is a branch
+        others = [m for m, _ in v.consumers.get(t, []) if m is not reader and m.op_type != "Shape"]
+        if others:
             raise ValueError(
-                f"{where}: {node_name(readers[1])} also reads {t!r}, inside the recurrent chain; "
+                f"{where}: {node_name(others[0])} also reads {t!r}, inside the recurrent chain; "
                 "expected one chain of stacked layers, without branches"
             )
     last = nodes[-1]
