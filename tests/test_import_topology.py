@@ -14,6 +14,8 @@ import pytest
 from conftest import assert_close
 
 TOL = 1e-5  # relative to the values' scale (conftest.assert_close)
+# keras's own NumPy-2 deprecation noise (its variables' __array__), not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 T, B, I, H = 4, 2, 3, 5  # fixed sizes: the hostile graphs use Gemm, which needs static shapes
 
 
