@@ -33,7 +33,7 @@ def _tensors(obj) -> list[str]:
     return []
 
 
-def _inputs(layer_cfgs: list[dict], functional: bool) -> dict[str, list[list[str]]]:
+def _inputs(layer_cfgs: list[dict], functional: bool, where: str) -> dict[str, list[list[str]]]:
     """Per layer name, per call: [producing layer of the first argument, then any other tensor's]."""
     calls: dict[str, list[list[str]]] = {}
     for k, lc in enumerate(layer_cfgs):
@@ -42,7 +42,7 @@ def _inputs(layer_cfgs: list[dict], functional: bool) -> dict[str, list[list[str
             continue
         nodes = lc.get("inbound_nodes", [])
         if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
-            raise ValueError(f"layer {_name(lc)!r}: inbound_nodes are not in Keras 3's format")
+            raise ValueError(f"{where}: layer {_name(lc)!r}: inbound_nodes are not in Keras 3's format")
         calls[_name(lc)] = [_tensors(n.get("args", [])) + _tensors(n.get("kwargs", {})) for n in nodes]
     return calls
 
@@ -61,7 +61,7 @@ def recurrent_chain(model_cfg: dict, functional: bool, names: list[str] | None, 
     if not isinstance(layer_cfgs, list) or not all(isinstance(lc, dict) for lc in layer_cfgs):
         raise ValueError(f"{where}: the model configuration holds no layer list")
     by_name = {_name(lc): lc for lc in layer_cfgs}
-    calls = _inputs(layer_cfgs, functional)
+    calls = _inputs(layer_cfgs, functional, where)
     rec = [lc for lc in layer_cfgs if lc.get("class_name") in RECURRENT]
     if names is not None:
         rec_by_name = {_name(lc): lc for lc in rec}
