@@ -25,11 +25,13 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from unrolled.interop import _keras_graph, _limits
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 
 _CELLS = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -285,8 +287,10 @@ def from_keras(obj, *, batch_first: bool = True, dtype=np.float32) -> RecurrentL
     Parameters
     ----------
     obj : a built ``keras.layers.SimpleRNN`` / ``LSTM`` / ``GRU`` / ``Bidirectional``, a list of them
-        (a stack: each takes the previous one's full output sequence), or a Keras model, whose recurrent
-        layers are taken in order and must form one such stack.
+        (a stack: each takes the previous one's full output sequence), or a Sequential or functional Keras
+        model, whose recurrent layers must form one such stack: each takes exactly the previous one's
+        output, with only Dropout or Masking between them and no branch; layers before the first and
+        after the last (an embedding, a head) are not part of the returned stack.
     batch_first, dtype : as in :func:`from_keras_weights`.
 
     Options without an unrolled equivalent (other activations, ``go_backwards`` alone, ``stateful``,
@@ -295,9 +299,7 @@ def from_keras(obj, *, batch_first: bool = True, dtype=np.float32) -> RecurrentL
     """
     layers = list(obj) if isinstance(obj, list | tuple) else [obj]
     if len(layers) == 1 and hasattr(layers[0], "layers") and type(layers[0]).__name__ != "Bidirectional":
-        layers = [la for la in layers[0].layers if type(la).__name__ in (*_CELLS, "Bidirectional")]
-        if not layers:
-            raise ValueError("obj: the Keras model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
+        layers = _model_stack(layers[0])
     entries = []
     for la in layers:
         cls = type(la).__name__
@@ -327,6 +329,27 @@ def from_keras(obj, *, batch_first: bool = True, dtype=np.float32) -> RecurrentL
     return from_keras_weights(**spec, batch_first=batch_first, dtype=dtype)
 
 
+def _model_stack(model) -> list:
+    """The recurrent layers of a live Sequential / functional model, checked to form one stack."""
+    kinds = {c.__name__ for c in type(model).__mro__}
+    if not kinds & {"Sequential", "Functional"}:
+        raise ValueError(
+            f"obj: the topology of a {type(model).__name__} (a subclassed model) cannot be read; "
+            "pass its recurrent layers as a list"
+        )
+    try:
+        cfg = model.get_config()
+        chain = _keras_graph.recurrent_chain(cfg, "Sequential" not in kinds, None, "obj")
+        layers = [model.get_layer(lc.get("name") or lc["config"]["name"]) for lc in chain]
+    except (KeyError, TypeError, AttributeError, IndexError, NotImplementedError) as e:
+        raise ValueError(
+            f"obj: the Keras model's configuration is malformed ({type(e).__name__}: {e})"
+        ) from None
+    if not layers:
+        raise ValueError("obj: the Keras model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
+    return layers
+
+
 def load_keras(
     path: str | Path, *, names: Sequence[str] | None = None, batch_first: bool = True, dtype=np.float32
 ) -> RecurrentLayer:
@@ -336,75 +359,130 @@ def load_keras(
     ----------
     path : the ``.keras`` archive written by ``model.save``.
     names : the Keras layer names to take, in order; default: every recurrent layer of the model.
+        They must form one stack, as in :func:`from_keras`.
     batch_first, dtype : as in :func:`from_keras_weights`.
+
+    Sizes are checked before anything is allocated: config.json may inflate to at most
+    ``_limits.MAX_CONFIG_BYTES``, model.weights.h5 to ``_limits.MAX_WEIGHTS_BYTES`` (declared sizes in the
+    zip, then a bounded read), and each weight array to ``_limits.MAX_ELEMENTS`` elements and to no more
+    bytes than the weights file holds.
 
     Raises
     ------
-    ValueError : the file is not a readable ``.keras`` archive, lacks a layer's weights, or holds
-        layers without an unrolled equivalent (the message says which and why).
+    ValueError : the file is not a readable ``.keras`` archive, is malformed, too large, lacks a layer's
+        weights, or holds layers that are not one recurrent stack or have no unrolled equivalent (one
+        line naming the file, the layer and why).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such Keras file")
     try:
         with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
-            weights_bytes = z.read("model.weights.h5")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            config = json.loads(_read_member(z, "config.json", _limits.MAX_CONFIG_BYTES, path))
+            weights_bytes = _read_member(z, "model.weights.h5", _limits.MAX_WEIGHTS_BYTES, path)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(
             f"{path}: not a Keras 3 .keras file (a zip with config.json and model.weights.h5): "
             f"{type(e).__name__}: {e}"
         ) from None
+    except (OSError, EOFError, NotImplementedError, zlib.error) as e:  # a damaged or exotic member
+        raise ValueError(f"{path}: a member of the zip cannot be read ({type(e).__name__}: {e})") from None
     try:
         import h5py
     except ImportError as e:  # pragma: no cover - exercised only without h5py
         raise ImportError("reading .keras files needs h5py: pip install 'unrolled[keras]'") from e
-    layer_cfgs = config.get("config", {}).get("layers") if isinstance(config, dict) else None
-    if not isinstance(layer_cfgs, list):
-        raise ValueError(
-            f"{path}: config.json holds no layer list (expected a Sequential or functional model)"
-        )
-    # Keras names each layer's weight group by its class: "lstm", "lstm_1", ... in the order of the layers.
-    counts: dict[str, int] = {}
-    groups = []
-    for lc in layer_cfgs:
-        cls = lc.get("class_name", "")
-        snake = _snake(cls)
-        k = counts.get(snake, 0)
-        counts[snake] = k + 1
-        groups.append((lc, f"layers/{snake}" + (f"_{k}" if k else "")))
-    chosen = [(lc, g) for lc, g in groups if lc.get("class_name") in (*_CELLS, "Bidirectional")]
-    if names is not None:
-        by_name = {lc["config"].get("name"): (lc, g) for lc, g in chosen}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise ValueError(f"{path}: no recurrent layer named {missing}; it has {sorted(by_name)}")
-        chosen = [by_name[n] for n in names]
-    if not chosen:
-        raise ValueError(f"{path}: the model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
-    _spec_from_configs(
-        [(lc["class_name"], lc.get("config", {}), []) for lc, _ in chosen], str(path)
-    )  # refuse early
+    try:
+        chosen = _chosen_layers(config, names, str(path))
+        _spec_from_configs([(lc["class_name"], lc.get("config", {}), []) for lc, _ in chosen], str(path))
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a malformed config.json
+        raise ValueError(f"{path}: config.json is malformed ({type(e).__name__}: {e})") from None
     try:
         h5 = h5py.File(io.BytesIO(weights_bytes), "r")
     except OSError as e:
         raise ValueError(f"{path}: model.weights.h5 is not a readable HDF5 file ({e})") from None
     entries = []
-    with h5:
-        for lc, g in chosen:
-            cls, cfg = lc["class_name"], lc.get("config", {})
-            subs = [f"{g}/forward_layer", f"{g}/backward_layer"] if cls == "Bidirectional" else [g]
-            arrays = []
-            for sub in subs:
-                vars_ = h5.get(f"{sub}/cell/vars")
-                if vars_ is None or not len(vars_):
-                    raise ValueError(
-                        f"{path}: no weights for layer {cfg.get('name')!r} (expected group {sub}/cell/vars)"
-                    )
-                arrays += [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
-            entries.append((cls, cfg, arrays))
+    budget = [len(weights_bytes)]  # bytes the datasets may still take: no more than the file holds
+    try:
+        with h5:
+            for lc, g in chosen:
+                cls, cfg = lc["class_name"], lc.get("config", {})
+                subs = [f"{g}/forward_layer", f"{g}/backward_layer"] if cls == "Bidirectional" else [g]
+                arrays = []
+                for sub in subs:
+                    arrays += _read_vars(h5py, h5, f"{sub}/cell/vars", cfg.get("name"), path, budget)
+                entries.append((cls, cfg, arrays))
+    except (OSError, KeyError, TypeError, RuntimeError) as e:  # h5py's own errors on a damaged file
+        raise ValueError(f"{path}: model.weights.h5 cannot be read ({type(e).__name__}: {e})") from None
     spec = _spec_from_configs(entries, str(path))
     return from_keras_weights(**spec, batch_first=batch_first, dtype=dtype)
+
+
+def _read_member(z: zipfile.ZipFile, name: str, cap: int, path: Path) -> bytes:
+    """A zip member, refused when its declared size is above ``cap``, read with a bounded read (a member
+    that inflates beyond what it declares is cut at ``cap + 1`` bytes and refused)."""
+    info = z.getinfo(name)
+    if info.file_size > cap:
+        raise ValueError(
+            f"{path}: {name} declares {info.file_size} bytes uncompressed, above the cap of {cap}"
+        )
+    with z.open(info) as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"{path}: {name} inflates beyond the cap of {cap} bytes")
+    return data
+
+
+def _chosen_layers(config, names: Sequence[str] | None, where: str) -> list[tuple[dict, str]]:
+    """(layer config, weight group) of the recurrent stack named by config.json (see :func:`from_keras`)."""
+    model_cfg = config.get("config") if isinstance(config, dict) else None
+    layer_cfgs = model_cfg.get("layers") if isinstance(model_cfg, dict) else None
+    if not isinstance(layer_cfgs, list):
+        raise ValueError(
+            f"{where}: config.json holds no layer list (expected a Sequential or functional model)"
+        )
+    # Keras names each layer's weight group by its class: "lstm", "lstm_1", ... in the order of the layers.
+    counts: dict[str, int] = {}
+    groups = {}
+    for lc in layer_cfgs:
+        snake = _snake(lc.get("class_name", ""))
+        k = counts.get(snake, 0)
+        counts[snake] = k + 1
+        groups[id(lc)] = f"layers/{snake}" + (f"_{k}" if k else "")
+    functional = any("inbound_nodes" in lc for lc in layer_cfgs)
+    names = list(names) if names is not None else None
+    chain = _keras_graph.recurrent_chain(model_cfg, functional, names, where)
+    if not chain:
+        raise ValueError(f"{where}: the model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
+    return [(lc, groups[id(lc)]) for lc in chain]
+
+
+def _read_vars(h5py, h5, group: str, layer: str, path: Path, budget: list[int]) -> list[np.ndarray]:
+    """The arrays "0", "1", ... of one weight group, each checked before it is read: a plain dataset in
+    this file (no external, virtual or linked storage), numeric, at most ``_limits.MAX_ELEMENTS`` elements
+    and, all together, no more bytes than the weights file holds."""
+    vars_ = h5.get(group)
+    if not isinstance(vars_, h5py.Group) or not len(vars_):
+        raise ValueError(f"{path}: no weights for layer {layer!r} (expected group {group})")
+    arrays = []
+    for i in range(len(vars_)):
+        at = f"{path}: {group}/{i}"
+        link = vars_.get(str(i), getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise ValueError(f"{at}: a {type(link).__name__}; expected a dataset stored in the file")
+        ds = vars_[str(i)]
+        if not isinstance(ds, h5py.Dataset) or ds.is_virtual or ds.external:
+            raise ValueError(f"{at}: expected a dataset stored in the file")
+        if ds.dtype.kind not in "fiu":
+            raise ValueError(f"{at}: dtype {ds.dtype}, expected a numeric array")
+        n = _limits.element_count(ds.shape, at)
+        budget[0] -= n * ds.dtype.itemsize
+        if budget[0] < 0:
+            raise ValueError(
+                f"{at}: declares shape {ds.shape} ({n * ds.dtype.itemsize} bytes), more than the "
+                "weights file stores"
+            )
+        arrays.append(ds[()])
+    return arrays
 
 
 def _snake(name: str) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled.interop import _onnx_graph
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 
 OPSET = 17  # recurrent ops unchanged since 14, widely supported
@@ -374,28 +375,22 @@ def _load_proto(src):
     return model, str(path)
 
 
-def _constants(model) -> dict[str, np.ndarray]:
+def _constants(model, where: str) -> dict[str, np.ndarray]:
+    """Initializers and Constant nodes as arrays, each checked (self-contained, no larger than what it
+    stores, at most ``_limits.MAX_ELEMENTS``) before it is converted."""
     onnx = _onnx()
-    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    tensors = [(t.name, t) for t in model.graph.initializer]
     for n in model.graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    arrays[n.output[0]] = onnx.numpy_helper.to_array(a.t)
+        if n.op_type == "Constant" and n.output:
+            tensors += [(n.output[0], a.t) for a in n.attribute if a.name == "value"]
+    arrays = {}
+    for name, t in tensors:
+        _onnx_graph.check_tensor(onnx, t, where)
+        try:
+            arrays[name] = onnx.numpy_helper.to_array(t)
+        except Exception as e:  # onnx's ValidationError and friends: a malformed tensor
+            raise ValueError(f"{where}: tensor {name!r} cannot be read ({type(e).__name__}: {e})") from None
     return arrays
-
-
-def _ancestors(name: str, producer: dict) -> set[str]:
-    """Every tensor name that ``name`` is computed from (itself included)."""
-    seen, todo = set(), [name]
-    while todo:
-        t = todo.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        if t in producer:
-            todo.extend(i for i in producer[t].input if i)
-    return seen
 
 
 def _check_recurrent_node(node, where: str) -> dict:
@@ -433,86 +428,61 @@ def from_onnx(src):
     """Rebuild an unrolled layer or SequenceModel from an ONNX file (or ``onnx.ModelProto``).
 
     A graph written by :func:`export` comes back as the same kind of object (its configuration is
-    kept in the metadata). Any other graph that holds a chain of RNN / LSTM / GRU nodes with constant
-    weights (forward or bidirectional, default activations, no peepholes or clipping) comes back as
-    the equal stacked :class:`unrolled.RNN` / ``LSTM`` / ``GRU``, in float32.
+    kept in the metadata); such a graph must be exactly what :func:`export` writes for the loaded object
+    (same nodes, wiring and integer constants; only the weights differ). Any other graph must be one chain
+    graph input -> RNN / LSTM / GRU nodes -> outputs with constant weights (forward or bidirectional,
+    default activations, no peepholes or clipping) and only layout operations (Transpose, Reshape,
+    Squeeze, Unsqueeze, Identity, inference Dropout) around and between the nodes; it comes back as the
+    equal stacked :class:`unrolled.RNN` / ``LSTM`` / ``GRU`` in float32 (``batch_first`` when the graph
+    transposes a (B, T, I) input). Initial states must be empty, all-zero constants or graph inputs.
+    No array larger than ``unrolled.interop._limits.MAX_ELEMENTS`` elements, or than the data the file
+    stores, is allocated.
 
     Raises
     ------
-    ValueError : the file is not an ONNX model, or its recurrent nodes have no unrolled equivalent
-        (the message names the node and the reason).
+    ValueError : the file is not a self-contained ONNX model, or the graph is not such a chain, or its
+        recurrent nodes have no unrolled equivalent; one line naming the node (name and op type) and why.
     """
+    onnx = _onnx()
     model, where = _load_proto(src)
     props = {p.key: p.value for p in model.metadata_props}
-    consts = _constants(model)
-    nodes = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    consts = _constants(model, where)
+    nodes = [n for n in model.graph.node if n.op_type in _onnx_graph.RECURRENT_OPS]
     if not nodes:
         raise ValueError(f"{where}: no RNN, LSTM or GRU node in the graph; nothing to load")
+    read = [_read_recurrent_node(n, consts, f"{where}: {_onnx_graph.node_name(n)}") for n in nodes]
+    own = _META_KIND in props
+    if own:
+        _onnx_graph.check_side_inputs(onnx, model.graph, nodes, consts, where)
+        cfg = _meta_config(props, where)
+        batch_first = cfg.get("batch_first", False) if props[_META_KIND] != "SequenceModel" else False
+        if not isinstance(batch_first, bool):
+            raise ValueError(f"{where}: metadata batch_first: expected a bool, got {batch_first!r}")
+    else:
+        sizes = [(r["W"].shape[2], r["D"], r["H"]) for r in read]
+        batch_first = _onnx_graph.verify_chain(onnx, model.graph, nodes, sizes, consts, where)
     kinds = {n.op_type for n in nodes}
     if len(kinds) > 1:
         raise ValueError(
             f"{where}: mixed recurrent node types {sorted(kinds)}; expected one stack of one type"
         )
-    op_type = nodes[0].op_type
-    kind = op_type.lower()
-    producer = {o: n for n in model.graph.node for o in n.output}
-    layers_w, attrs0 = [], None
-    for k, n in enumerate(nodes):
-        at = f"{where}: node {n.name or n.op_type!r}"
-        attrs = _check_recurrent_node(n, at)
-        if k and nodes[k - 1].output[0] not in _ancestors(n.input[0], producer):
-            raise ValueError(
-                f"{at}: its input does not come from the previous recurrent node's output Y; "
-                "expected one chain of stacked layers"
-            )
-        ins = list(n.input) + [""] * (8 - len(n.input))
-        if len(n.input) > 7 and ins[7]:
-            P = consts.get(ins[7])
-            if P is None or np.any(P != 0):
-                raise ValueError(f"{at}: peephole weights P are not supported")
-        missing = [nm for nm in ins[1:3] if nm not in consts]
-        if missing or (ins[3] and ins[3] not in consts):
-            raise ValueError(f"{at}: weights {missing or [ins[3]]} are not constant initializers")
-        W, R = consts[ins[1]].astype(np.float32), consts[ins[2]].astype(np.float32)
-        B = consts[ins[3]].astype(np.float32) if ins[3] else None
-        G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
-        H = attrs.get("hidden_size", R.shape[-1] if R.ndim == 3 else -1)
-        D = 2 if attrs.get("direction") == "bidirectional" else 1
-        if W.ndim != 3 or R.shape != (D, G * H, H) or W.shape[:2] != (D, G * H):
-            raise ValueError(
-                f"{at}: weight shapes W {W.shape}, R {R.shape} do not match hidden_size={H}, "
-                f"{D} direction(s), {G} gate(s)"
-            )
-        if B is not None and B.shape != (D, 2 * G * H):
-            raise ValueError(f"{at}: bias shape {B.shape}, expected {(D, 2 * G * H)}")
-        if attrs0 is None:
-            attrs0 = dict(attrs, H=H, D=D, I=W.shape[2], bias=B is not None)
-        else:
-            same = (H, D, B is not None, attrs.get("linear_before_reset", 0), attrs.get("nonlinearity"))
-            first = (
-                attrs0["H"],
-                attrs0["D"],
-                attrs0["bias"],
-                attrs0.get("linear_before_reset", 0),
-                attrs0.get("nonlinearity"),
-            )
-            if same != first:
-                raise ValueError(
-                    f"{at}: differs from the first layer (hidden size, directions, bias or variant)"
-                )
-            if W.shape[2] != D * H:
-                raise ValueError(f"{at}: input size {W.shape[2]} is not the previous layer's output {D * H}")
-        reset_after = bool(attrs.get("linear_before_reset", 0))
-        layers_w.append(layer_weights_from_onnx(kind, W, R, B, reset_after))
-    cfg = json.loads(props[_META_CONFIG]) if _META_CONFIG in props else {}
-    meta_kind = props.get(_META_KIND)
+    kind = nodes[0].op_type.lower()
+    first = read[0]
+    for n, r in zip(nodes[1:], read[1:], strict=True):
+        at = f"{where}: {_onnx_graph.node_name(n)}"
+        if r["variant"] != first["variant"]:
+            raise ValueError(f"{at}: differs from the first layer (hidden size, directions, bias or variant)")
+        DH = first["D"] * first["H"]
+        if r["W"].shape[2] != DH:
+            raise ValueError(f"{at}: input size {r['W'].shape[2]} is not the previous layer's output {DH}")
+    attrs0 = first["attrs"]
     kw = dict(
-        input_size=attrs0["I"],
-        hidden_size=attrs0["H"],
+        input_size=first["W"].shape[2],
+        hidden_size=first["H"],
         num_layers=len(nodes),
-        bias=attrs0["bias"],
-        bidirectional=attrs0["D"] == 2,
-        batch_first=bool(cfg.get("batch_first", False)) if meta_kind != "SequenceModel" else False,
+        bias=first["B"] is not None,
+        bidirectional=first["D"] == 2,
+        batch_first=batch_first,
     )
     if kind == "rnn":
         layer = RNN(nonlinearity=attrs0["nonlinearity"], **kw)
@@ -520,15 +490,71 @@ def from_onnx(src):
         layer = LSTM(**kw)
     else:
         layer = GRU(reset_after=bool(attrs0.get("linear_before_reset", 0)), **kw)
-    for l, dirs in enumerate(layers_w):
-        for d, p in enumerate(dirs):
+    reset_after = bool(attrs0.get("linear_before_reset", 0))
+    for l, r in enumerate(read):
+        for d, p in enumerate(layer_weights_from_onnx(kind, r["W"], r["R"], r["B"], reset_after)):
             live = layer.direction_params(l, d)
             for name, v in p.items():
                 live[name][...] = v
     layer.eval()
-    if meta_kind == "SequenceModel":
-        return _model_from_onnx(where, cfg, layer, consts)
-    return layer
+    if not own:
+        return layer
+    lengths, initial_state = _graph_flags(model)
+    if props[_META_KIND] == "SequenceModel":
+        obj = _model_from_onnx(where, cfg, layer, consts)
+        want = _model_graph(obj, lengths, initial_state)
+    else:
+        obj, want = layer, _layer_graph(layer, lengths, initial_state)
+    _onnx_graph.same_structure(model, want, where)
+    return obj
+
+
+def _read_recurrent_node(n, consts: dict, at: str) -> dict:
+    """One recurrent node's checked attributes and float32 W, R, B, with its sizes."""
+    attrs = _check_recurrent_node(n, at)
+    ins = list(n.input) + [""] * (8 - len(n.input))
+    if ins[7]:
+        P = consts.get(ins[7])
+        if P is None or np.any(P != 0):
+            raise ValueError(f"{at}: peephole weights P are not supported")
+    missing = [nm for nm in ins[1:3] if nm not in consts]
+    if missing or (ins[3] and ins[3] not in consts):
+        raise ValueError(f"{at}: weights {missing or [ins[3]]} are not constant initializers")
+    W, R = consts[ins[1]].astype(np.float32), consts[ins[2]].astype(np.float32)
+    B = consts[ins[3]].astype(np.float32) if ins[3] else None
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[n.op_type]
+    H = attrs.get("hidden_size", R.shape[-1] if R.ndim == 3 else -1)
+    D = 2 if attrs.get("direction") == "bidirectional" else 1
+    if W.ndim != 3 or R.shape != (D, G * H, H) or W.shape[:2] != (D, G * H):
+        raise ValueError(
+            f"{at}: weight shapes W {W.shape}, R {R.shape} do not match hidden_size={H}, "
+            f"{D} direction(s), {G} gate(s)"
+        )
+    if B is not None and B.shape != (D, 2 * G * H):
+        raise ValueError(f"{at}: bias shape {B.shape}, expected {(D, 2 * G * H)}")
+    variant = (H, D, B is not None, attrs.get("linear_before_reset", 0), attrs.get("nonlinearity"))
+    return dict(attrs=attrs, W=W, R=R, B=B, H=H, D=D, variant=variant)
+
+
+def _meta_config(props: dict, where: str) -> dict:
+    """The unrolled configuration kept in the metadata, a dict (empty when absent)."""
+    if _META_CONFIG not in props:
+        return {}
+    try:
+        cfg = json.loads(props[_META_CONFIG])
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{where}: metadata {_META_CONFIG} is not JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"{where}: metadata {_META_CONFIG}: expected a JSON object, got {type(cfg).__name__}"
+        )
+    return cfg
+
+
+def _graph_flags(model) -> tuple[bool, bool]:
+    """Whether an unrolled graph takes ``lengths`` and initial states (what :func:`to_onnx` was asked)."""
+    names = {i.name for i in model.graph.input}
+    return "lengths" in names, "h0" in names
 
 
 def _model_from_onnx(where: str, cfg: dict, layer: RecurrentLayer, consts: dict):
@@ -536,9 +562,10 @@ def _model_from_onnx(where: str, cfg: dict, layer: RecurrentLayer, consts: dict)
 
     try:
         config = ModelConfig.from_dict(dict(cfg, dtype="float32"))
-        model = SequenceModel(config)
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"{where}: its unrolled model configuration is invalid ({e})") from None
+    _check_model_sizes(where, config, layer, consts)  # before SequenceModel allocates what it declares
+    model = SequenceModel(config)
     arrays = {"head.W": consts.get("head.W_T")}
     if arrays["head.W"] is not None:
         arrays["head.W"] = arrays["head.W"].T
@@ -558,3 +585,34 @@ def _model_from_onnx(where: str, cfg: dict, layer: RecurrentLayer, consts: dict)
         model.params[k][...] = v
     model.eval()
     return model
+
+
+def _check_model_sizes(where: str, config, layer: RecurrentLayer, consts: dict) -> None:
+    """Every size the metadata's ModelConfig declares equals the stored arrays' (the recurrent stack read
+    from the nodes, the embedding and head constants), so building the model allocates only what the
+    file holds."""
+    D, H = layer.num_directions, layer.hidden_size
+    want = {
+        "cell": _kind(layer),
+        "hidden_size": H,
+        "num_layers": layer.num_layers,
+        "bidirectional": D == 2,
+        "input_size" if config.input == "dense" else "embed_dim": layer.input_size,
+    }
+    if config.cell == "rnn":
+        want["nonlinearity"] = layer.nonlinearity
+    if config.cell == "gru":
+        want["reset_after"] = layer.reset_after
+    stored = {"head.W_T": (D * H, config.output_size)}
+    if config.input == "tokens":
+        stored["embed.W"] = (config.vocab_size, layer.input_size)
+    for name, shape in stored.items():
+        a = consts.get(name)
+        if a is None or a.shape != shape:
+            got = None if a is None else a.shape
+            raise ValueError(f"{where}: weight {name!r} has shape {got}, the metadata declares {shape}")
+    for name, v in want.items():
+        if getattr(config, name) != v:
+            raise ValueError(
+                f"{where}: metadata says {name}={getattr(config, name)!r}, the stored weights say {v!r}"
+            )
