@@ -1,8 +1,8 @@
 """The public datasets the documentation uses, downloaded once, verified and kept in a cache.
 
->>> from unrolled import datasets
->>> datasets.list_datasets()                      # ['airline-passengers', 'eng-fra-tatoeba', ...]
->>> text = datasets.fetch("tinyshakespeare")      # Path of the verified local file
+    from unrolled import datasets
+    datasets.list_datasets()                  # ['airline-passengers', 'eng-fra-tatoeba', ...]
+    text = datasets.fetch("tinyshakespeare")  # Path of the verified local file (downloaded once)
 
 Each dataset is one or several files, each with its upstream URL (a raw.githubusercontent.com URL pinned
 to a commit), its size in bytes and its SHA-256. :func:`fetch` returns the local file of a one-file dataset
