@@ -59,6 +59,7 @@ __all__ = [
     "MAX_ARRAYS_BYTES",
     "MAX_META_BYTES",
     "CheckpointError",
+    "first_nonfinite",
     "is_checkpoint",
     "load_checkpoint",
     "load_model",
@@ -133,7 +134,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | Any) -> None:
         raise
 
 
-def _first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
+def first_nonfinite(arrays: dict[str, np.ndarray]) -> str | None:
     """``"'name' has k non-finite values (nan)"`` for the first floating array holding NaN/±inf, or None.
 
     One sum per array is the cheap test (a NaN or inf anywhere makes the sum non-finite); only when the
@@ -197,7 +198,7 @@ def save_checkpoint(
         meta_json = json.dumps(meta)
     except (TypeError, ValueError) as e:
         raise TypeError(f"meta: expected a JSON-able dict, got {e}") from e
-    bad = _first_nonfinite(arrays)
+    bad = first_nonfinite(arrays)
     if bad is not None:
         raise CheckpointError(f"checkpoint {directory}: not saved, array {bad}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -443,7 +444,7 @@ def _load(directory: Path, where: str, dir_fd: int | None, max_bytes: int):
         k: np.frombuffer(blob, dtype=dt, count=math.prod(shape), offset=b).reshape(shape).copy()
         for k, (dt, shape, b, _) in tensors.items()
     }
-    bad = _first_nonfinite(arrays)
+    bad = first_nonfinite(arrays)
     if bad is not None:
         raise CheckpointError(f"{where}: array {bad} (a diverged model is not loaded)")
     return arrays, record["meta"]
