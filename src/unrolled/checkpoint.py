@@ -50,6 +50,7 @@ import re
 import stat
 import struct
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,27 @@ def save_model(directory: str | os.PathLike, model, meta: dict[str, Any] | None 
     return save_checkpoint(directory, arrays, {**(meta or {}), "config": model.config.to_dict()})
 
 
+def _check_field_types(conf: dict[str, Any], cls: type, where: str) -> None:
+    """Each known field of the dataclass `cls` has a JSON value of its annotated type (``int | None``,
+    ``float``, ``bool``, ``str``): the dataclass itself may take a truthy string for a flag, or keep a
+    field it does not use (``input_size`` of a token model) whatever its type."""
+    hints = typing.get_type_hints(cls)
+    for k, v in conf.items():
+        if k not in hints:
+            continue  # unknown fields: from_dict names them
+        allowed = typing.get_args(hints[k]) or (hints[k],)
+        ok = any(
+            (t is type(None) and v is None)
+            or (t is bool and isinstance(v, bool))
+            or (t is int and isinstance(v, int) and not isinstance(v, bool))
+            or (t is float and isinstance(v, int | float) and not isinstance(v, bool))
+            or (t is str and isinstance(v, str))
+            for t in allowed
+        )
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        _expect(ok, f"{where} {k}", names, v)
+
+
 def model_param_shapes(config) -> dict[str, tuple[int, ...]]:
     """The shapes of a :class:`~unrolled.models.SequenceModel`'s parameters for `config`, computed
     without allocating them (so a checkpoint's config can be checked against its arrays first).
@@ -516,8 +538,6 @@ def load_model(directory: str | os.PathLike, *, max_bytes: int = MAX_ARRAYS_BYTE
 
     Returns (model, meta); the model is in eval mode. Raises :class:`CheckpointError` only.
     """
-    import dataclasses
-
     from unrolled.models import ModelConfig, SequenceModel
 
     where = f"checkpoint {directory}"
@@ -525,12 +545,8 @@ def load_model(directory: str | os.PathLike, *, max_bytes: int = MAX_ARRAYS_BYTE
     if "config" not in meta:
         raise CheckpointError(f"{where}: holds no model config")
     conf = meta["config"]
-    if isinstance(conf, dict):  # ModelConfig takes any truthy value as a flag: here only a bool
-        for f in dataclasses.fields(ModelConfig):
-            if isinstance(f.default, bool) and f.name in conf and not isinstance(conf[f.name], bool):
-                raise CheckpointError(
-                    f"{where}: config {f.name}: expected true or false, got {conf[f.name]!r}"
-                )
+    if isinstance(conf, dict):
+        _check_field_types(conf, ModelConfig, f"{where}: config")
     try:
         config = ModelConfig.from_dict(conf)
     except (TypeError, ValueError) as e:

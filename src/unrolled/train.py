@@ -300,10 +300,11 @@ class Trainer:
                 raise CheckpointError(f"{where} was written for another architecture: {', '.join(diff)}")
         t = _check_trainer_state(meta.get("trainer"), arrays, where)
         osd = _check_optimizer_state(meta.get("optimizer"), arrays, self.optimizer, where)
-        rng = meta.get("rng")
-        _need(rng is None or isinstance(rng, dict), f"{where}: rng", "null or a dict", type(rng).__name__)
-        m = self.model
-        old_rng = m.rng_state() if rng is not None and hasattr(m, "set_rng_state") else None
+        rng, m = meta.get("rng"), self.model
+        old_rng = m.rng_state() if hasattr(m, "rng_state") and hasattr(m, "set_rng_state") else None
+        # Exactly the structure save() writes (the generators' own setters take a bool for an int), and
+        # never none for a model with generators: its dropout masks would silently differ on resume.
+        _need(_like(rng, old_rng), f"{where}: rng", "the states of this model's generators", rng)
         try:
             if old_rng is not None:
                 try:
@@ -656,6 +657,23 @@ def _need(cond: bool, where: str, what: str, got: Any) -> None:
     if not cond:
         shown = repr(got)
         raise CheckpointError(f"{where}: expected {what}, got {shown[:80]}{'…' if len(shown) > 80 else ''}")
+
+
+def _like(theirs: Any, ours: Any) -> bool:
+    """`theirs` has the structure of `ours`: the same keys, lengths and JSON types all the way down."""
+    if isinstance(ours, dict):
+        return (
+            isinstance(theirs, dict)
+            and theirs.keys() == ours.keys()
+            and all(_like(theirs[k], ours[k]) for k in ours)
+        )
+    if isinstance(ours, list | tuple):
+        return isinstance(theirs, list) and len(theirs) == len(ours) and all(map(_like, theirs, ours))
+    if isinstance(ours, bool) or ours is None:
+        return theirs is ours or type(theirs) is type(ours)
+    if isinstance(ours, int | float):
+        return _is_number(theirs) and (isinstance(theirs, int) or not isinstance(ours, int))
+    return type(theirs) is type(ours)
 
 
 def _is_count(v: Any) -> bool:
