@@ -536,6 +536,24 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_the_handlers_are_re
         signal.signal(signal.SIGTERM, before)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_signal_during_the_resume_stops_cleanly_before_any_step(tmp_path):
+    """The handlers are in place before the checkpoint is read: Ctrl-C at start-up is a clean stop too."""
+    _setup(tmp_path, 4).fit()
+    trainer = _setup(tmp_path, 20)
+    load = trainer.load
+
+    def slow_load(path=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        load(path)
+
+    trainer.load = slow_load
+    result = trainer.fit(resume=True)
+    assert result.reason == "interrupted" and result.step == 4
+    assert [h["step"] for h in trainer.history] == []  # no step was trained
+    assert load_checkpoint(tmp_path / "ck" / "last")[1]["trainer"]["step"] == 4
+
+
 def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
     _setup(tmp_path, 9, "part").fit()
     metrics = tmp_path / "part.jsonl"

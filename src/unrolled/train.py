@@ -456,8 +456,6 @@ class Trainer:
                 bar.close()
             self._close_metrics()
             self._restore_signals(old_handlers)
-        if reason == "interrupted":
-            self._warn(f"interrupted: stopped after step {self.step}; checkpoint {ckpt}")
         return TrainResult(self.step, self.epoch, reason, loss, self.best_val, ckpt)
 
     def _where_good(self) -> str:
@@ -598,8 +596,8 @@ class Trainer:
                 self._stop_requested = True
                 name = signal.Signals(signum).name
                 _say(
-                    f"unrolled: warning: {name}: stopping after this step and writing a checkpoint "
-                    "(a second signal aborts)"
+                    f"unrolled: warning: interrupted ({name}): stopping after this step and writing a "
+                    "checkpoint (a second signal aborts)"
                 )
                 return
             self._restore_signals(old)  # abort as if we had never been here
