@@ -375,3 +375,14 @@ def test_our_temporaries_are_cleaned_and_a_users_are_not(tmp_path):
     (d / ".meta.json.unrolled-abc123.tmp").write_text("a crashed writer's")
     save_checkpoint(d, {"w": np.zeros(2)}, {})
     assert (d / ".notes.tmp").exists() and not (d / ".meta.json.unrolled-abc123.tmp").exists()
+
+
+def test_a_flip_that_keeps_the_values_is_refused_too(run_dir, tmp_path):
+    """'1e-08' -> '1E-08' is one bit (0x65 -> 0x45) and parses to the same number, so the seal alone would
+    pass it: the file must also be byte-identical to the form unrolled writes."""
+    d = _copy(run_dir / "last", tmp_path / "ck")
+    text = (d / "meta.json").read_text()
+    assert text.count("1e-08") == 1  # Adam's eps
+    (d / "meta.json").write_text(text.replace("1e-08", "1E-08"))
+    with pytest.raises(CheckpointError, match=r"meta\.json is corrupt \(not byte-identical"):
+        load_checkpoint(d)

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from unrolled._resume import check_optimizer_state, check_rng_state, check_trainer_state, need
 from unrolled.checkpoint import (
     CheckpointError,
     first_nonfinite,
@@ -293,18 +294,16 @@ class Trainer:
             raise CheckpointError(f"{where}: not a training checkpoint (no optimizer / trainer state)")
         if hasattr(self.model, "config") and "config" in meta:
             ours, theirs = self.model.config.to_dict(), meta["config"]
-            _need(isinstance(theirs, dict), f"{where}: config", "a dict", type(theirs).__name__)
+            need(isinstance(theirs, dict), f"{where}: config", "a dict", type(theirs).__name__)
             diff = [f"{k} {theirs.get(k)!r} (this model: {ours[k]!r})" for k in _ARCH_FIELDS
                     if k in ours and theirs.get(k) != ours[k]]  # fmt: skip
             if diff:
                 raise CheckpointError(f"{where} was written for another architecture: {', '.join(diff)}")
-        t = _check_trainer_state(meta.get("trainer"), arrays, where)
-        osd = _check_optimizer_state(meta.get("optimizer"), arrays, self.optimizer, where)
+        t = check_trainer_state(meta.get("trainer"), arrays, where)
+        osd = check_optimizer_state(meta.get("optimizer"), arrays, self.optimizer, where)
         rng, m = meta.get("rng"), self.model
         old_rng = m.rng_state() if hasattr(m, "rng_state") and hasattr(m, "set_rng_state") else None
-        # Exactly the structure save() writes (the generators' own setters take a bool for an int), and
-        # never none for a model with generators: its dropout masks would silently differ on resume.
-        _need(_like(rng, old_rng), f"{where}: rng", "the states of this model's generators", rng)
+        check_rng_state(rng, old_rng, where)
         try:
             if old_rng is not None:
                 try:
@@ -649,136 +648,6 @@ def _loss_bound(max_loss) -> Callable[[dict[str, Any]], str | None] | None:
     if isinstance(max_loss, bool) or not isinstance(max_loss, int | float) or not math.isfinite(max_loss):
         raise ValueError(f"max_loss: expected a finite number, a callable or None, got {max_loss!r}")
     return LossBound(max_loss, "loss")
-
-
-def _need(cond: bool, where: str, what: str, got: Any) -> None:
-    if not cond:
-        shown = repr(got)
-        raise CheckpointError(f"{where}: expected {what}, got {shown[:80]}{'…' if len(shown) > 80 else ''}")
-
-
-def _like(theirs: Any, ours: Any) -> bool:
-    """`theirs` has the structure of `ours`: the same keys, lengths and JSON types all the way down."""
-    if isinstance(ours, dict):
-        return (
-            isinstance(theirs, dict)
-            and theirs.keys() == ours.keys()
-            and all(_like(theirs[k], ours[k]) for k in ours)
-        )
-    if isinstance(ours, list | tuple):
-        return isinstance(theirs, list) and len(theirs) == len(ours) and all(map(_like, theirs, ours))
-    if isinstance(ours, bool) or ours is None:
-        return theirs is ours or type(theirs) is type(ours)
-    if isinstance(ours, int | float):
-        return _is_number(theirs) and (isinstance(theirs, int) or not isinstance(ours, int))
-    return type(theirs) is type(ours)
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_trainer_state(t: Any, arrays: dict[str, np.ndarray], where: str) -> dict[str, Any]:
-    """The ``trainer`` entry of a training checkpoint: every counter's type and range, and the carried
-    state's arrays (``state/0..n-1``) consistent with its kind."""
-    keys = ("step", "epoch", "pos", "lr_scale", "best_val", "bad_evals", "tokens", "wall_time", "state_kind")
-    _need(
-        isinstance(t, dict) and set(t) == set(keys),
-        f"{where}: trainer",
-        f"a dict of {list(keys)}",
-        sorted(t) if isinstance(t, dict) else t,
-    )
-    w = f"{where}: trainer "
-    for k in ("step", "epoch", "pos", "bad_evals", "tokens"):
-        _need(_is_count(t[k]), w + k, "an integer >= 0", t[k])
-    _need(
-        _is_number(t["lr_scale"]) and 0 <= t["lr_scale"] <= 1,
-        w + "lr_scale",
-        "a number in [0, 1]",
-        t["lr_scale"],
-    )
-    _need(
-        t["best_val"] is None or _is_number(t["best_val"]),
-        w + "best_val",
-        "null or a finite number",
-        t["best_val"],
-    )
-    _need(_is_number(t["wall_time"]) and t["wall_time"] >= 0, w + "wall_time", "seconds >= 0", t["wall_time"])
-    kind = t["state_kind"]
-    n = sum(k.startswith("state/") for k in arrays)
-    _need(kind is None or isinstance(kind, str), w + "state_kind", "null or a type name", kind)
-    _need(
-        {k for k in arrays if k.startswith("state/")} == {f"state/{i}" for i in range(n)},
-        f"{where}: arrays",
-        "the carried state as state/0..state/n-1",
-        sorted(arrays)[:5],
-    )
-    expected = (
-        "no state/ arrays" if kind is None else ("1+ state/ arrays" if kind == "tuple" else "1 state/ array")
-    )
-    _need(
-        n == 0 if kind is None else (n >= 1 if kind == "tuple" else n == 1),
-        w + "state_kind",
-        f"{kind!r} with {expected}",
-        f"{n} arrays",
-    )
-    return t
-
-
-def _check_optimizer_state(osd: Any, arrays: dict[str, np.ndarray], optimizer, where: str) -> dict[str, Any]:
-    """The ``optimizer`` entry and ``optim/`` arrays, checked against this optimizer so that loading them
-    can neither fail half-way nor set anything but its own hyper-parameters to values it accepts."""
-    ours = optimizer.state_dict()
-    ours.pop("arrays")
-    w = f"{where}: optimizer"
-    _need(
-        isinstance(osd, dict) and set(osd) == set(ours),
-        w,
-        f"a dict of {sorted(ours)}",
-        sorted(osd) if isinstance(osd, dict) else osd,
-    )
-    _need(osd["type"] == ours["type"], w + " type", repr(ours["type"]) + " (this optimizer)", osd["type"])
-    _need(_is_count(osd["t"]), w + " t", "an integer >= 0", osd["t"])
-    _need(_is_number(osd["lr"]) and osd["lr"] >= 0, w + " lr", "a finite number >= 0", osd["lr"])
-    hyper = osd["hyper"]
-    _need(
-        isinstance(hyper, dict) and set(hyper) == set(ours["hyper"]),
-        w + " hyper",
-        f"the entries {sorted(ours['hyper'])}",
-        sorted(hyper) if isinstance(hyper, dict) else hyper,
-    )
-    for k, mine in ours["hyper"].items():
-        v = hyper[k]
-        if isinstance(mine, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(mine, list | tuple):
-            ok = isinstance(v, list) and len(v) == len(mine) and all(_is_number(x) and x >= 0 for x in v)
-        else:
-            ok = _is_number(v) and v >= 0
-        _need(ok, f"{w} hyper {k}", f"a value like {mine!r}", v)
-    try:  # the optimizer's own range checks (betas < 1, …), on a throwaway: its slots are lazy
-        type(optimizer)(optimizer.params, lr=osd["lr"], **hyper)
-    except ValueError as e:
-        raise CheckpointError(f"{w} hyper: {e}") from None
-    except TypeError:  # an optimizer whose constructor does not take its hyper-parameters by name
-        pass
-    for key, a in arrays.items():
-        if not key.startswith("optim/"):
-            continue
-        slot, _, k = key[len("optim/") :].partition("/")
-        p = optimizer.params.get(k)
-        ok = slot in optimizer.state and p is not None and a.shape == p.shape and a.dtype == p.dtype
-        _need(
-            ok,
-            f"{where}: array {key!r}",
-            "a slot of this optimizer, shaped and typed as its parameter",
-            f"{a.dtype.name}{a.shape}",
-        )
-    return {**osd, "arrays": {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}}
 
 
 def _schedule_dict(schedule) -> dict | None:
