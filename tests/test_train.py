@@ -1,11 +1,15 @@
 """The Trainer: a small model learns a memory task below a stated loss; metrics, validation and early
-stopping; non-finite steps are refused (which step, which tensor) under both policies; resume is exact
-in-process, and after a real SIGKILL of a real training process; Ctrl-C stops cleanly with a checkpoint."""
+stopping; non-finite steps are refused (which step, which tensor) under both policies, non-finite weights
+after an update too; a diverging run (lr=100) stops with DivergenceError; resume is exact in-process,
+after a real SIGKILL and after a SIGTERM of a real training process; Ctrl-C stops cleanly with a
+checkpoint, a second signal aborts; the metrics rewrite on resume is atomic."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +24,8 @@ from unrolled.data.batching import SequenceBatches
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import cross_entropy
 from unrolled.optim import SGD, Adam, AdamW, CosineLR, WarmupLR
-from unrolled.train import NonFiniteError, Trainer
+from unrolled.tbptt import TokenStreams, lm_loss
+from unrolled.train import DivergenceError, LossBound, NonFiniteError, Trainer
 
 
 def _recall_data(n, T=8, V=4, seed=0):
@@ -280,12 +285,37 @@ def _last_step(metrics):
         return 0
 
 
-def test_sigkill_at_random_step_then_resume_gives_bitwise_identical_weights(tmp_path):
-    script = tmp_path / "train_script.py"
+STEPS = 120  # TokenStreams: (1599 // 4) // 8 = 50 chunks per epoch, so the run crosses epochs
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The script run to STEPS uninterrupted: (script path, its checkpoint arrays)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    script = tmp / "train_script.py"
     script.write_text(SCRIPT)
-    steps = 120  # TokenStreams: (1599 // 4) // 8 = 50 chunks per epoch, so the run crosses epochs
-    ref = _run(script, tmp_path / "ref", steps)
+    ref = _run(script, tmp / "ref", STEPS)
     assert ref.wait(timeout=120) == 0, ref.stderr.read()
+    return script, load_checkpoint(tmp / "ref" / "last")
+
+
+def _assert_resumes_to_the_reference(reference_run, out, what):
+    script, (a, meta_a) = reference_run
+    resumed = _run(script, out, STEPS)
+    stdout, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert stdout.split() == ["max_steps", str(STEPS)]
+    b, meta_b = load_checkpoint(out / "last")
+    assert meta_a["trainer"]["step"] == meta_b["trainer"]["step"] == STEPS
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after {what} and resume"
+    steps_logged = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged[:STEPS] == list(range(1, STEPS + 1))
+
+
+def test_sigkill_at_random_step_then_resume_gives_bitwise_identical_weights(tmp_path, reference_run):
+    script, _ = reference_run
+    steps = STEPS
     kill_at = int(np.random.default_rng().integers(3, steps - 30))
     env = {**os.environ, "STALL_AT": str(kill_at + 20)}
     proc = _run(script, tmp_path / "run", steps, env=env)
@@ -295,19 +325,46 @@ def test_sigkill_at_random_step_then_resume_gives_bitwise_identical_weights(tmp_
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL, f"the run ended before the kill at step {kill_at}"
-    resumed = _run(script, tmp_path / "run", steps)
-    out, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, err
-    assert out.split() == ["max_steps", str(steps)]
-    a, meta_a = load_checkpoint(tmp_path / "ref" / "last")
-    b, meta_b = load_checkpoint(tmp_path / "run" / "last")
-    assert meta_a["trainer"]["step"] == meta_b["trainer"]["step"] == steps
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after kill at step ~{kill_at} and resume"
-    steps_logged = [
-        json.loads(s)["step"] for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert steps_logged[:steps] == list(range(1, steps + 1))
+    _assert_resumes_to_the_reference(reference_run, tmp_path / "run", f"a kill at step ~{kill_at}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_stops_with_a_checkpoint_from_which_resume_equals_the_uninterrupted_run(
+    tmp_path, reference_run
+):
+    script, _ = reference_run
+    stop_at = int(np.random.default_rng().integers(3, STEPS - 30))
+    env = {**os.environ, "STALL_AT": str(stop_at + 20)}  # the run cannot finish before the signal lands
+    proc = _run(script, tmp_path / "run", STEPS, env=env)
+    deadline = time.monotonic() + 120
+    while _last_step(tmp_path / "run" / "metrics.jsonl") < stop_at and proc.poll() is None:
+        assert time.monotonic() < deadline, "training did not progress"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    reason, step = out.split()
+    assert reason == "interrupted" and "SIGTERM" in err and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "run" / "last")[1]["trainer"]["step"] == int(step) >= stop_at
+    _assert_resumes_to_the_reference(reference_run, tmp_path / "run", f"a SIGTERM at step {step}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_second_sigterm_aborts_at_once_keeping_the_last_good_checkpoint(tmp_path):
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    proc = _run(script, tmp_path / "run", STEPS, env={**os.environ, "STALL_AT": "6"})  # step 6 hangs
+    deadline = time.monotonic() + 120
+    while _last_step(tmp_path / "run" / "metrics.jsonl") < 5:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(0.3)  # inside step 6's stall
+    proc.send_signal(signal.SIGTERM)  # stop after this step... which does not end
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)  # so: abort, as SIGTERM does when nobody handles it
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "run" / "last")[1]["trainer"]["step"] == 5
 
 
 def test_ctrl_c_stops_cleanly_and_writes_a_checkpoint(tmp_path):
@@ -341,3 +398,191 @@ def test_bad_trainer_arguments_are_named():
         Trainer(model, opt, [], classify_loss, max_steps=1, patience=2)
     with pytest.raises(ValueError, match="batches: epoch 0 has no batches"):
         Trainer(model, opt, [], classify_loss, max_steps=3, progress=False).fit()
+
+
+# ----------------------------------------------------------------- divergence
+def _lm_trainer(tmp_path, opt_lr, **kw):
+    V = 7
+    rng = np.random.default_rng(0)
+    ids = (np.cumsum(rng.integers(1, 3, size=2000)) % V).astype(np.uint8)
+    model = SequenceModel(ModelConfig(vocab_size=V, embed_dim=6, hidden_size=16, seed=1))
+    kw = {"max_steps": 200, "checkpoint_dir": tmp_path / "ck", "checkpoint_every": 1, "progress": False, **kw}
+    return Trainer(
+        model, SGD(model.params, lr=opt_lr), TokenStreams(ids, 4, 8), lm_loss, carry_state=True, **kw
+    )
+
+
+def test_lr_100_diverges_and_stops_with_a_divergence_error_and_the_last_good_checkpoint(tmp_path):
+    """With lr=100 the loss leaps from ln 7 ≈ 1.95 to tens of nats while every number stays finite: only
+    the bound sees it. The error names the step, the reason and the checkpoint; nothing is saved after."""
+    bound = math.log(7) + 1.0
+    trainer = _lm_trainer(tmp_path, 100.0, max_loss=bound, metrics_path=tmp_path / "m.jsonl")
+    with pytest.raises(
+        DivergenceError, match=r"^step (\d+): diverged: loss [\d.]+ is above the bound 2\.94591"
+    ) as e:
+        trainer.fit()
+    assert not isinstance(e.value, NonFiniteError) and "\n" not in str(e.value)
+    step = int(re.match(r"step (\d+)", str(e.value)).group(1))
+    assert trainer.history[-1]["loss"] > bound and trainer.history[-1]["step"] == trainer.step == step
+    assert f"last good checkpoint is {tmp_path / 'ck' / 'last'} (step {step - 1})" in str(e.value)
+    arrays, meta = load_checkpoint(tmp_path / "ck" / "last")
+    assert meta["trainer"]["step"] == step - 1
+    assert all(h["loss"] <= bound for h in trainer.history[:-1])
+
+
+def test_lr_100_without_a_bound_is_the_old_silent_success(tmp_path):
+    """The reason the bound exists: the same run without one ends "successfully" at a loss far above
+    uniform guessing."""
+    result = _lm_trainer(tmp_path, 100.0, max_steps=20).fit()
+    assert result.reason == "max_steps" and result.loss > math.log(7) + 5
+
+
+def test_loss_bound_counts_consecutive_records_that_carry_its_key():
+    bound = LossBound(2.0, "val_loss", times=3)
+    records = [{"loss": 9}, {"val_loss": 3.0}, {"loss": 9}, {"val_loss": 1.0}, {"val_loss": 2.5},
+               {"val_loss": float("nan")}, {"loss": 9}]  # fmt: skip
+    assert [bound(r) for r in records] == [None] * 7
+    assert bound({"val_loss": 2.1}) == "val_loss 2.1 is above the bound 2 (3 in a row)"
+    with pytest.raises(ValueError, match="times: expected a positive integer, got 0"):
+        LossBound(2.0, times=0)
+    with pytest.raises(ValueError, match="key: expected 'val_loss' or 'loss', got 'acc'"):
+        LossBound(2.0, "acc")
+    with pytest.raises(ValueError, match="max_loss: expected a finite number, a callable or None, got nan"):
+        model = SequenceModel(ModelConfig(vocab_size=4, hidden_size=4))
+        Trainer(model, SGD(model.params, lr=0.1), [], classify_loss, max_steps=1, max_loss=float("nan"))
+
+
+def _blows_up_weights(at_call):
+    """Finite loss and gradients whose update (lr 10 × 3e38 > 3.4e38 in float32) makes W_hh infinite."""
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        loss, n = classify_loss(model, batch)
+        if calls["n"] == at_call:
+            model.grads["rnn.W_hh_l0"][0, :3] = 3e38
+        return loss, n
+
+    return loss_fn
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_nonfinite_weight_after_an_update_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_path):
+    seqs, labels = _recall_data(64)
+    data = SequenceBatches(seqs, labels, batch_size=16, seed=0)
+    model = SequenceModel(ModelConfig(vocab_size=4, embed_dim=4, hidden_size=8, output="last", seed=0))
+    trainer = Trainer(model, SGD(model.params, lr=10.0), data, _blows_up_weights(4), max_steps=10,
+                      checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)  # fmt: skip
+    with pytest.raises(
+        NonFiniteError,
+        match=r"step 4: after the update, parameter 'rnn.W_hh_l0' has 3 non-finite values \(inf\); stopped "
+        r"\(the last good checkpoint is .*last \(step 2\)\)",
+    ):
+        trainer.fit()
+    arrays, meta = load_checkpoint(tmp_path / "last")  # loads: the diverged weights were never saved
+    assert meta["trainer"]["step"] == 2 and np.isfinite(arrays["model/rnn.W_hh_l0"]).all()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_nonfinite_weight_under_skip_rolls_back_to_the_last_checkpoint_with_a_lower_lr(tmp_path):
+    seqs, labels = _recall_data(64)
+    data = SequenceBatches(seqs, labels, batch_size=16, seed=0)
+    model = SequenceModel(ModelConfig(vocab_size=4, embed_dim=4, hidden_size=8, output="last", seed=0))
+    trainer = Trainer(model, SGD(model.params, lr=10.0), data, _blows_up_weights(5), max_steps=8,
+                      checkpoint_dir=tmp_path, checkpoint_every=2, on_nonfinite="skip",
+                      progress=False)  # fmt: skip
+    result = trainer.fit()
+    assert result.step == 8 and all(np.isfinite(v).all() for v in model.params.values())
+    rolled = [h for h in trainer.history if "rolled_back_to" in h]
+    assert len(rolled) == 1 and rolled[0]["step"] == 5 and rolled[0]["rolled_back_to"] == 4
+    assert [h["step"] for h in trainer.history] == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # step 5 again, then on
+    assert [h["lr"] for h in trainer.history] == [10.0] * 5 + [5.0] * 4
+    # Without a checkpoint to roll back to, "skip" cannot undo the update: it stops.
+    model2 = SequenceModel(ModelConfig(vocab_size=4, embed_dim=4, hidden_size=8, output="last", seed=0))
+    t2 = Trainer(model2, SGD(model2.params, lr=10.0), data, _blows_up_weights(2), max_steps=4,
+                 on_nonfinite="skip", progress=False)  # fmt: skip
+    with pytest.raises(NonFiniteError, match="no checkpoint to roll back to; stopped"):
+        t2.fit()
+
+
+# ----------------------------------------------------------------- signals and the metrics file
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_the_handlers_are_restored(tmp_path, sig):
+    seqs, labels = _recall_data(64)
+    data = SequenceBatches(seqs, labels, batch_size=16, seed=0)
+    model = SequenceModel(ModelConfig(vocab_size=4, embed_dim=4, hidden_size=8, output="last", seed=0))
+
+    def loss_fn(model, batch):
+        if trainer.step + 1 == 3:
+            os.kill(os.getpid(), getattr(signal, sig))  # arrives mid-step
+        return classify_loss(model, batch)
+
+    trainer = Trainer(model, SGD(model.params, lr=0.1), data, loss_fn, max_steps=10,
+                      checkpoint_dir=tmp_path, progress=False)  # fmt: skip
+    mine = lambda signum, frame: None  # noqa: E731
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        result = trainer.fit()
+        assert result.reason == "interrupted" and result.step == 3
+        assert load_checkpoint(tmp_path / "last")[1]["trainer"]["step"] == 3
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        trainer.max_loss = lambda record: "a test bound"  # and after a fit that raises
+        with pytest.raises(DivergenceError):
+            trainer.fit(resume=True)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_signal_during_the_resume_stops_cleanly_before_any_step(tmp_path):
+    """The handlers are in place before the checkpoint is read: Ctrl-C at start-up is a clean stop too."""
+    _setup(tmp_path, 4).fit()
+    trainer = _setup(tmp_path, 20)
+    load = trainer.load
+
+    def slow_load(path=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        load(path)
+
+    trainer.load = slow_load
+    result = trainer.fit(resume=True)
+    assert result.reason == "interrupted" and result.step == 4
+    assert [h["step"] for h in trainer.history] == []  # no step was trained
+    assert load_checkpoint(tmp_path / "ck" / "last")[1]["trainer"]["step"] == 4
+
+
+def test_metrics_rewrite_on_resume_is_atomic(tmp_path, monkeypatch):
+    _setup(tmp_path, 9, "part").fit()
+    metrics = tmp_path / "part.jsonl"
+    with open(metrics, "a") as f:  # rows a killed run logged after its checkpoint at step 9
+        f.writelines(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(10, 13))
+    old = metrics.read_bytes()
+    from unrolled import checkpoint as ck
+
+    real_replace = ck.os.replace
+
+    def dies_before_the_rename(src, dst):
+        raise KeyboardInterrupt  # a second Ctrl-C during the rewrite
+
+    monkeypatch.setattr(ck.os, "replace", dies_before_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        _setup(tmp_path, 20, "part").fit(resume=True)
+    assert metrics.read_bytes() == old  # the old file survives whole
+    assert not list(tmp_path.glob(".part.jsonl.unrolled-*.tmp"))  # and no temporary is left
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    _setup(tmp_path, 20, "part").fit(resume=True)
+    rows = [json.loads(s) for s in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows if not r.get("final")] == list(range(1, 21))
+
+
+def test_metrics_rewrite_keeps_rows_up_to_the_checkpoint_and_stops_at_a_cut_row(tmp_path):
+    _setup(tmp_path, 9, "part").fit()
+    metrics = tmp_path / "part.jsonl"
+    rows = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(rows[:5] + ["[1, 2]", '{"step": 7, "lo'] + rows[5:]) + "\n")
+    _setup(tmp_path, 9, "part").fit(resume=True)
+    assert metrics.read_text().splitlines()[:5] == rows[:5]
+    assert "[1, 2]" not in metrics.read_text()

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,8 +100,9 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> Path:
+    """Write `data` (bytes, or an iterable of bytes chunks, streamed so a large file is never held whole) to
+    `path` so that a reader sees the old file or the new one, never a part.
 
     The bytes go to an own temporary beside `path`, are fsynced, then ``os.replace``-d onto `path`
     (which replaces a symbolic link at `path` itself, never its target) and the directory is fsynced.
@@ -110,7 +112,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

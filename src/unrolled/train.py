@@ -7,6 +7,7 @@ One training step::
     ‖g‖     = clip_grad_norm(model.grads, clip_norm)      (or just measured)
     if loss or any gradient is not finite: the update is not applied (policy "stop" or "skip")
     optimizer.step(model.grads)
+    if any parameter is not finite now: policy "stop" raises; "skip" rolls back to the last checkpoint
 
 The application supplies ``loss_fn`` — so a char-LM with truncated BPTT, a forecaster, a classifier
 and a seq2seq model all reuse the same loop. With ``carry_state=True`` the call is
@@ -19,6 +20,19 @@ the schedule's step, the lr scale and the early-stopping counters. The batches o
 pure function of the epoch number (``batches(epoch)``, e.g. :class:`~unrolled.data.batching.SequenceBatches`),
 and any randomness inside ``loss_fn`` must be drawn from the model's generators. Then an interrupted
 run resumed from its last checkpoint ends with bit-identical weights to the run never interrupted.
+
+Failure is an exception, never a quiet return: a diverged run raises :class:`DivergenceError` (a
+RuntimeError; the command line prints one ``unrolled: error:`` line and exits non-zero) — either
+:class:`NonFiniteError` (a NaN/inf loss, gradient or, after an update, parameter) or a crossed loss bound
+(``max_loss``, e.g. :class:`LossBound`). ``<checkpoint_dir>/last`` then still holds the last good
+checkpoint: a diverged model is never written (checkpoints refuse NaN/inf arrays).
+
+Signals: during :meth:`Trainer.fit` the first SIGINT (Ctrl-C) or SIGTERM (what ``kill``, schedulers and
+``docker stop`` send) stops the run after the current step with a checkpoint (``reason="interrupted"``).
+A second signal aborts at once through the handler that was there before ``fit`` (Python's: a
+KeyboardInterrupt for SIGINT, death by signal for SIGTERM); the atomic checkpoints keep the last good one.
+A signal ignored when ``fit`` starts (a background job's SIGINT) stays ignored. The previous handlers
+are restored when ``fit`` returns or raises.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -38,11 +52,19 @@ from typing import Any
 import numpy as np
 
 from unrolled._checks import positive_int
-from unrolled.checkpoint import CheckpointError, load_checkpoint, restore_arrays, save_checkpoint
+from unrolled._resume import check_optimizer_state, check_rng_state, check_trainer_state, need
+from unrolled.checkpoint import (
+    CheckpointError,
+    first_nonfinite,
+    load_checkpoint,
+    restore_arrays,
+    save_checkpoint,
+    write_atomic,
+)
 from unrolled.clip import clip_grad_norm, clip_grad_value, global_norm
 from unrolled.optim import ConstantLR, schedule_to_dict
 
-__all__ = ["NonFiniteError", "Trainer", "TrainResult"]
+__all__ = ["DivergenceError", "LossBound", "NonFiniteError", "Trainer", "TrainResult"]
 
 # Fields of ModelConfig that change the shapes or the function (refused on resume when they differ).
 _ARCH_FIELDS = (
@@ -51,8 +73,53 @@ _ARCH_FIELDS = (
 )  # fmt: skip
 
 
-class NonFiniteError(RuntimeError):
-    """A step produced a non-finite loss or gradient and the policy is "stop"."""
+class DivergenceError(RuntimeError):
+    """The run diverged and stopped: its message is one line saying at which step, why, and which is the
+    last good checkpoint (``<checkpoint_dir>/last``, never overwritten by the diverged state)."""
+
+
+class NonFiniteError(DivergenceError):
+    """A step produced a non-finite loss or gradient, or an update a non-finite parameter (policy "stop",
+    or "skip" with no checkpoint to roll back to)."""
+
+
+class LossBound:
+    """A loss bound for ``Trainer(max_loss=...)``: the run has diverged when the loss named by `key` is
+    above `limit` in `times` consecutive metrics records that carry it (a NaN counts as above).
+
+    Parameters
+    ----------
+    limit : the bound. For a language model over V symbols, ``math.log(V) + margin`` is a loss worse than
+        guessing uniformly.
+    key : ``"val_loss"`` (validation steps) or ``"loss"`` (every training step).
+    times : how many in a row (the count starts again on resume).
+
+    Example: ``LossBound(math.log(V) + 0.5, "val_loss", times=3)``.
+    """
+
+    def __init__(self, limit: float, key: str = "val_loss", times: int = 1) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit):
+            raise ValueError(f"limit: expected a finite number, got {limit!r}")
+        if key not in ("val_loss", "loss"):
+            raise ValueError(f"key: expected 'val_loss' or 'loss', got {key!r}")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(f"times: expected a positive integer, got {times!r}")
+        self.limit, self.key, self.times = float(limit), key, times
+        self._run = 0  # consecutive records above the limit
+
+    def __call__(self, record: dict[str, Any]) -> str | None:
+        """None while within the bound, else the one-line reason to stop."""
+        v = record.get(self.key)
+        if v is None:
+            return None
+        self._run = self._run + 1 if not v <= self.limit else 0
+        if self._run < self.times:
+            return None
+        in_a_row = f" ({self.times} in a row)" if self.times > 1 else ""
+        return f"{self.key} {v:.6g} is above the bound {self.limit:.6g}{in_a_row}"
+
+    def __repr__(self) -> str:
+        return f"LossBound({self.limit!r}, {self.key!r}, times={self.times})"
 
 
 @dataclass
@@ -98,6 +165,10 @@ class Trainer:
     on_nonfinite : "stop" (raise :class:`NonFiniteError`, keep the last good checkpoint) or "skip"
         (drop the step, multiply the lr by ``lr_backoff``, go on).
     meta : extra JSON-able entries saved in every checkpoint (e.g. the vocabulary).
+    max_loss : the divergence bound: a number (a training step's loss above it) or a callable
+        ``record -> str | None`` called with every metrics record (step, loss, val_loss on validation
+        steps), returning the one-line reason to stop (e.g. :class:`LossBound`). Crossing it raises
+        :class:`DivergenceError` and writes no checkpoint (None: no bound).
     """
 
     def __init__(
@@ -125,6 +196,7 @@ class Trainer:
         lr_backoff: float = 0.5,
         carry_state: bool = False,
         meta: dict[str, Any] | None = None,
+        max_loss: float | Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         if max_steps is None and epochs is None and max_time is None:
             raise ValueError("max_steps / epochs / max_time: expected at least one of them, got none")
@@ -153,6 +225,7 @@ class Trainer:
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
         self.progress, self.on_nonfinite, self.lr_backoff = progress, on_nonfinite, float(lr_backoff)
         self.carry_state, self.meta = carry_state, dict(meta or {})
+        self.max_loss = _loss_bound(max_loss)
         # The run's position and counters: everything a checkpoint needs besides model and optimizer.
         self.step = 0  # updates so far (a skipped step counts)
         self.epoch = 0  # completed epochs
@@ -166,6 +239,7 @@ class Trainer:
         self.last_checkpoint_step: int | None = None
         self.history: list[dict[str, Any]] = []
         self._stop_requested = False
+        self._metrics = None
 
     # ----------------------------------------------------------------- checkpoints
     @property
@@ -207,33 +281,43 @@ class Trainer:
         return path
 
     def load(self, path: str | os.PathLike | None = None) -> None:
-        """Restore a run from a checkpoint written by :meth:`save` (refuses another architecture)."""
+        """Restore a run from a checkpoint written by :meth:`save`.
+
+        Every field read is checked first (types, ranges, the optimizer's hyper-parameters and slots
+        against this optimizer, the architecture against this model); a checkpoint that fails any check
+        raises :class:`~unrolled.checkpoint.CheckpointError` and changes nothing.
+        """
         path = Path(path) if path is not None else self.last_path
         arrays, meta = load_checkpoint(path)
+        where = f"checkpoint {path}"
         if meta.get("kind") != "unrolled.train":
-            raise CheckpointError(
-                f"checkpoint {path}: not a training checkpoint (no optimizer / trainer state)"
-            )
+            raise CheckpointError(f"{where}: not a training checkpoint (no optimizer / trainer state)")
         if hasattr(self.model, "config") and "config" in meta:
             ours, theirs = self.model.config.to_dict(), meta["config"]
+            need(isinstance(theirs, dict), f"{where}: config", "a dict", type(theirs).__name__)
             diff = [f"{k} {theirs.get(k)!r} (this model: {ours[k]!r})" for k in _ARCH_FIELDS
                     if k in ours and theirs.get(k) != ours[k]]  # fmt: skip
             if diff:
-                raise CheckpointError(
-                    f"checkpoint {path} was written for another architecture: {', '.join(diff)}"
-                )
-        restore_arrays(self.model.params, arrays, "model/", what=f"checkpoint {path}")
-        osd = dict(meta["optimizer"])
-        osd["arrays"] = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+                raise CheckpointError(f"{where} was written for another architecture: {', '.join(diff)}")
+        t = check_trainer_state(meta.get("trainer"), arrays, where)
+        osd = check_optimizer_state(meta.get("optimizer"), arrays, self.optimizer, where)
+        rng, m = meta.get("rng"), self.model
+        old_rng = m.rng_state() if hasattr(m, "rng_state") and hasattr(m, "set_rng_state") else None
+        check_rng_state(rng, old_rng, where)
         try:
-            self.optimizer.load_state_dict(osd)
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(
-                f"checkpoint {path}: optimizer state does not fit this optimizer ({e})"
-            ) from e
-        if meta.get("rng") is not None and hasattr(self.model, "set_rng_state"):
-            self.model.set_rng_state(meta["rng"])
-        t = meta["trainer"]
+            if old_rng is not None:
+                try:
+                    m.set_rng_state(rng)
+                except (TypeError, ValueError, KeyError, OverflowError) as e:
+                    raise CheckpointError(
+                        f"{where}: rng: not a state of this model's generators ({e})"
+                    ) from None
+            restore_arrays(m.params, arrays, "model/", what=where)  # checks everything before copying
+        except BaseException:
+            if old_rng is not None:
+                m.set_rng_state(old_rng)
+            raise
+        self.optimizer.load_state_dict(osd)  # checked above: cannot fail half-way
         self.step, self.epoch, self.pos = t["step"], t["epoch"], t["pos"]
         self.lr_scale, self.best_val, self.bad_evals = t["lr_scale"], t["best_val"], t["bad_evals"]
         self.tokens, self.wall_offset = t["tokens"], t["wall_time"]
@@ -276,23 +360,25 @@ class Trainer:
             return None
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train until max_steps / epochs / early stopping / Ctrl-C.
+        """Train until max_steps / epochs / max_time / early stopping / a signal (see the module docstring).
 
         resume : continue from ``<checkpoint_dir>/last`` when it exists (a fresh start otherwise).
-        Raises :class:`NonFiniteError` under the "stop" policy.
+
+        Raises
+        ------
+        DivergenceError : the run diverged (:class:`NonFiniteError` under the "stop" policy, or the
+            ``max_loss`` bound crossed); ``<checkpoint_dir>/last`` holds the last good checkpoint.
         """
-        if resume:
-            if self.last_path is None:
-                raise ValueError("resume: needs the Trainer's checkpoint_dir")
-            if (self.last_path / "meta.json").exists():
-                self.load()
-        self._open_metrics(resume)
-        old_handler = self._install_sigint()
-        t_start = time.perf_counter()
-        wall = self.wall_offset
-        reason, loss = None, None
-        bar = None
+        if resume and self.last_path is None:
+            raise ValueError("resume: needs the Trainer's checkpoint_dir")
+        old_handlers = self._install_signals()  # first: a signal during the resume already stops cleanly
+        reason, loss, bar, ckpt = None, None, None, None
         try:
+            if resume and (self.last_path / "meta.json").exists():
+                self.load()
+            self._open_metrics(resume)
+            t_start = time.perf_counter()
+            wall = self.wall_offset
             self.model.train()
             data = self._epoch_batches(self.epoch)
             if self.progress:
@@ -308,9 +394,12 @@ class Trainer:
                     it = (data[i] for i in range(self.pos, len(data)))
                 else:
                     it = islice(iter(data), self.pos, None)
-                consumed = 0
+                consumed, rolled_back = 0, False
                 for batch in it:
                     consumed += 1
+                    if self._stop_requested:
+                        reason = "interrupted"
+                        break
                     if self.max_steps is not None and self.step >= self.max_steps:
                         reason = "max_steps"
                         break
@@ -320,6 +409,10 @@ class Trainer:
                     loss, record = self._train_step(batch)
                     wall = self.wall_offset + time.perf_counter() - t_start
                     record["wall_time"] = round(wall, 6)
+                    if "rolled_back_to" in record:
+                        self._log(record, None)
+                        rolled_back = True
+                        break
                     if self.val_fn is not None and self.eval_every and self.step % self.eval_every == 0:
                         record["val_loss"] = val = self._validate()
                         if self._improved(val, wall):
@@ -327,6 +420,7 @@ class Trainer:
                         elif self.patience is not None and self.bad_evals >= self.patience:
                             reason = "early_stopping"
                     self._log(record, bar)
+                    self._check_bound(record)  # before the save: a diverged state is never `last`
                     if (
                         self.checkpoint_every
                         and self.step % self.checkpoint_every == 0
@@ -343,6 +437,10 @@ class Trainer:
                     self.epoch += 1
                     self.pos = 0
                     self.state = None
+                if rolled_back:  # the position came back with the checkpoint: iterate from there
+                    continue
+                if reason is None and self._stop_requested:  # a signal between the last batch and here
+                    reason = "interrupted"
             if (
                 reason != "interrupted"
                 and self.val_fn is not None
@@ -356,8 +454,21 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._close_metrics()
-            self._restore_sigint(old_handler)
+            self._restore_signals(old_handlers)
         return TrainResult(self.step, self.epoch, reason, loss, self.best_val, ckpt)
+
+    def _where_good(self) -> str:
+        if self.last_checkpoint_step is None:
+            return "no checkpoint had been written"
+        return f"the last good checkpoint is {self.last_path} (step {self.last_checkpoint_step})"
+
+    def _check_bound(self, record: dict[str, Any]) -> None:
+        """Raise DivergenceError when the loss bound says the run has diverged."""
+        if self.max_loss is None:
+            return
+        why = self.max_loss(record)
+        if why is not None:
+            raise DivergenceError(f"step {self.step}: diverged: {why}; stopped ({self._where_good()})")
 
     def _train_step(self, batch) -> tuple[float, dict[str, Any]]:
         lr = float(self.schedule(self.step)) * self.lr_scale
@@ -375,13 +486,8 @@ class Trainer:
         if bad is not None:
             msg = f"step {step}: {bad}; the update was not applied"
             if self.on_nonfinite == "stop":
-                where = (
-                    f"the last good checkpoint is {self.last_path} (step {self.last_checkpoint_step})"
-                    if self.last_checkpoint_step is not None
-                    else "no checkpoint had been written"
-                )
                 self._log({**record, "nonfinite": bad}, None)
-                raise NonFiniteError(f"{msg}; stopped ({where})")
+                raise NonFiniteError(f"{msg}; stopped ({self._where_good()})")
             self.lr_scale *= self.lr_backoff
             record.update(nonfinite=bad, skipped=True, grad_norm=None)
             self._warn(f"{msg}; skipped, learning rate scaled to {self.lr_scale:g}×")
@@ -393,11 +499,32 @@ class Trainer:
                 clip_grad_value(grads, self.clip_value)
             self.optimizer.step(grads)
             record["grad_norm"] = norm
+            # Finite loss and gradients can still make infinite weights (an lr of 100): one sum per array.
+            broken = first_nonfinite(self.model.params)
+            if broken is not None:
+                return loss, self._after_broken_update(step, f"parameter {broken}", record)
         dt = time.perf_counter() - t0
         self.step, self.pos, self.state = step, self.pos + 1, new_state
         self.tokens += int(n_tokens)
         record.update(tokens=int(n_tokens), tokens_per_s=round(n_tokens / dt, 1) if dt > 0 else None)
         return loss, record
+
+    def _after_broken_update(self, step: int, bad: str, record: dict[str, Any]) -> dict[str, Any]:
+        """An update already applied in place made a parameter non-finite: it cannot be dropped, only
+        undone from the last checkpoint ("skip", lr lowered, the position rewound with it) or stopped on."""
+        msg = f"step {step}: after the update, {bad}"
+        record.update(nonfinite=f"after the update, {bad}")
+        if self.on_nonfinite == "stop" or self.last_checkpoint_step is None:
+            self._log(record, None)
+            tail = "" if self.on_nonfinite == "stop" else "; no checkpoint to roll back to"
+            raise NonFiniteError(f"{msg}{tail}; stopped ({self._where_good()})")
+        scale, wall_offset = self.lr_scale * self.lr_backoff, self.wall_offset
+        self.load(self.last_path)
+        self.lr_scale, self.wall_offset = scale, wall_offset  # the lower lr holds; the clock runs on
+        self._warn(
+            f"{msg}; rolled back to step {self.step} ({self.last_path}), learning rate scaled to {scale:g}×"
+        )
+        return {**record, "skipped": True, "rolled_back_to": self.step}
 
     def _improved(self, val: float, wall: float) -> bool:
         if math.isfinite(val) and (self.best_val is None or val < self.best_val - self.min_delta):
@@ -415,15 +542,10 @@ class Trainer:
             return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.metrics_path.exists():
-            # Drop what a killed run logged after its last checkpoint: those steps are run again.
-            keep = []
-            for line in self.metrics_path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= self.step:
-                        keep.append(line)
-                except json.JSONDecodeError:
-                    break  # a line cut by the kill
-            self.metrics_path.write_text("".join(s + "\n" for s in keep))
+            # Drop what a killed run logged after its last checkpoint: those steps are run again. The
+            # rewrite is atomic (a temporary and a rename): a kill during it leaves the old file whole.
+            with open(self.metrics_path, encoding="utf-8", errors="replace") as old:
+                write_atomic(self.metrics_path, _rows_up_to(old, self.step))
         elif not resume:
             self.metrics_path.write_text("")
         self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
@@ -460,25 +582,72 @@ class Trainer:
 
         tqdm.write(f"unrolled: warning: {msg}", file=sys.stderr)
 
-    def _install_sigint(self):
-        """First Ctrl-C: finish the current step, checkpoint, return. A second one: stop at once."""
+    def _install_signals(self) -> dict[int, Any] | None:
+        """First SIGINT/SIGTERM: finish the current step, checkpoint, return. A second: abort through the
+        previous handler. Returns the previous handlers (None off the main thread: no handler there)."""
         if threading.current_thread() is not threading.main_thread():
             return None
+        sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        old = {sig: signal.getsignal(sig) for sig in sigs}
 
         def handler(signum, frame):
-            if self._stop_requested:
+            if not self._stop_requested:
+                self._stop_requested = True
+                name = signal.Signals(signum).name
+                _say(
+                    f"unrolled: warning: interrupted ({name}): stopping after this step and writing a "
+                    "checkpoint (a second signal aborts)"
+                )
+                return
+            self._restore_signals(old)  # abort as if we had never been here
+            before = old.get(signum)
+            if callable(before):
+                before(signum, frame)
+            elif before == signal.SIG_DFL:
+                signal.raise_signal(signum)
+            else:  # a handler installed outside Python
                 raise KeyboardInterrupt
-            self._stop_requested = True
-            self._warn(
-                "interrupted: stopping after this step and writing a checkpoint (Ctrl-C again to abort)"
-            )
 
         self._stop_requested = False
-        return signal.signal(signal.SIGINT, handler)
+        for sig, h in old.items():
+            if h != signal.SIG_IGN:  # a background job's SIGINT stays ignored
+                signal.signal(sig, handler)
+        return old
 
-    def _restore_sigint(self, old) -> None:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+    def _restore_signals(self, old: dict[int, Any] | None) -> None:
+        for sig, h in (old or {}).items():
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
+
+
+def _say(line: str) -> None:
+    """One line on stderr from a signal handler: a raw write, which cannot re-enter a Python stream
+    that the interrupted code was writing to (that raises RuntimeError: reentrant call)."""
+    try:
+        os.write(2, (line + "\n").encode("utf-8", "replace"))
+    except OSError:  # stderr closed: the stop still happens
+        pass
+
+
+def _rows_up_to(lines: Iterable[str], step: int) -> Iterator[bytes]:
+    """The metrics rows up to `step` (inclusive), stopping at the first row cut or garbled by a kill."""
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(row, dict) or not isinstance(row.get("step", 0), int | float):
+            return
+        if row.get("step", 0) <= step:
+            yield (line.rstrip("\n") + "\n").encode("utf-8")
+
+
+def _loss_bound(max_loss) -> Callable[[dict[str, Any]], str | None] | None:
+    """``max_loss`` as a callable record -> reason (a number bounds every step's training loss)."""
+    if max_loss is None or callable(max_loss):
+        return max_loss
+    if isinstance(max_loss, bool) or not isinstance(max_loss, int | float) or not math.isfinite(max_loss):
+        raise ValueError(f"max_loss: expected a finite number, a callable or None, got {max_loss!r}")
+    return LossBound(max_loss, "loss")
 
 
 def _schedule_dict(schedule) -> dict | None:
