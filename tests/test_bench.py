@@ -10,7 +10,7 @@ import pytest
 
 from unrolled.bench.report import render_markdown
 from unrolled.bench.suite import Config, geomean, run_grid, run_streaming, summarize
-from unrolled.bench.timing import _openblas, interleaved, matmul_peak, set_threads
+from unrolled.bench.timing import openblas_controls, interleaved, matmul_peak, set_threads
 from unrolled.commands import main
 
 
@@ -35,7 +35,7 @@ def test_geomean():
 
 def test_one_tiny_row_and_streaming_step_against_torch_render_to_markdown():
     torch = pytest.importorskip("torch")
-    before = (_openblas()[1](), torch.get_num_threads()) if _openblas()[1] else None
+    before = (openblas_controls()[1](), torch.get_num_threads()) if openblas_controls()[1] else None
     set_threads(1, torch)
     try:
         _tiny_row_and_streaming(torch)

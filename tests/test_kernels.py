@@ -163,7 +163,7 @@ def test_whole_sequence_walks_where_a_blas_call_per_step_costs_more():
 def test_sigmoid_through_halved_weights_is_exact_in_float32():
     """The fast LSTM's σ(a) = ½·tanh(a/2) + ½ from weights pre-scaled by ½ equals the reference's
     σ bit for bit when the products are the same (scaling by a power of two is exact)."""
-    from unrolled.cells._common import sigmoid
+    from unrolled.cells.bulk import sigmoid
 
     a = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 8
     fast = np.tanh(a * np.float32(0.5)) * np.float32(0.5) + np.float32(0.5)

@@ -100,9 +100,9 @@ def test_scheduled_sampling_feeds_predictions_and_still_has_the_exact_gradient()
 @pytest.fixture
 def one_blas_thread():
     """Small products on one BLAS thread (on a busy machine, many threads are 10x slower); restored after."""
-    from unrolled.bench.timing import _openblas
+    from unrolled.bench.timing import openblas_controls
 
-    setter, getter = _openblas()
+    setter, getter = openblas_controls()
     if setter is None:
         yield
         return

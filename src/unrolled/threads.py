@@ -13,7 +13,7 @@ import ctypes
 from unrolled._checks import positive_int
 
 
-def _openblas():
+def openblas_controls():
     """The OpenBLAS that NumPy loaded, found in this process's memory map (no threadpoolctl needed).
 
     Returns (set_num_threads, get_num_threads) or (None, None) where it cannot be found.
@@ -45,7 +45,7 @@ def set_blas_threads(n: int) -> int | None:
     dnnl = sys.modules.get("unrolled.kernels._dnnl")  # never import it here: that would load the library
     if dnnl is not None:
         dnnl.set_threads(int(n))
-    setter, getter = _openblas()
+    setter, getter = openblas_controls()
     if setter is None:
         return None
     setter(int(n))

@@ -379,9 +379,9 @@ def _join(items) -> str:
 def plot_results(records: list[dict], path) -> None:
     """Per task a row: test loss / baseline against steps for each T (colour = cell, dashed = no
     clipping, one line per seed), and a last panel of γ at the end against T."""
-    from unrolled.diagnostics.plot import _pyplot
+    from unrolled.diagnostics.plot import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     tasks = [t for t in ("adding", "copy", "parity") if any(r["task"] == t for r in records)]
     Ts = sorted({r["T"] for r in records})
     fig, axes = plt.subplots(len(tasks), len(Ts) + 1, figsize=(3.6 * (len(Ts) + 1), 3.3 * len(tasks)),

@@ -17,13 +17,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from unrolled.threads import _openblas, set_blas_threads
+from unrolled.threads import openblas_controls, set_blas_threads
 
 
 def set_threads(n: int, torch=None) -> dict:
     """Set NumPy's BLAS (OpenBLAS, and oneDNN where loaded) and torch (intra-op) to ``n`` threads; return
     what each reports now."""
-    setter, getter = _openblas()
+    setter, getter = openblas_controls()
     if setter is not None:
         set_blas_threads(int(n))
     if torch is not None:

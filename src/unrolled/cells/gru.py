@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from unrolled.cells._common import input_gradients, project_inputs, sigmoid
+from unrolled.cells.bulk import input_gradients, project_inputs, sigmoid
 
 
 class GRUCache(NamedTuple):

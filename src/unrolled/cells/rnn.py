@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.cells.bulk import input_gradients, project_inputs
 
 
 class RNNCache(NamedTuple):

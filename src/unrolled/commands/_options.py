@@ -1,6 +1,6 @@
 """Command-line options built from a configuration dataclass, so each default lives in one place.
 
-A field declared with :func:`unrolled.apps._fields.option` carries its help text (and type/choices where the
+A field declared with :func:`unrolled.apps.fields.option` carries its help text (and type/choices where the
 default does not tell them); :func:`add_config_arguments` turns every such field into ``--field-name``, and
 :func:`config_from_args` builds the dataclass back from the parsed namespace.
 """
@@ -16,7 +16,7 @@ def _csv_list(s: str) -> list[str]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--name`` for every :func:`~unrolled.apps._fields.option` field of ``cls`` not in ``skip``."""
+    """Add ``--name`` for every :func:`~unrolled.apps.fields.option` field of ``cls`` not in ``skip``."""
     for f in dataclasses.fields(cls):
         if f.name in skip or "help" not in f.metadata:
             continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unrolled.cells._common import project_inputs
+from unrolled.cells.bulk import project_inputs
 from unrolled.cells.rnn import RNNCache, RNNCell
 from unrolled.layers import RecurrentLayer
 

@@ -14,7 +14,8 @@ from unrolled.diagnostics.report import Diagnosis
 _COLORS = {"hh": "C0", "i": "C0", "f": "C1", "g": "C2", "o": "C3", "z": "C0", "r": "C1", "n": "C2"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend, or an ImportError that says how to install it."""
     try:
         import matplotlib
     except ImportError as e:
@@ -39,7 +40,7 @@ def plot_diagnosis(
 
     Returns the path written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     reports = diagnosis.reports[:max_rows]
     if not reports:
         raise ValueError("diagnosis: nothing to plot (no layer reports)")

@@ -74,9 +74,9 @@ def load():
     except RuntimeError:
         return None
     _lib = lib
-    from unrolled.threads import _openblas
+    from unrolled.threads import openblas_controls
 
-    getter = _openblas()[1]
+    getter = openblas_controls()[1]
     set_threads(int(getter()) if getter is not None else 1)
     return _lib
 

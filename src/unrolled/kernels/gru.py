@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unrolled import kernels
-from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.cells.bulk import input_gradients, project_inputs
 from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
 
 

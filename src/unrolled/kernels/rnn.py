@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unrolled import kernels
-from unrolled.cells._common import input_gradients, project_inputs
+from unrolled.cells.bulk import input_gradients, project_inputs
 from unrolled.kernels._common import bias_or_zeros, step_masks, transpose, valid_steps
 
 

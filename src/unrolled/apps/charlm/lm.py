@@ -25,7 +25,7 @@ import numpy as np
 
 from unrolled import config
 from unrolled._checks import one_of, positive_float, positive_int, probability
-from unrolled.apps._fields import option
+from unrolled.apps.fields import option
 from unrolled.apps.charlm.text import (
     TextError,
     Vocabulary,

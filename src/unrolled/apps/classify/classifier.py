@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._checks import positive_float, positive_int
-from unrolled.apps._fields import option
+from unrolled.apps.fields import option
 from unrolled.apps._training import fit_best
 from unrolled.apps.classify.sequences import (
     BUILTIN_DATASETS,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from unrolled._checks import non_negative_int, one_of, positive_float, positive_int, probability
-from unrolled.apps._fields import option
+from unrolled.apps.fields import option
 from unrolled.seq2seq.bleu import corpus_bleu
 from unrolled.seq2seq.decode import Hypothesis, beam_search, greedy_decode
 from unrolled.seq2seq.model import ATTENTION, CELLS, Seq2Seq, Seq2SeqConfig
