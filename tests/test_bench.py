@@ -10,7 +10,7 @@ import pytest
 
 from unrolled.bench.report import render_markdown
 from unrolled.bench.suite import Config, geomean, run_grid, run_streaming, summarize
-from unrolled.bench.timing import openblas_controls, interleaved, matmul_peak, set_threads
+from unrolled.bench.timing import interleaved, matmul_peak, openblas_controls, set_threads
 from unrolled.commands import main
 
 

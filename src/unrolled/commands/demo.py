@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unrolled._checks import non_negative_int, positive_float
-from unrolled.apps.fields import option
 from unrolled.apps.charlm import SampleConfig, fit, load, report, sample_text
 from unrolled.apps.charlm.demo import DEFAULT_OUT, DEMO_MODEL, DEMO_MODULES, PRIME, demo_corpus
 from unrolled.apps.charlm.sampling import check_sampling
+from unrolled.apps.fields import option
 from unrolled.commands._options import add_config_options, given_options
 
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from unrolled import config
 from unrolled._checks import one_of, positive_float, positive_int, probability
-from unrolled.apps.fields import option
 from unrolled.apps.charlm.text import (
     TextError,
     Vocabulary,
@@ -34,6 +33,7 @@ from unrolled.apps.charlm.text import (
     scan_texts,
     split_validation,
 )
+from unrolled.apps.fields import option
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import log_softmax
 from unrolled.threads import set_blas_threads

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._checks import positive_float, positive_int
-from unrolled.apps.fields import option
 from unrolled.apps._training import fit_best
 from unrolled.apps.classify.sequences import (
     BUILTIN_DATASETS,
@@ -42,6 +41,7 @@ from unrolled.apps.classify.sequences import (
     read_text_lines,
     stratified_split,
 )
+from unrolled.apps.fields import option
 from unrolled.data.batching import SequenceBatches, pad_sequences
 from unrolled.metrics import accuracy, confusion_matrix, macro_f1, majority_baseline
 from unrolled.models import ModelConfig, SequenceModel

@@ -28,8 +28,8 @@ import numpy as np
 
 import unrolled.apps.forecast.baselines as baselines
 from unrolled._checks import one_of, positive_float, positive_int
-from unrolled.apps.fields import option
 from unrolled.apps._training import fit_best
+from unrolled.apps.fields import option
 from unrolled.apps.forecast.timeseries import (
     BUILTIN_DATASETS,
     MISSING_POLICIES,
