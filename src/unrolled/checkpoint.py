@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled._files import remove_own_temporaries, write_bytes_atomic
+from unrolled._files import fsync_dir, remove_own_temporaries, write_bytes_atomic
 
 __all__ = [
     "MAX_ARRAYS_BYTES",
@@ -97,20 +97,6 @@ _RECORD_KEYS = {
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, not a checkpoint, corrupt, truncated, or incompatible."""
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | Any) -> None:
@@ -248,7 +234,7 @@ def save_checkpoint(
     )
     previous = _named_arrays_file(directory)  # read before the commit replaces it
     write_atomic(directory / META, _record_text(record).encode())  # the commit point
-    _fsync_dir(directory)
+    fsync_dir(directory)
     _remove_superseded(directory, keep=name, previous=previous)
     return directory
 
