@@ -27,6 +27,7 @@ from unrolled import config
 from unrolled._checks import one_of, positive_float, positive_int, probability
 from unrolled.apps._fields import option
 from unrolled.apps.charlm.text import (
+    MAX_VOCAB,
     TextError,
     Vocabulary,
     check_trainable,
@@ -35,7 +36,6 @@ from unrolled.apps.charlm.text import (
     split_validation,
 )
 from unrolled.models import ModelConfig, SequenceModel
-from unrolled.nn import log_softmax
 from unrolled.threads import set_blas_threads
 
 APP = "charlm"
@@ -158,13 +158,51 @@ def _chunk(ids: np.ndarray, starts: np.ndarray, t0: int, T: int, limit: np.ndarr
     return ids[pos].astype(np.int64), ids[pos + 1].astype(np.int64), valid
 
 
+SCORE_BLOCK_BYTES = 16 << 20  # logits scored at a time by evaluate: 16 MiB, whatever the vocabulary size
+
+
+def _nll_sum(head, u: np.ndarray, y: np.ndarray) -> float:
+    """Σ −log softmax(head(u_p))[y_p] over positions p: u (P, H) head inputs, y (P,) target ids.
+
+    The (P, V) logits are made a block of rows at a time, so that at most :data:`SCORE_BLOCK_BYTES`
+    of them (and no other array of their size) exist at once — a vocabulary of 70,000 characters would
+    otherwise need gigabytes for one chunk. Computed in the model's dtype (float32 for a trained model);
+    only the per-block sums are accumulated in float64.
+    """
+    W, b = head.params["W"], head.params.get("b")
+    rows = max(1, SCORE_BLOCK_BYTES // (W.shape[0] * W.dtype.itemsize))
+    total = 0.0
+    for s in range(0, len(y), rows):
+        z = u[s : s + rows] @ W.T  # (rows, V)
+        if b is not None:
+            z += b
+        picked = z[np.arange(len(z)), y[s : s + rows]]
+        top = z.max(axis=1)
+        z -= top[:, None]
+        np.exp(z, out=z)  # in place: the block is the only (rows, V) array
+        lse = np.log(z.sum(axis=1)) + top
+        total += float((lse - picked).sum(dtype=np.float64))
+    return total
+
+
 def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: int = 200) -> float:
     """Mean negative log-likelihood in nats per predicted character of the text `ids` (N,), N >= 2.
 
     Every one of the N − 1 next-character predictions counts exactly once. The text is read as up to
     `batch` contiguous streams, each from a zero state and carried chunk to chunk, so only the first
     characters of each stream are predicted without context (negligible when N ≫ batch).
+
+    Memory does not grow with N, and with the vocabulary size V only through the head's logits, which
+    are scored :data:`SCORE_BLOCK_BYTES` at a time (see :func:`_nll_sum`): besides the model, one chunk
+    of `seq_len` × `batch` positions through the recurrent stack (O(seq_len·batch·H·layers)) and one
+    block of logits, in the model's dtype.
     """
+    c = model.config
+    if c.input != "tokens" or c.output != "sequence":
+        raise ValueError(
+            "model: expected a language model (input='tokens', output='sequence'), "
+            f"got input={c.input!r}, output={c.output!r}"
+        )
     n = len(ids) - 1  # predictions
     if n < 1:
         raise TextError("evaluation text: at least 2 characters are needed (one to read, one to predict)")
@@ -178,10 +216,10 @@ def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: in
     try:
         for t0 in range(0, L, seq_len):
             x, y, valid = _chunk(ids, starts, t0, min(seq_len, L - t0), limit)
-            logits, state = model.forward(x, state)  # (T, B, V)
-            logp = log_softmax(logits.astype(np.float64))
-            nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-            total += float(nll[valid].sum())
+            # model.forward in eval mode (no dropout) is head(rnn(embed(x))); the head is applied here
+            # instead, in blocks, so that the (T, B, V) logits never exist at once.
+            u, state = model.rnn.forward(model.embed.forward(x), state)  # (T, B, H)
+            total += _nll_sum(model.head, u[valid], y[valid])
     finally:
         model.train(was_training)
     return total / n
@@ -334,14 +372,34 @@ def load(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
     if meta.get("app") != APP or "vocab" not in meta:
         what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no vocabulary"
         raise CheckpointError(f"{directory}: not a character-level language model (it holds {what})")
+    # The model is no larger than the checkpoint's verified arrays (load_model compares the shapes its
+    # config implies with them before building it). The vocabulary string in meta is not bounded by them:
+    # its size is compared with the embedding's and the head's rows (and MAX_VOCAB) before it is decoded.
+    if model.config.input != "tokens" or model.config.output != "sequence":
+        raise CheckpointError(
+            f"{directory}: not a character-level language model (its model reads {model.config.input} "
+            f"and outputs {model.config.output})"
+        )
+    chars = meta["vocab"]
+    rows = (model.params["embed.W"].shape[0], model.params["head.W"].shape[0])
+    if not isinstance(chars, str):
+        raise CheckpointError(
+            f"{directory}: invalid vocabulary (expected a string, got {type(chars).__name__})"
+        )
+    if len(chars) > MAX_VOCAB:
+        raise CheckpointError(
+            f"{directory}: the vocabulary has {len(chars):,} characters, more than the {MAX_VOCAB:,} "
+            "Unicode code points"
+        )
+    if rows != (len(chars), len(chars)):
+        raise CheckpointError(
+            f"{directory}: the vocabulary has {len(chars):,} characters, the model's embedding "
+            f"{rows[0]:,} rows and its output layer {rows[1]:,}"
+        )
     try:
-        vocab = Vocabulary.from_json(meta["vocab"])
+        vocab = Vocabulary.from_json(chars)
     except TextError as e:
         raise CheckpointError(f"{directory}: invalid vocabulary ({e})") from None
-    if model.config.vocab_size != vocab.size:
-        raise CheckpointError(
-            f"{directory}: the vocabulary has {vocab.size} characters, the model {model.config.vocab_size}"
-        )
     return model, vocab, meta
 
 
