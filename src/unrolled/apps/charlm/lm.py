@@ -10,6 +10,22 @@ characters at a time, the state carried from chunk to chunk and the gradient cut
 
 A trained model is a checkpoint directory (:mod:`unrolled.checkpoint`) whose meta holds ``app: charlm``,
 the model's architecture, this run's :class:`CharLMConfig`, the vocabulary and the training texts.
+
+Memory. A run of :func:`fit` on N characters over a vocabulary of V, with P float32 parameters, B
+streams of T = ``seq_len`` steps, L layers of H units and an embedding of E, peaks at most at
+(:func:`memory_bound`, in bytes, beyond R0, the interpreter with NumPy and the kernels, ≈ 230 MB)::
+
+    s·N                       the text's ids (s = 1 byte per character for V ≤ 256, 2 for V ≤ 65,536, else 4)
+  + 64·P                      parameters, gradients, Adam's two moments, a checkpoint being serialised
+  + 12·B·T·V                  one training batch's logits: logits, log p → gradient, one temporary (float32)
+  + 64·B·T·(H·L + E)          the recurrent stack's activations kept for BPTT, and their gradients
+  + 16 MiB + 48·64·200·(H·L + E)    validation: a block of logits, a chunk of 64 streams × 200 steps
+  + 1 KiB·V + 32 MiB          the vocabulary's Python objects; reading the text 1 MiB at a time
+
+Nothing else grows with N or V: the batches are cut from the ids on demand (:class:`~unrolled.tbptt.
+TokenStreams`) and validation scores the logits in blocks (:func:`evaluate`). Measured peaks are below
+the bound (tests/test_charlm_memory.py): a 100 MB text with ``--batch 1 --seq-len 1`` ≈ R0 + 100 MB; a
+70,000-character alphabet ≈ R0 + 100 MB.
 """
 
 from __future__ import annotations
@@ -183,6 +199,35 @@ def _nll_sum(head, u: np.ndarray, y: np.ndarray) -> float:
         lse = np.log(z.sum(axis=1)) + top
         total += float((lse - picked).sum(dtype=np.float64))
     return total
+
+
+# The constants of the documented peak-memory bound (module docstring), from measured peaks with margin:
+# per parameter (an LSTM of 12.9 M parameters used 52 bytes each, mostly while saving a checkpoint),
+# per position and recurrent unit in a training step (61 measured) and in validation (36 measured).
+_BYTES_PER_PARAM, _TRAIN_BYTES_PER_UNIT, _EVAL_BYTES_PER_UNIT, _BYTES_PER_CHAR_TYPE = 64, 64, 48, 1024
+_EVAL_BATCH, _EVAL_SEQ_LEN = 64, 200  # evaluate's defaults, what validation uses
+
+
+def memory_bound(cfg: CharLMConfig, n_chars: int, vocab_size: int) -> int:
+    """Upper bound in bytes on the memory :func:`fit` uses on `n_chars` characters of `vocab_size` distinct
+    ones, beyond the interpreter's own (the formula of the module docstring; the model is not built)."""
+    from unrolled.apps.charlm.text import CHUNK_BYTES
+    from unrolled.checkpoint import model_param_shapes
+
+    n_chars, V = positive_int("n_chars", n_chars), positive_int("vocab_size", vocab_size)
+    P = sum(math.prod(shape) for shape in model_param_shapes(cfg.model_config(V)).values())
+    id_bytes = 1 if V <= 1 << 8 else 2 if V <= 1 << 16 else 4
+    units = cfg.hidden * cfg.layers + cfg.embed  # per position: each layer's H units and the embedding
+    batch = cfg.batch * cfg.seq_len
+    return (
+        id_bytes * n_chars
+        + _BYTES_PER_PARAM * P
+        + batch * (12 * V + _TRAIN_BYTES_PER_UNIT * units)
+        + SCORE_BLOCK_BYTES
+        + _EVAL_BATCH * _EVAL_SEQ_LEN * _EVAL_BYTES_PER_UNIT * units
+        + _BYTES_PER_CHAR_TYPE * V
+        + 32 * CHUNK_BYTES
+    )
 
 
 def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: int = 200) -> float:
