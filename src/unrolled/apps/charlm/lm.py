@@ -13,7 +13,7 @@ the model's architecture, this run's :class:`CharLMConfig`, the vocabulary and t
 
 Memory. A run of :func:`fit` on N characters over a vocabulary of V, with P float32 parameters, B
 streams of T = ``seq_len`` steps, L layers of H units and an embedding of E, peaks at most at
-(:func:`memory_bound`, in bytes, beyond R0, the interpreter with NumPy and the kernels, ≈ 230 MB)::
+(:func:`memory_bound`, in bytes, beyond R0, the interpreter with NumPy and the kernels, ≈ 220 MB)::
 
     s·N                       the text's ids (s = 1 byte per character for V ≤ 256, 2 for V ≤ 65,536, else 4)
   + 64·P                      parameters, gradients, Adam's two moments, a checkpoint being serialised
