@@ -132,9 +132,15 @@ def softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def log_softmax(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    """a_k − log Σ_j exp(a_j), stable."""
+    """a_k − log Σ_j exp(a_j), stable, in a's floating dtype (float32 stays float32).
+
+    Peak memory: the result and one temporary the size of `a` (the normaliser is subtracted in place).
+    """
     s = a - a.max(axis=axis, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    if not np.issubdtype(s.dtype, np.inexact):
+        s = s.astype(np.float64)  # integer scores: the float64 result NumPy's promotion gave before
+    s -= np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    return s
 
 
 # --------------------------------------------------------------------------- losses
@@ -185,15 +191,20 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray, mask=None, output: str
         if target.size and (target.min() < 0 or target.max() >= K):
             raise ValueError(f"target: expected class ids in 0..{K - 1}, got {target.min()}..{target.max()}")
         m = _step_mask(mask, logits.shape[:-1], logits.dtype)
+        # In the logits' dtype, and in place: besides the logits, at most two arrays of their size
+        # (log p, then p − onehot, and the temporary inside log_softmax) — for a language model these
+        # (T, B, V) arrays are the largest of a step, so no float64 copy and no second gradient copy.
         logp = log_softmax(logits)
         nll = -np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-        grad = np.exp(logp)
+        grad = np.exp(logp, out=logp)
         np.put_along_axis(grad, target[..., None], np.take_along_axis(grad, target[..., None], -1) - 1, -1)
         if m is None:
             n = nll.size
-            return float(nll.sum() / n), (grad / n).astype(logits.dtype)
+            grad /= n
+            return float(nll.sum() / n), grad.astype(logits.dtype, copy=False)
         n = m.sum()
-        return float((nll * m).sum() / n), (grad * (m[..., None] / n)).astype(logits.dtype)
+        grad *= m[..., None] / n
+        return float((nll * m).sum() / n), grad.astype(logits.dtype, copy=False)
     if output == "sigmoid":
         check_array("target", target, logits.shape, logits.dtype)
         # −[t log σ(a) + (1−t) log(1−σ(a))] = softplus(a) − t a, with softplus(a) = max(a,0) + log1p(e^{−|a|})

@@ -87,6 +87,10 @@ class TokenStreams(Sequence):
     continues each stream exactly where chunk i stopped, so the carried state is meaningful. The last
     chunk may be shorter than k.
 
+    Memory: the ids themselves (a view, not a copy) and O(1) Python objects, whatever N, B and k — a
+    chunk's bounds are computed when it is asked for, never listed (a list of N/k tuples was ~125 bytes
+    per character with ``k = B = 1``), and a chunk's (k, B) int64 arrays exist only while it is used.
+
     Parameters
     ----------
     ids : (N,) integer token ids.  batch_size : B.  k : chunk length (the truncation horizon).
@@ -104,21 +108,26 @@ class TokenStreams(Sequence):
             raise ValueError(
                 f"ids: {len(ids)} tokens are too few for {batch_size} streams (need ≥ {batch_size + 1})"
             )
-        self.bounds = chunk_bounds(L, k)
-        self.k, self.batch_size, self.stream_len = int(k), batch_size, L
+        self.k, self.batch_size, self.stream_len = positive_int("k", k), batch_size, L
         starts = np.arange(batch_size) * L
         self._ids = ids
         self._cols = starts[None, :]  # (1, B) where each stream begins
 
     def __len__(self) -> int:
-        return len(self.bounds)
+        return -(-self.stream_len // self.k)  # ceil(L / k)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """(start, stop) of chunk i within each stream: [i·k, min(i·k + k, L))."""
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not -n <= i < n:
+            raise IndexError(f"chunk {i!r} out of range (0..{n - 1})")
+        start = (int(i) % n) * self.k
+        return start, min(start + self.k, self.stream_len)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"chunk {i} out of range (0..{len(self) - 1})")
-        start, stop = self.bounds[i]
+        start, stop = self.bounds(i)
         t = np.arange(start, stop)[:, None] + self._cols  # (k, B) positions in ids
         x = self._ids[t].astype(np.int64)
         y = self._ids[t + 1].astype(np.int64)
@@ -136,6 +145,7 @@ def lm_loss(model, batch: Batch, state=None):
     gradient cut at the chunk's end. Returns (loss, number of predicted tokens, the state to carry on).
     """
     y, state_n = model.forward(batch.x, state)
-    loss, dy = cross_entropy(y, batch.y)
+    loss, dy = cross_entropy(y, batch.y)  # in y's dtype: float32 logits are never widened
+    del y  # the (k, B, V) logits are not needed by the backward: one such array fewer at its peak
     model.backward(dy)
     return loss, int(batch.y.size), _copy_state(state_n)

@@ -21,6 +21,7 @@ from unrolled.apps.charlm.lm import (
     fit,
     load,
     load_corpus,
+    memory_bound,
     model_path,
     report,
     resume_config,
@@ -29,6 +30,6 @@ from unrolled.apps.charlm.lm import (
 
 __all__ = [
     "APP", "FIXED_ON_RESUME", "LN2", "CharLMConfig", "Corpus", "RunSummary", "SampleConfig", "bits", "build",
-    "default_prime", "evaluate", "fit", "load", "load_corpus", "model_path", "report", "resume_config",
-    "sample_text",
+    "default_prime", "evaluate", "fit", "load", "load_corpus", "memory_bound", "model_path", "report",
+    "resume_config", "sample_text",
 ]  # fmt: skip

@@ -10,6 +10,22 @@ characters at a time, the state carried from chunk to chunk and the gradient cut
 
 A trained model is a checkpoint directory (:mod:`unrolled.checkpoint`) whose meta holds ``app: charlm``,
 the model's architecture, this run's :class:`CharLMConfig`, the vocabulary and the training texts.
+
+Memory. A run of :func:`fit` on N characters over a vocabulary of V, with P float32 parameters, B
+streams of T = ``seq_len`` steps, L layers of H units and an embedding of E, peaks at most at
+(:func:`memory_bound`, in bytes, beyond R0, the interpreter with NumPy and the kernels, ≈ 220 MB)::
+
+    s·N                       the text's ids (s = 1 byte per character for V ≤ 256, 2 for V ≤ 65,536, else 4)
+  + 64·P                      parameters, gradients, Adam's two moments, a checkpoint being serialised
+  + 12·B·T·V                  one training batch's logits: logits, log p → gradient, one temporary (float32)
+  + 64·B·T·(H·L + E)          the recurrent stack's activations kept for BPTT, and their gradients
+  + 16 MiB + 48·64·200·(H·L + E)    validation: a block of logits, a chunk of 64 streams × 200 steps
+  + 1 KiB·V + 32 MiB          the vocabulary's Python objects; reading the text 1 MiB at a time
+
+Nothing else grows with N or V: the batches are cut from the ids on demand (:class:`~unrolled.tbptt.
+TokenStreams`) and validation scores the logits in blocks (:func:`evaluate`). Measured peaks are below
+the bound (tests/test_charlm_memory.py): a 100 MB text with ``--batch 1 --seq-len 1`` ≈ R0 + 100 MB; a
+70,000-character alphabet ≈ R0 + 100 MB.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import numpy as np
 from unrolled import config
 from unrolled._checks import one_of, positive_float, positive_int, probability
 from unrolled.apps.charlm.text import (
+    MAX_VOCAB,
     TextError,
     Vocabulary,
     check_trainable,
@@ -35,7 +52,6 @@ from unrolled.apps.charlm.text import (
 )
 from unrolled.apps.fields import option
 from unrolled.models import ModelConfig, SequenceModel
-from unrolled.nn import log_softmax
 from unrolled.threads import set_blas_threads
 
 APP = "charlm"
@@ -158,13 +174,80 @@ def _chunk(ids: np.ndarray, starts: np.ndarray, t0: int, T: int, limit: np.ndarr
     return ids[pos].astype(np.int64), ids[pos + 1].astype(np.int64), valid
 
 
+SCORE_BLOCK_BYTES = 16 << 20  # logits scored at a time by evaluate: 16 MiB, whatever the vocabulary size
+
+
+def _nll_sum(head, u: np.ndarray, y: np.ndarray) -> float:
+    """Σ −log softmax(head(u_p))[y_p] over positions p: u (P, H) head inputs, y (P,) target ids.
+
+    The (P, V) logits are made a block of rows at a time, so that at most :data:`SCORE_BLOCK_BYTES`
+    of them (and no other array of their size) exist at once — a vocabulary of 70,000 characters would
+    otherwise need gigabytes for one chunk. Computed in the model's dtype (float32 for a trained model);
+    only the per-block sums are accumulated in float64.
+    """
+    W, b = head.params["W"], head.params.get("b")
+    rows = max(1, SCORE_BLOCK_BYTES // (W.shape[0] * W.dtype.itemsize))
+    total = 0.0
+    for s in range(0, len(y), rows):
+        z = u[s : s + rows] @ W.T  # (rows, V)
+        if b is not None:
+            z += b
+        picked = z[np.arange(len(z)), y[s : s + rows]]
+        top = z.max(axis=1)
+        z -= top[:, None]
+        np.exp(z, out=z)  # in place: the block is the only (rows, V) array
+        lse = np.log(z.sum(axis=1)) + top
+        total += float((lse - picked).sum(dtype=np.float64))
+    return total
+
+
+# The constants of the documented peak-memory bound (module docstring), from measured peaks with margin:
+# per parameter (an LSTM of 12.9 M parameters used 52 bytes each, mostly while saving a checkpoint),
+# per position and recurrent unit in a training step (61 measured) and in validation (36 measured).
+_BYTES_PER_PARAM, _TRAIN_BYTES_PER_UNIT, _EVAL_BYTES_PER_UNIT, _BYTES_PER_CHAR_TYPE = 64, 64, 48, 1024
+_EVAL_BATCH, _EVAL_SEQ_LEN = 64, 200  # evaluate's defaults, what validation uses
+
+
+def memory_bound(cfg: CharLMConfig, n_chars: int, vocab_size: int) -> int:
+    """Upper bound in bytes on the memory :func:`fit` uses on `n_chars` characters of `vocab_size` distinct
+    ones, beyond the interpreter's own (the formula of the module docstring; the model is not built)."""
+    from unrolled.apps.charlm.text import CHUNK_BYTES
+    from unrolled.checkpoint import model_param_shapes
+
+    n_chars, V = positive_int("n_chars", n_chars), positive_int("vocab_size", vocab_size)
+    P = sum(math.prod(shape) for shape in model_param_shapes(cfg.model_config(V)).values())
+    id_bytes = 1 if V <= 1 << 8 else 2 if V <= 1 << 16 else 4
+    units = cfg.hidden * cfg.layers + cfg.embed  # per position: each layer's H units and the embedding
+    batch = cfg.batch * cfg.seq_len
+    return (
+        id_bytes * n_chars
+        + _BYTES_PER_PARAM * P
+        + batch * (12 * V + _TRAIN_BYTES_PER_UNIT * units)
+        + SCORE_BLOCK_BYTES
+        + _EVAL_BATCH * _EVAL_SEQ_LEN * _EVAL_BYTES_PER_UNIT * units
+        + _BYTES_PER_CHAR_TYPE * V
+        + 32 * CHUNK_BYTES
+    )
+
+
 def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: int = 200) -> float:
     """Mean negative log-likelihood in nats per predicted character of the text `ids` (N,), N >= 2.
 
     Every one of the N − 1 next-character predictions counts exactly once. The text is read as up to
     `batch` contiguous streams, each from a zero state and carried chunk to chunk, so only the first
     characters of each stream are predicted without context (negligible when N ≫ batch).
+
+    Memory does not grow with N, and with the vocabulary size V only through the head's logits, which
+    are scored :data:`SCORE_BLOCK_BYTES` at a time (see :func:`_nll_sum`): besides the model, one chunk
+    of `seq_len` × `batch` positions through the recurrent stack (O(seq_len·batch·H·layers)) and one
+    block of logits, in the model's dtype.
     """
+    c = model.config
+    if c.input != "tokens" or c.output != "sequence":
+        raise ValueError(
+            "model: expected a language model (input='tokens', output='sequence'), "
+            f"got input={c.input!r}, output={c.output!r}"
+        )
     n = len(ids) - 1  # predictions
     if n < 1:
         raise TextError("evaluation text: at least 2 characters are needed (one to read, one to predict)")
@@ -178,10 +261,10 @@ def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: in
     try:
         for t0 in range(0, L, seq_len):
             x, y, valid = _chunk(ids, starts, t0, min(seq_len, L - t0), limit)
-            logits, state = model.forward(x, state)  # (T, B, V)
-            logp = log_softmax(logits.astype(np.float64))
-            nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-            total += float(nll[valid].sum())
+            # model.forward in eval mode (no dropout) is head(rnn(embed(x))); the head is applied here
+            # instead, in blocks, so that the (T, B, V) logits never exist at once.
+            u, state = model.rnn.forward(model.embed.forward(x), state)  # (T, B, H)
+            total += _nll_sum(model.head, u[valid], y[valid])
     finally:
         model.train(was_training)
     return total / n
@@ -334,14 +417,34 @@ def load(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
     if meta.get("app") != APP or "vocab" not in meta:
         what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no vocabulary"
         raise CheckpointError(f"{directory}: not a character-level language model (it holds {what})")
+    # The model is no larger than the checkpoint's verified arrays (load_model compares the shapes its
+    # config implies with them before building it). The vocabulary string in meta is not bounded by them:
+    # its size is compared with the embedding's and the head's rows (and MAX_VOCAB) before it is decoded.
+    if model.config.input != "tokens" or model.config.output != "sequence":
+        raise CheckpointError(
+            f"{directory}: not a character-level language model (its model reads {model.config.input} "
+            f"and outputs {model.config.output})"
+        )
+    chars = meta["vocab"]
+    rows = (model.params["embed.W"].shape[0], model.params["head.W"].shape[0])
+    if not isinstance(chars, str):
+        raise CheckpointError(
+            f"{directory}: invalid vocabulary (expected a string, got {type(chars).__name__})"
+        )
+    if len(chars) > MAX_VOCAB:
+        raise CheckpointError(
+            f"{directory}: the vocabulary has {len(chars):,} characters, more than the {MAX_VOCAB:,} "
+            "Unicode code points"
+        )
+    if rows != (len(chars), len(chars)):
+        raise CheckpointError(
+            f"{directory}: the vocabulary has {len(chars):,} characters, the model's embedding "
+            f"{rows[0]:,} rows and its output layer {rows[1]:,}"
+        )
     try:
-        vocab = Vocabulary.from_json(meta["vocab"])
+        vocab = Vocabulary.from_json(chars)
     except TextError as e:
         raise CheckpointError(f"{directory}: invalid vocabulary ({e})") from None
-    if model.config.vocab_size != vocab.size:
-        raise CheckpointError(
-            f"{directory}: the vocabulary has {vocab.size} characters, the model {model.config.vocab_size}"
-        )
     return model, vocab, meta
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 CHUNK_BYTES = 1 << 20  # 1 MiB of the file at a time; working memory ≈ 30 × this, whatever the file size
+MAX_VOCAB = 0x110000  # every Unicode code point: no vocabulary of distinct characters can be larger
 
 
 class TextError(ValueError):
@@ -105,6 +106,8 @@ class Vocabulary:
         """Inverse of :meth:`to_json`."""
         if not isinstance(s, str):
             raise TextError(f"vocabulary: expected a string of characters, got {type(s).__name__}")
+        if len(s) > MAX_VOCAB:  # checked before the tuple: ~60 bytes of Python objects per character
+            raise TextError(f"vocabulary: expected at most {MAX_VOCAB:,} characters, got {len(s):,}")
         return cls(tuple(s))
 
 
