@@ -103,8 +103,8 @@ def one_run(i: int, seed: int, text: Path, work: Path, max_delay: float, env: di
 
 
 def runs(args: argparse.Namespace) -> int:
-    # A job started in the background inherits SIGINT ignored, and so would every run (which then trains
-    # on, ignoring it): give the runs Python's usual SIGINT (a handled signal is reset to the default on exec).
+    # A job started in the background inherits SIGINT ignored, and so would every run (which trains on):
+    # give the runs Python's usual SIGINT (a handled signal is reset to the default on exec).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     env = {**os.environ, **CHECKED_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     results = []
@@ -147,6 +147,7 @@ rng = np.random.default_rng(0)
 x = rng.standard_normal((6, 8, 8), dtype=np.float32)
 layer = LSTM(8, 64, seed=1)
 want = layer.forward(x)[0]
+escaped = []  # plans that outlive their thread and are dropped by the main thread
 def work(k):
     for c in range(cycles // nthreads):
         B, H = 8 + (k + c) % 5, 32 + 8 * ((k * 7 + c) % 6)
@@ -155,11 +156,14 @@ def work(k):
         p.pack(W)
         del p                                       # freed at once, in its own thread
         _dnnl.plan(B, H, 4 * H, True).pack(W)       # cached, evicted, freed at thread exit
+        if c % 10 == 0:
+            escaped.append(_dnnl.ProductPlan(B, H, 4 * H, False))
         assert np.array_equal(layer.forward(x)[0], want)
 for round_ in range(3):
     ts = [threading.Thread(target=work, args=(k,)) for k in range(nthreads)]
     for t in ts: t.start()
     for t in ts: t.join()
+    escaped.clear()
     assert np.array_equal(layer.forward(x)[0], want)
 print("ok", cycles * 3, "plan cycles")
 """

@@ -157,6 +157,7 @@ class _Lifetime:
     globals become None in an order of CPython's choosing, and a flag read from them would lie."""
 
     exiting = False
+    thread = staticmethod(threading.get_ident)  # the calling thread's id, without a module global
 
 
 _lifetime = _Lifetime()
@@ -224,7 +225,7 @@ class _ThreadPlans:
         self.built.clear()
         self.cache.clear()
         stream, self.stream = self.stream, None
-        if stream and self.thread == threading.get_ident() and not self.lifetime.exiting:
+        if stream and not self.lifetime.exiting and self.thread == self.lifetime.thread():
             self.lib.dnnl_stream_destroy(stream)
 
     def __del__(self) -> None:
@@ -346,7 +347,7 @@ class ProductPlan:
         self.closed = True
         self.handles[:] = 0  # a walk handed stale handles fails on null objects, not on freed memory
         objects, self._objects = self._objects, []
-        if self._lifetime.exiting or threading.get_ident() != self._thread:
+        if self._lifetime.exiting or self._lifetime.thread() != self._thread:
             return
         for destroy, handle in reversed(objects):  # memories and primitives before their descriptors
             if handle.value is not None:
