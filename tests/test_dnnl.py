@@ -5,6 +5,7 @@ product where it cannot take one, its threads set with NumPy's, and the switch t
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 import pytest
@@ -108,21 +109,151 @@ def test_packed_weights_product_equals_numpy_step_after_step(M, K, N, w_rows_are
 
 
 def test_each_thread_packs_into_its_own_plan():
-    import threading
-
     plans = []
     t = threading.Thread(target=lambda: plans.append(_dnnl.plan(2, 3, 4, False)))
     t.start()
     t.join()
     assert plans[0] is not _dnnl.plan(2, 3, 4, False)
     assert _dnnl.plan(2, 3, 4, False) is _dnnl.plan(2, 3, 4, False)
+    with pytest.raises(RuntimeError, match="closed"):  # its thread ended: closed there, not usable here
+        plans[0].pack(np.ones((3, 4), dtype=np.float32))
+
+
+class _RecordingLib:
+    """The loaded library, recording which thread calls each ``*_destroy`` (Python-side frees only: the
+    compiled walks call oneDNN by symbol, not through this object)."""
+
+    def __init__(self, lib):
+        self.lib, self.frees = lib, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.lib, name)
+        if not name.endswith("_destroy") or name == "dnnl_memory_desc_destroy":
+            return fn
+
+        def recorded(*args):
+            self.frees.append((name, threading.get_ident()))
+            return fn(*args)
+
+        return recorded
+
+
+def test_plans_are_freed_in_their_own_thread_when_it_ends_and_walks_go_on(monkeypatch):
+    """Threads that ran a layer's oneDNN walks end (their thread-local plans are dropped): every native
+    free happens in the thread that built the object, a plan that escaped its thread is closed (and not
+    freed again where it is dropped), and walks in this thread and in new threads stay bit-identical."""
+    from unrolled import LSTM
+
+    recording = _RecordingLib(_dnnl._lib)
+    monkeypatch.setattr(_dnnl, "_lib", recording)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((12, 16, 8), dtype=np.float32)
+    dy = rng.standard_normal((12, 16, 96), dtype=np.float32)
+    layer = LSTM(8, 96, seed=4)  # B·G·H² large enough for oneDNN's walks
+
+    def walk():
+        y, cache = layer.forward(x)
+        return y, layer.backward(dy, cache)[0]
+
+    want = walk()
+    workers, escaped, got = {}, [], []
+
+    def run():
+        workers[threading.get_ident()] = True
+        got.append(walk())
+        escaped.append(_dnnl.ProductPlan(3, 5, 7, False))  # outlives its thread
+
+    for _ in range(3):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got.append(walk())  # this thread's plans are untouched by the others' ends
+    frees_at_join = list(recording.frees)
+    assert all(p.closed for p in escaped)
+    escaped.clear()  # dropped here: already closed, nothing freed a second time
+    assert recording.frees == frees_at_join
+    assert {thread for _, thread in frees_at_join} <= set(workers)  # each free in a worker, at its end
+    names = {name for name, _ in frees_at_join}
+    assert {"dnnl_primitive_destroy", "dnnl_memory_destroy", "dnnl_stream_destroy"} <= names
+    for y, dx in got:
+        np.testing.assert_array_equal(y, want[0])
+        np.testing.assert_array_equal(dx, want[1])
+
+
+def test_a_plan_refuses_other_threads_and_close_frees_only_in_its_own(monkeypatch):
+    recording = _RecordingLib(_dnnl._lib)
+    monkeypatch.setattr(_dnnl, "_lib", recording)
+    p = _dnnl.ProductPlan(2, 3, 4, False)
+    w = np.ones((3, 4), dtype=np.float32)
+    errors = []
+
+    def other():
+        try:
+            p.pack(w)
+        except RuntimeError as e:
+            errors.append(str(e))
+        p.close()  # not its thread: abandoned, not freed
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors and "another thread" in errors[0]
+    assert p.closed and not p.handles.any()  # stale handles are null, never freed memory
+    assert recording.frees == []
+    p.close()
+    assert recording.frees == []
+    q = _dnnl.ProductPlan(2, 3, 4, False)
+    q.close()  # in its own thread: freed at once
+    assert {name for name, _ in recording.frees} == {
+        "dnnl_primitive_destroy",
+        "dnnl_primitive_desc_destroy",
+        "dnnl_memory_destroy",
+    }
+    with pytest.raises(RuntimeError, match="closed"):
+        p.pack(w)
+
+
+_EXIT_SCRIPT = """
+import sys, threading
+import numpy as np
+from unrolled import LSTM, kernels
+assert "oneDNN" in kernels.describe(), kernels.describe()
+x = np.random.default_rng(0).standard_normal((30, 16, 8), dtype=np.float32)
+layer = LSTM(8, 96, seed=1)
+def walks():
+    while True:
+        layer.forward(x)
+if sys.argv[1] == "thread":  # a daemon thread still inside its walks while the interpreter exits
+    threading.Thread(target=walks, daemon=True).start()
+elif sys.argv[1] == "ended":  # a thread that ran walks and ended just before the exit
+    t = threading.Thread(target=lambda: layer.forward(x))
+    t.start()
+    t.join()
+layer.forward(x)
+"""
+
+
+@pytest.mark.parametrize("case", ["main", "thread", "ended"])
+def test_interpreter_exits_cleanly_right_after_a_walk(case):
+    """Under glibc's and CPython's heap checks, exiting right after a oneDNN walk (in this thread, in a
+    thread that just ended, or with a daemon thread still walking) exits 0 and writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONMALLOC": "debug", "MALLOC_CHECK_": "3", "PYTHONFAULTHANDLER": "1"}
+    for _ in range(3):
+        p = subprocess.run(
+            [sys.executable, "-c", _EXIT_SCRIPT, case], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert (p.returncode, p.stderr) == (0, "")
 
 
 def test_two_threads_running_same_shape_layers_get_their_own_results():
     """The walks release the GIL and the packed weights live in per-thread plans: two layers of the same
     shape running at once in two threads each get exactly what they get alone."""
-    import threading
-
     from unrolled import LSTM
 
     rng = np.random.default_rng(0)

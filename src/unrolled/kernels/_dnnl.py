@@ -13,13 +13,31 @@ imported by ``import unrolled``. Switches: ``UNROLLED_DNNL=0`` (environment, rea
 ``unrolled.kernels.set_dnnl(False)``.
 Threads follow NumPy's BLAS: at load, oneDNN (OpenMP) gets the thread count OpenBLAS reports, and
 :func:`unrolled.threads.set_blas_threads` sets both.
+
+Lifetime of the native objects (the rule every change here keeps):
+
+- The library is never unloaded and the one engine is never destroyed: the OS reclaims them at exit.
+- A thread's stream and :class:`ProductPlan` s (primitives, memories) are built, run and freed in that
+  thread only. oneDNN (built without concurrent execution, as the wheel is) shares one scratchpad per
+  thread among that thread's primitives, counted per thread: a primitive freed in another thread
+  miscounts both threads' scratchpads, and a later product can write past a freed or smaller buffer.
+- Freeing is explicit: :meth:`ProductPlan.close` (called on eviction from the cache and by
+  :func:`release_plans`), and when a thread ends CPython drops its thread-local registry in that very
+  thread, which closes the thread's plans and its stream. ``__del__`` only calls ``close``.
+- ``close`` frees nothing outside the owning thread (a plan dropped elsewhere, a fork child dropping the
+  other threads' registries) and nothing once the interpreter exits (an ``atexit`` hook, which runs
+  before module teardown, while a daemon thread may still be inside a walk): those plans are abandoned
+  and the OS reclaims them. An abandoned or closed plan refuses :meth:`ProductPlan.pack`, so no walk
+  gets its handles.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import threading
+import weakref
 from importlib import metadata
 
 import numpy as np
@@ -28,6 +46,7 @@ DISTRIBUTION = "onednn-cpu-gomp"
 _lib = None
 _tried = False
 _gomp = None
+_loading = threading.Lock()
 
 
 def library_path() -> str | None:
@@ -49,20 +68,27 @@ def load():
     """The loaded library (a ctypes.CDLL), or None where it is absent, cannot load, or is switched off.
 
     Loading also makes oneDNN's symbols resolvable by Numba-compiled code (llvmlite's symbol search)."""
-    global _lib, _tried, _gomp
     if _tried:
         return _lib
+    with _loading:  # two threads' first walks: one loads, the other waits for it (not "absent")
+        if not _tried:
+            _load()
+    return _lib
+
+
+def _load() -> None:
+    global _lib, _tried, _gomp
     _tried = True
     if os.environ.get("UNROLLED_DNNL", "").strip().lower() in ("0", "false", "no", "off"):
-        return None
+        return
     path = library_path()
     if path is None:
-        return None
+        return
     try:
         lib = ctypes.CDLL(path)
         _gomp = ctypes.CDLL("libgomp.so.1")  # the OpenMP runtime oneDNN was linked against (already loaded)
     except OSError:
-        return None
+        return
     P, I, F, C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_char
     lib.dnnl_sgemm.argtypes = [C, C, I, I, I, F, P, I, P, I, F, P, I]
     lib.dnnl_sgemm.restype = ctypes.c_int
@@ -72,13 +98,12 @@ def load():
     try:
         llb.load_library_permanently(path)
     except RuntimeError:
-        return None
-    _lib = lib
+        return
     from unrolled.threads import openblas_controls
 
     getter = openblas_controls()[1]
+    _lib = lib
     set_threads(int(getter()) if getter is not None else 1)
-    return _lib
 
 
 def set_threads(n: int) -> None:
@@ -124,14 +149,43 @@ _F32, _ANY, _CPU = 3, 1, 1  # dnnl_f32, dnnl_format_tag_any, dnnl_cpu
 _ARG_SRC, _ARG_DST, _ARG_WEIGHTS = 1, 17, 33  # DNNL_ARG_SRC (= FROM), DNNL_ARG_DST (= TO), DNNL_ARG_WEIGHTS
 _QUERY_WEIGHTS_MD = 131  # dnnl_query_weights_md
 _ALLOCATE = ctypes.c_void_p(ctypes.c_size_t(-1).value)  # DNNL_MEMORY_ALLOCATE
-_engine = _stream = None
-_plans = threading.local()  # .cache: {(M, K, N, w_rows_are_n): ProductPlan}, one per thread
 _PLANS_KEPT = 32
+
+
+class _Lifetime:
+    """What ``close`` reads, held by every plan and registry itself: at interpreter teardown the module's
+    globals become None in an order of CPython's choosing, and a flag read from them would lie."""
+
+    exiting = False
+    thread = staticmethod(threading.get_ident)  # the calling thread's id, without a module global
+
+
+_lifetime = _Lifetime()
+_engine = None  # the one CPU engine (thread-safe in oneDNN), built once under _engine_lock, never freed
+_engine_lock = threading.Lock()
+_local = threading.local()  # .plans: this thread's _ThreadPlans
+
+
+@atexit.register
+def _at_exit() -> None:
+    """From here on nothing is freed: atexit runs before module teardown, and daemon threads may still be
+    inside a walk (the OS reclaims the memory)."""
+    _lifetime.exiting = True
 
 
 def _check(status: int, what: str) -> None:
     if status != 0:
         raise RuntimeError(f"oneDNN: {what} failed with status {status}")
+
+
+def _the_engine() -> ctypes.c_void_p:
+    global _engine
+    with _engine_lock:  # two threads' first plans must not both build one, nor see a half-built one
+        if _engine is None:
+            engine = ctypes.c_void_p()
+            _check(_lib.dnnl_engine_create(ctypes.byref(engine), _CPU, 0), "engine")
+            _engine = engine
+    return _engine
 
 
 def _desc(dims, strides=None):
@@ -148,10 +202,42 @@ def _desc(dims, strides=None):
     return md
 
 
-def _memory(md, handle=_ALLOCATE):
-    mem = ctypes.c_void_p()
-    _check(_lib.dnnl_memory_create(ctypes.byref(mem), md, _engine, handle), "memory")
-    return mem
+class _ThreadPlans:
+    """One thread's oneDNN state: its stream, its cached plans (the last 32 shapes) and every plan it
+    built. It lives only in the thread-local ``_local.plans``, so CPython drops it when the thread ends,
+    in that thread (its thread state's dict is cleared before the thread is gone), which closes the
+    thread's plans and then its stream. Dropped in another thread (a fork child drops the threads that did
+    not survive the fork) or at exit, it frees nothing."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.lib, self.lifetime = _lib, _lifetime
+        self.cache: dict[tuple[int, int, int, bool], ProductPlan] = {}
+        self.built: weakref.WeakSet[ProductPlan] = weakref.WeakSet()  # every live plan of the thread
+        self.stream = ctypes.c_void_p()
+        self.engine = _the_engine()
+        _check(_lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, 1), "stream")  # in order
+
+    def close(self) -> None:
+        """Close this thread's plans, then free the stream they run on (in the owning thread only)."""
+        for p in list(self.built):
+            p.close()
+        self.built.clear()
+        self.cache.clear()
+        stream, self.stream = self.stream, None
+        if stream and not self.lifetime.exiting and self.thread == self.lifetime.thread():
+            self.lib.dnnl_stream_destroy(stream)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _here() -> _ThreadPlans:
+    """The calling thread's registry, built at its first plan."""
+    reg = getattr(_local, "plans", None)
+    if reg is None:
+        reg = _local.plans = _ThreadPlans()
+    return reg
 
 
 class ProductPlan:
@@ -160,94 +246,140 @@ class ProductPlan:
     memory) is what the compiled walks take; they point the source and destination at each step's rows.
 
     ``w_rows_are_n``: the weights come as a row-major (N, K) array (W_hh itself, for the forward product
-    h W_hhᵀ) rather than (K, N). One plan per thread and shape (:func:`plan`): a plan's packed weights
-    are overwritten by the next :meth:`pack`, so two threads must not share one."""
+    h W_hhᵀ) rather than (K, N). A plan belongs to the thread that built it: only that thread may
+    :meth:`pack` and run it (its packed weights are overwritten by the next pack, and oneDNN's scratchpad
+    is per thread), and only there does :meth:`close` free it (see the module docstring)."""
 
     def __init__(self, M: int, K: int, N: int, w_rows_are_n: bool) -> None:
-        global _engine, _stream
-        if _engine is None:
-            _engine, _stream = ctypes.c_void_p(), ctypes.c_void_p()
-            _check(_lib.dnnl_engine_create(ctypes.byref(_engine), _CPU, 0), "engine")
-            _check(_lib.dnnl_stream_create(ctypes.byref(_stream), _engine, 1), "stream")  # in order
+        self.closed = False
+        self._thread, self._lib, self._lifetime = threading.get_ident(), _lib, _lifetime
+        self._objects: list[tuple[str, ctypes.c_void_p]] = []  # (destroy function, handle): freed by close
+        self.handles = np.zeros(5, dtype=np.int64)
+        home = _here()
+        home.built.add(self)
         self.shape = (M, K, N)
-        src, dst = _desc((M, K), (K, 1)), _desc((M, N), (N, 1))
-        plain, chosen = _desc((K, N), (1, K) if w_rows_are_n else (N, 1)), _desc((K, N))
-        self._pd, self._rpd = ctypes.c_void_p(), ctypes.c_void_p()
-        _check(
-            _lib.dnnl_matmul_primitive_desc_create(
-                ctypes.byref(self._pd), _engine, src, chosen, None, dst, None
-            ),
-            "matmul primitive descriptor",
-        )
-        packed = ctypes.c_void_p(
-            _lib.dnnl_primitive_desc_query_md(self._pd, _QUERY_WEIGHTS_MD, 0)
-        )  # pd owns it
-        _check(
-            _lib.dnnl_reorder_primitive_desc_create(
-                ctypes.byref(self._rpd), plain, _engine, packed, _engine, None
-            ),
-            "reorder primitive descriptor",
-        )
-        self._prim, self._reorder = ctypes.c_void_p(), ctypes.c_void_p()
-        _check(_lib.dnnl_primitive_create(ctypes.byref(self._prim), self._pd), "matmul primitive")
-        _check(_lib.dnnl_primitive_create(ctypes.byref(self._reorder), self._rpd), "reorder primitive")
-        self._plain, self._packed = _memory(plain, None), _memory(packed)
-        self._src, self._dst = _memory(src, None), _memory(dst, None)
-        for md in (src, dst, plain, chosen):  # the primitive descriptors and memories hold their own copies
-            _lib.dnnl_memory_desc_destroy(md)
+        engine, stream = home.engine, home.stream
+        mds = []
+        try:  # a failure (or a KeyboardInterrupt) part way leaves only what is listed, for close to free
+            src, dst = _desc((M, K), (K, 1)), _desc((M, N), (N, 1))
+            mds += [src, dst]
+            plain, chosen = _desc((K, N), (1, K) if w_rows_are_n else (N, 1)), _desc((K, N))
+            mds += [plain, chosen]
+            pd = self._make("dnnl_primitive_desc_destroy")
+            _check(
+                _lib.dnnl_matmul_primitive_desc_create(
+                    ctypes.byref(pd), engine, src, chosen, None, dst, None
+                ),
+                "matmul primitive descriptor",
+            )
+            packed = ctypes.c_void_p(
+                _lib.dnnl_primitive_desc_query_md(pd, _QUERY_WEIGHTS_MD, 0)
+            )  # pd owns it
+            rpd = self._make("dnnl_primitive_desc_destroy")
+            _check(
+                _lib.dnnl_reorder_primitive_desc_create(
+                    ctypes.byref(rpd), plain, engine, packed, engine, None
+                ),
+                "reorder primitive descriptor",
+            )
+            prim = self._make("dnnl_primitive_destroy")
+            _check(_lib.dnnl_primitive_create(ctypes.byref(prim), pd), "matmul primitive")
+            reorder = self._make("dnnl_primitive_destroy")
+            _check(_lib.dnnl_primitive_create(ctypes.byref(reorder), rpd), "reorder primitive")
+            mem = {}
+            for name, md, handle in (
+                ("plain", plain, None),
+                ("packed", packed, _ALLOCATE),
+                ("src", src, None),
+                ("dst", dst, None),
+            ):
+                mem[name] = self._make("dnnl_memory_destroy")
+                _check(_lib.dnnl_memory_create(ctypes.byref(mem[name]), md, engine, handle), "memory")
+        finally:
+            for md in mds:  # the primitive descriptors and memories hold their own copies
+                _lib.dnnl_memory_desc_destroy(md)
+        self._plain, self._reorder, self._stream = mem["plain"], reorder, stream
         self._pack_args = np.array(
-            [_ARG_SRC, self._plain.value, _ARG_DST, self._packed.value], dtype=np.int64
+            [_ARG_SRC, mem["plain"].value, _ARG_DST, mem["packed"].value], dtype=np.int64
         )
         # dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}: 16 bytes each, the int in the low half
         self._args = np.array(
-            [_ARG_SRC, self._src.value, _ARG_WEIGHTS, self._packed.value, _ARG_DST, self._dst.value],
+            [_ARG_SRC, mem["src"].value, _ARG_WEIGHTS, mem["packed"].value, _ARG_DST, mem["dst"].value],
             dtype=np.int64,
         )
-        self.handles = np.array(
-            [self._prim.value, _stream.value, self._args.ctypes.data, self._src.value, self._dst.value],
-            dtype=np.int64,
-        )
+        self.handles[:] = [
+            prim.value,
+            stream.value,
+            self._args.ctypes.data,
+            mem["src"].value,
+            mem["dst"].value,
+        ]
 
-    def __del__(self) -> None:
-        try:
-            for mem in (self._plain, self._packed, self._src, self._dst):
-                _lib.dnnl_memory_destroy(mem)
-            for prim in (self._prim, self._reorder):
-                _lib.dnnl_primitive_destroy(prim)
-            for pd in (self._pd, self._rpd):
-                _lib.dnnl_primitive_desc_destroy(pd)
-        except (AttributeError, TypeError):  # a half-built plan, or the interpreter shutting down
-            pass
+    def _make(self, destroy: str) -> ctypes.c_void_p:
+        """A null handle, listed with its destroy function before oneDNN fills it in."""
+        handle = ctypes.c_void_p()
+        self._objects.append((destroy, handle))
+        return handle
 
     def pack(self, w: np.ndarray) -> np.ndarray:
         """Reorder ``w`` (C-contiguous float32) into the packed weights; returns :attr:`handles`."""
+        if self.closed:
+            raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(f"ProductPlan{self.shape}: built in another thread; use plan() in this one")
+        lib = self._lib
+        _check(lib.dnnl_memory_set_data_handle(self._plain, ctypes.c_void_p(w.ctypes.data)), "weights handle")
         _check(
-            _lib.dnnl_memory_set_data_handle(self._plain, ctypes.c_void_p(w.ctypes.data)), "weights handle"
-        )
-        _check(
-            _lib.dnnl_primitive_execute(
-                self._reorder, _stream, 2, ctypes.c_void_p(self._pack_args.ctypes.data)
+            lib.dnnl_primitive_execute(
+                self._reorder, self._stream, 2, ctypes.c_void_p(self._pack_args.ctypes.data)
             ),
             "reorder",
         )
-        _check(_lib.dnnl_stream_wait(_stream), "stream wait")
+        _check(lib.dnnl_stream_wait(self._stream), "stream wait")
         return self.handles
+
+    def close(self) -> None:
+        """Free the native objects, in the thread that built the plan and before interpreter exit; anywhere
+        else, abandon them (the OS reclaims them). Either way the plan is closed: :meth:`pack` refuses it.
+        Closing twice does nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        self.handles[:] = 0  # a walk handed stale handles fails on null objects, not on freed memory
+        objects, self._objects = self._objects, []
+        if self._lifetime.exiting or self._lifetime.thread() != self._thread:
+            return
+        for destroy, handle in reversed(objects):  # memories and primitives before their descriptors
+            if handle.value is not None:
+                getattr(self._lib, destroy)(handle)
+
+    def __del__(self) -> None:
+        if hasattr(self, "closed"):  # not when __init__ failed before anything was made
+            self.close()
 
 
 def plan(M: int, K: int, N: int, w_rows_are_n: bool) -> ProductPlan:
     """The cached plan for this thread and shape (the primitives are built once; the last 32 kept).
 
     The walks get only a plan's ``handles``: the cache is what keeps the plan alive while a walk runs.
-    It is per thread (thread-local, freed when the thread ends), so a plan is only ever evicted by its own
-    thread, between two of its walks, never under another thread's running walk (the walks release the GIL).
+    It is per thread (freed when the thread ends, in that thread), so a plan is only ever evicted and
+    closed by its own thread, between two of its walks, never under another thread's running walk (the
+    walks release the GIL).
     """
-    cache = getattr(_plans, "cache", None)
-    if cache is None:
-        cache = _plans.cache = {}
+    home = _here()
     key = (M, K, N, w_rows_are_n)
-    p = cache.get(key)
+    p = home.cache.get(key)
     if p is None:
-        if len(cache) >= _PLANS_KEPT:
-            cache.pop(next(iter(cache)))
-        p = cache[key] = ProductPlan(M, K, N, w_rows_are_n)
+        if len(home.cache) >= _PLANS_KEPT:
+            home.cache.pop(next(iter(home.cache))).close()
+        p = home.cache[key] = ProductPlan(M, K, N, w_rows_are_n)
     return p
+
+
+def release_plans() -> None:
+    """Close the calling thread's plans and stream now, rather than when the thread ends (a long-lived
+    thread done with oneDNN). The next :func:`plan` builds afresh."""
+    reg = getattr(_local, "plans", None)
+    if reg is not None:
+        del _local.plans
+        reg.close()
