@@ -228,6 +228,23 @@ class RunDir:
             removed += remove_own_temporaries(directory)
         return removed
 
+    def has_checkpoint(self) -> bool:
+        """Whether an unrolled checkpoint sits where runs keep one (``last/``, ``training/last``, …)."""
+        homes = [self.root / home for home in _CHECKPOINT_HOMES]
+        return any(not h.is_symlink() and _read_json(h / "meta.json") is not None for h in homes)
+
+    def discard(self) -> list[str]:
+        """Remove what the library wrote at the top of this run (a user's file is never touched; links
+        are never followed) and return the names removed; the lock stays held until :meth:`close`.
+
+        For a new run that failed before its first checkpoint (a bad input found while reading it): the
+        folder is then as it was, so the same command can be run again without ``--overwrite``."""
+        if not self.locked:
+            raise RunDirError(f"{self.root}: the run is closed; only an open run can be discarded")
+        ours = _Contents(self.root).ours
+        _remove_ours(self.root, ours)
+        return ours
+
     # ------------------------------------------------------------------ the lock
     @property
     def locked(self) -> bool:
