@@ -37,18 +37,22 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(ForecastConfig, args)
     ts = cfg.load_series()
     prep = prepare_for(cfg, ts)
-    sp = prep.split
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/training, the model in DIR
+        return _train(args, cfg, ts, prep, run_dir, log)
+
+
+def _train(args: argparse.Namespace, cfg: ForecastConfig, ts, prep, run_dir, log) -> int:
+    sp = prep.split
     log(
         f"{ts.name}: {sp.n} rows, {len(ts.columns)} column(s); train {sp.train_end}, "
         f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
         f"{prep.X_train.shape[0]} training windows"
     )
-    with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/training, the model in DIR
-        fc, summary = fit(cfg, prep, log, workdir=run_dir, resume=args.resume)
-        label = network_label(cfg)
-        table = evaluate(fc, prep, cfg, ts.period, label)
-        save(run_dir, fc, cfg, ts, {"test": table, "training": summary})
+    fc, summary = fit(cfg, prep, log, workdir=run_dir, resume=args.resume)
+    label = network_label(cfg)
+    table = evaluate(fc, prep, cfg, ts.period, label)
+    save(run_dir, fc, cfg, ts, {"test": table, "training": summary})
     print(f"test: {sp.n - sp.val_end} held-out rows of {ts.name}, horizon {cfg.horizon}, rolling origin")
     print(format_table(table))
     print(
