@@ -20,13 +20,15 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"; SIGTERM gets the same
 
-_phase = {"main": False}  # False while importing: an interrupt exits at once
+_phase = {"running": False}  # False until the command runs: an interrupt exits at once
 
 
 def _interrupt(signum, frame) -> None:
-    """SIGINT/SIGTERM outside a training loop: during start-up, one line and exit 130 at once (nothing to
-    clean up yet); inside :func:`main`, a KeyboardInterrupt, so files and the run lock are closed."""
-    if _phase["main"]:
+    """SIGINT/SIGTERM outside a training loop: while starting (imports, parsing), one line and exit 130
+    at once — nothing is open yet, and a KeyboardInterrupt raised inside an import can surface as a
+    traceback or a death by SIGINT; once the command runs, a KeyboardInterrupt, so that files and the
+    run lock are closed on the way out (:func:`main` prints the line)."""
+    if _phase["running"]:
         raise KeyboardInterrupt
     try:
         os.write(2, b"unrolled: interrupted\n")
@@ -115,12 +117,14 @@ def _diverged(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     install_interrupt_handler()  # again: main() may be called by a program that changed them
-    _phase["main"] = True
+    _phase["running"] = False
     try:
         return _main(argv)
     except KeyboardInterrupt:
         print("unrolled: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        _phase["running"] = False
 
 
 def _main(argv: list[str] | None) -> int:
@@ -134,6 +138,7 @@ def _main(argv: list[str] | None) -> int:
 
         # One BLAS thread by default (see unrolled.threads); a command's own --threads overrides it.
         set_blas_threads(int(os.environ.get("UNROLLED_BLAS_THREADS", "1")))
+        _phase["running"] = True
         return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, OSError, RuntimeError, ImportError, KeyError) as e:
         if os.environ.get("UNROLLED_DEBUG"):
