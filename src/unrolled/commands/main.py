@@ -36,14 +36,30 @@ def _interrupt(signum, frame) -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def install_interrupt_handler() -> None:
-    """Route SIGINT and SIGTERM to :func:`_interrupt` (a signal ignored by the parent stays ignored)."""
+def install_interrupt_handler() -> dict:
+    """Route SIGINT and SIGTERM to :func:`_interrupt` (a signal ignored by the parent stays ignored);
+    return the previous handlers. Only in the main thread (elsewhere Python allows no handler)."""
+    import threading
+
+    old = {}
+    if threading.current_thread() is not threading.main_thread():
+        return old
     for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
         if sig is not None and signal.getsignal(sig) != signal.SIG_IGN:
-            signal.signal(sig, _interrupt)
+            old[sig] = signal.signal(sig, _interrupt)
+    return old
 
 
-install_interrupt_handler()
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``unrolled`` command (the console script or ``python -m
+    unrolled.cli``/``unrolled.commands``), not a program that imports the command line (e.g. tests)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None) or ""
+    return name.startswith("unrolled.") or os.path.basename(sys.argv[0] if sys.argv else "") == "unrolled"
+
+
+if _started_as_the_command():  # first of all: the heavy imports below and in main() come after
+    install_interrupt_handler()
 
 import argparse  # noqa: E402 - after the handler: nothing here may be interrupted into a traceback
 
@@ -116,7 +132,7 @@ def _diverged(e: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    install_interrupt_handler()  # again: main() may be called by a program that changed them
+    old = install_interrupt_handler()  # again: main() may be called by a program that has its own
     _phase["running"] = False
     try:
         return _main(argv)
@@ -125,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         _phase["running"] = False
+        for sig, handler in old.items():  # a program calling main() gets its own handlers back
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _main(argv: list[str] | None) -> int:
