@@ -490,3 +490,24 @@ def test_error_line_names_the_file_of_an_os_error_and_the_offset_of_a_bad_byte()
     e = UnicodeDecodeError("utf-8", b"ab\xe9", 2, 3, "invalid continuation byte")
     assert error_line(e) == "not UTF-8 text (byte 0xe9 at byte offset 2 cannot be decoded)"
     assert error_line(RuntimeError("first line\nsecond")) == "first line"
+
+
+def test_train_charlm_resumes_a_demo_run_old_or_new(data, tmp_path):
+    from unrolled.apps.charlm import CharLMConfig, fit
+
+    cfg = CharLMConfig(layers=1, hidden=8, embed=4, seq_len=8, batch=2, steps=2, val_every=1)
+    for marked in (True, False):
+        out = tmp_path / f"demo{marked}"
+        fit(cfg, [data / "text.txt"], out, progress=False, log=lambda s: None, extra_meta={"demo": True})
+        if not marked:
+            (out / "run.json").unlink()  # a demo written before run.json existed
+        r = unrolled_cli("train", "charlm", "--out", out, "--resume", "--steps", "4", "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert load_checkpoint(out / "last")[1]["demo"] is True  # still a demo, for `unrolled demo`
+
+
+def test_a_text_that_is_a_device_is_refused_before_any_read():
+    from unrolled.apps.charlm.text import TextError, scan_texts
+
+    with pytest.raises(TextError, match=r"^text: /dev/zero is not a regular file \(a character device\)$"):
+        scan_texts(["/dev/zero"])  # as named in a crafted meta.json that --resume reads

@@ -55,7 +55,7 @@ from unrolled._files import (
     write_text_atomic,
 )
 
-__all__ = ["LIBRARY_NAMES", "RunDir", "RunDirError", "open_run"]
+__all__ = ["LIBRARY_NAMES", "RunDir", "RunDirError", "open_run", "run_kind"]
 
 FORMAT = "unrolled-run"
 VERSION = 1
@@ -268,6 +268,16 @@ class RunDir:
     def __repr__(self) -> str:
         state = "locked" if self.locked else "closed"
         return f"RunDir({str(self.root)!r}, kind={self.kind!r}, resumed={self.resumed}, {state})"
+
+
+def run_kind(path: str | os.PathLike) -> str | None:
+    """The kind of the run in `path` as :func:`open_run` sees it (its marker, or for an older run its
+    checkpoint's app); None when `path` holds no run, or a run of unknown kind. Reads only; no lock."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return None
+    c = _Contents(path)
+    return c.kind if c.is_run else None
 
 
 def _lock(root: Path, what: str) -> int:

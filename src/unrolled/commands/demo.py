@@ -82,14 +82,11 @@ def run(args: argparse.Namespace) -> int:
 def _refuse_a_run_that_is_not_a_demo(out: Path) -> None:
     """The demo replaces only a demo: a `train charlm` model (or a run of another kind) is kept."""
     from unrolled.checkpoint import load_checkpoint
-    from unrolled.rundir import RunDirError, _Contents
+    from unrolled.rundir import RunDirError, run_kind
 
-    if not out.is_dir():
-        return
-    held = _Contents(out)
-    if held.is_run and held.kind not in (APP, "demo"):
-        what = held.kind or "model"
-        raise RunDirError(f"--out {out}: holds a {what} run, not a demo; choose another --out")
+    kind = run_kind(out)
+    if kind is not None and kind not in (APP, "demo"):
+        raise RunDirError(f"--out {out}: holds a {kind} run, not a demo; choose another --out")
     last = out / "last"
     if (last / "meta.json").exists() and not last.is_symlink() and not load_checkpoint(last)[1].get("demo"):
         raise RunDirError(f"--out {out}: holds a model that is not a demo; choose another --out")

@@ -12,6 +12,7 @@ from unrolled.apps.charlm.text import Vocabulary
 from unrolled.checkpoint import CheckpointError, load_checkpoint
 from unrolled.commands._common import CLIError, add_run_options, open_out
 from unrolled.commands._options import add_config_options, given_options
+from unrolled.rundir import run_kind
 
 
 def register(kinds) -> None:
@@ -48,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     for path in args.text or ():  # a device, FIFO or missing file: one line, before --out is touched
         check_regular_file(path, "--text")
     CharLMConfig(**{k: v for k, v in given_options(args, CharLMConfig).items() if k not in ("steps", "time")})
-    with open_out(args, APP) as run_dir:
+    # A demo run from before run.json was its own kind ("demo"); newer demos are charlm runs.
+    kind = "demo" if args.resume and run_kind(args.out) == "demo" else APP
+    with open_out(args, kind) as run_dir:
         return _run(args, run_dir)
 
 
