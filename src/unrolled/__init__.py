@@ -29,6 +29,13 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # once: later lookups skip this function
         return value
+    # A submodule (`unrolled.kernels` after a bare `import unrolled`), as when the package imported them.
+    if not name.startswith("__"):
+        try:
+            return importlib.import_module(f"unrolled.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"unrolled.{name}":
+                raise
     raise AttributeError(f"module 'unrolled' has no attribute {name!r}")
 
 
