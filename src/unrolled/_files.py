@@ -28,6 +28,7 @@ __all__ = [
     "is_own_temporary",
     "open_append",
     "open_regular_file",
+    "read_text_file",
     "remove_own_temporaries",
     "temporary_name",
     "write_bytes_atomic",
@@ -225,3 +226,20 @@ def open_regular_file(
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_text_file(path: str | os.PathLike, what: str, *, encoding: str = "utf-8-sig") -> str:
+    """The text of the regular file `path` (see :func:`open_regular_file`), decoded strictly.
+
+    Bytes that do not decode are one ValueError naming `what`, the file and the byte offset (a leading
+    UTF-8 byte-order mark is dropped by the default ``utf-8-sig``).
+    """
+    with open_regular_file(path, what) as f:
+        data = f.read()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what}: {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at byte offset {e.start} cannot be "
+            "decoded); convert it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None

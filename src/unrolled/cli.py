@@ -4,6 +4,7 @@ library imports this module."""
 
 import sys
 
+# unrolled.commands.main installs the interrupt handler before any heavy import (see its docstring).
 from unrolled.commands import CLIError, build_parser, main
 
 __all__ = ["CLIError", "build_parser", "main"]

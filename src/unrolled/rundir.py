@@ -55,7 +55,7 @@ from unrolled._files import (
     write_text_atomic,
 )
 
-__all__ = ["LIBRARY_NAMES", "RunDir", "RunDirError", "open_run"]
+__all__ = ["LIBRARY_NAMES", "RunDir", "RunDirError", "open_run", "run_kind"]
 
 FORMAT = "unrolled-run"
 VERSION = 1
@@ -228,6 +228,23 @@ class RunDir:
             removed += remove_own_temporaries(directory)
         return removed
 
+    def has_checkpoint(self) -> bool:
+        """Whether an unrolled checkpoint sits where runs keep one (``last/``, ``training/last``, …)."""
+        homes = [self.root / home for home in _CHECKPOINT_HOMES]
+        return any(not h.is_symlink() and _read_json(h / "meta.json") is not None for h in homes)
+
+    def discard(self) -> list[str]:
+        """Remove what the library wrote at the top of this run (a user's file is never touched; links
+        are never followed) and return the names removed; the lock stays held until :meth:`close`.
+
+        For a new run that failed before its first checkpoint (a bad input found while reading it): the
+        folder is then as it was, so the same command can be run again without ``--overwrite``."""
+        if not self.locked:
+            raise RunDirError(f"{self.root}: the run is closed; only an open run can be discarded")
+        ours = _Contents(self.root).ours
+        _remove_ours(self.root, ours)
+        return ours
+
     # ------------------------------------------------------------------ the lock
     @property
     def locked(self) -> bool:
@@ -251,6 +268,16 @@ class RunDir:
     def __repr__(self) -> str:
         state = "locked" if self.locked else "closed"
         return f"RunDir({str(self.root)!r}, kind={self.kind!r}, resumed={self.resumed}, {state})"
+
+
+def run_kind(path: str | os.PathLike) -> str | None:
+    """The kind of the run in `path` as :func:`open_run` sees it (its marker, or for an older run its
+    checkpoint's app); None when `path` holds no run, or a run of unknown kind. Reads only; no lock."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return None
+    c = _Contents(path)
+    return c.kind if c.is_run else None
 
 
 def _lock(root: Path, what: str) -> int:

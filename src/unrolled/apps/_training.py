@@ -3,6 +3,7 @@ with the weights of the best validation â€” the Trainer's ``best`` checkpoint â€
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -11,7 +12,44 @@ from pathlib import Path
 
 from unrolled.checkpoint import load_checkpoint, restore_arrays
 from unrolled.optim import Adam, CosineLR
+from unrolled.rundir import RunDir
 from unrolled.train import Trainer
+
+# The margin of the divergence bounds above "guessing uniformly" (ln K nats for K classes): a model this
+# much worse than a uniform guess, for long enough, is not learning but diverging.
+MARGIN_NATS = 1.0
+
+
+def trainer_paths(workdir: str | os.PathLike | RunDir, sub: str) -> tuple[Path, Path]:
+    """(checkpoint folder, metrics file) of a Trainer writing into `workdir`.
+
+    A :class:`~unrolled.rundir.RunDir` (what the command line passes): the folder `sub` inside the run,
+    both paths checked by :meth:`RunDir.path` (a symbolic link there is refused, never written through).
+    A plain folder (a library user's): that folder itself, as it is.
+    """
+    if isinstance(workdir, RunDir):
+        return workdir.path(sub), workdir.path(sub, "metrics.jsonl")
+    return Path(workdir), Path(workdir) / "metrics.jsonl"
+
+
+def model_dir(directory: str | os.PathLike | RunDir) -> Path:
+    """Where a model is saved: the top of a :class:`~unrolled.rundir.RunDir` (its ``meta.json`` checked
+    not to be a link), or the plain folder given."""
+    if isinstance(directory, RunDir):
+        directory.path("meta.json")  # raises for a link: the checkpoint writer must not follow one
+        return directory.root
+    return Path(directory)
+
+
+def training_loss_bound(uniform_loss: float, steps_per_epoch: int):
+    """The divergence bound of a classifier-like run (see :data:`MARGIN_NATS`): every training loss of a
+    whole epoch (at least 3 steps in a row) above the loss of a uniform guess plus the margin.
+
+    The training loss, not the validation one: overfitting drives the validation loss up (confident
+    mistakes) while the training loss keeps falling; a divergence drives both up."""
+    from unrolled.train import LossBound
+
+    return LossBound(uniform_loss + MARGIN_NATS, "loss", times=max(3, int(steps_per_epoch)))
 
 
 def fit_best(
@@ -26,21 +64,25 @@ def fit_best(
     epochs: int,
     patience: int,
     max_minutes: float | None = None,
-    workdir: str | Path | None = None,
+    workdir: str | Path | RunDir | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
     log_every: int = 1,
     schedule: str = "constant",
+    max_loss=None,
 ) -> dict:
     """Train ``model`` with Adam and global-norm clipping, validating after every epoch; restore the
     weights of the lowest validation value. Returns a summary of the run.
 
     schedule : "constant" learning rate, or "cosine" decay to zero over ``epochs``.
     workdir : where the Trainer keeps ``last`` / ``best`` checkpoints and ``metrics.jsonl`` (so ``resume``
-        continues an interrupted run exactly); a temporary folder when None.
+        continues an interrupted run exactly): a folder, or a :class:`~unrolled.rundir.RunDir` whose
+        ``training/`` folder is used (see :func:`trainer_paths`); a temporary folder when None.
+    max_loss : the Trainer's divergence bound (e.g. :class:`~unrolled.train.LossBound`); crossing it raises
+        :class:`~unrolled.train.DivergenceError`.
     """
     tmp = tempfile.TemporaryDirectory(prefix="unrolled-") if workdir is None else None
-    workdir = Path(tmp.name if tmp is not None else workdir)
+    workdir, metrics_path = trainer_paths(tmp.name if tmp is not None else workdir, "training")
     best = {"val": float("inf"), "epoch": 0}
     t0 = time.perf_counter()
 
@@ -69,8 +111,9 @@ def fit_best(
         eval_every=steps_per_epoch,
         patience=patience,
         checkpoint_dir=workdir,
-        metrics_path=workdir / "metrics.jsonl",
+        metrics_path=metrics_path,
         progress=sys.stderr.isatty(),
+        max_loss=max_loss,
     )
     try:
         result = trainer.fit(resume=resume)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 
 class CLIError(Exception):
@@ -35,3 +37,39 @@ class Parser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._inside = False
+
+
+def add_run_options(p: argparse.ArgumentParser, what: str = "the interrupted run") -> None:
+    """``--resume`` and ``--overwrite``, the two ways to use an ``--out`` that already holds a run."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help=f"continue {what} in --out DIR (same kind)")
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out DIR, of any kind (only the files unrolled wrote are removed; a "
+        "folder holding anything else is refused)",
+    )
+
+
+@contextlib.contextmanager
+def open_out(args: argparse.Namespace, kind: str) -> Iterator:
+    """The run directory ``--out`` opened and locked for a run of `kind` for the ``with`` block (see
+    :mod:`unrolled.rundir`): refused when it holds a run (without --resume / --overwrite), a user's files,
+    or another writer. A new run that fails before its first checkpoint (e.g. a bad input file) leaves
+    the folder as it found it, so the corrected command needs no --overwrite."""
+    from unrolled.rundir import open_run
+
+    run = open_run(
+        args.out,
+        kind,
+        resume=bool(getattr(args, "resume", False)),
+        overwrite=bool(getattr(args, "overwrite", False)),
+        what="--out",
+    )
+    with run:
+        try:
+            yield run
+        except BaseException:
+            if not run.resumed and not run.has_checkpoint():
+                run.discard()
+            raise

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from unrolled._checks import non_negative_int, positive_float
-from unrolled.apps.charlm import SampleConfig, fit, load, report, sample_text
+from unrolled.apps.charlm import APP, SampleConfig, fit, load, report, sample_text
 from unrolled.apps.charlm.demo import DEFAULT_OUT, DEMO_MODEL, DEMO_MODULES, PRIME, demo_corpus
 from unrolled.apps.charlm.sampling import check_sampling
 from unrolled.apps.fields import option
+from unrolled.commands._common import open_out
 from unrolled.commands._options import add_config_options, given_options
 
 
@@ -24,7 +24,9 @@ class DemoOptions:
     """The options of ``unrolled demo`` (its command line is built from these fields)."""
 
     out: str = option(
-        str(DEFAULT_OUT), "directory for the model (a previous demo there is replaced)", metavar="DIR"
+        str(DEFAULT_OUT),
+        "directory for the model (a previous demo there is replaced; anything else is refused)",
+        metavar="DIR",
     )
     time: float = option(2.0, "minutes of training", metavar="MINUTES")
     seed: int = option(0, "seed of the initial weights and of the sample", metavar="N")
@@ -53,18 +55,19 @@ def run(args: argparse.Namespace) -> int:
     non_negative_int("--length", opts.length)
     positive_float("--time", opts.time)
     out = Path(opts.out)
-    if (out / "last" / "meta.json").exists():
-        from unrolled.checkpoint import load_checkpoint
-
-        if not load_checkpoint(out / "last")[1].get("demo"):
-            raise ValueError(f"--out {out}: holds a model that is not a demo; choose another --out")
-        shutil.rmtree(out)
+    _refuse_a_run_that_is_not_a_demo(out)
     paths = demo_corpus()
     cfg = dataclasses.replace(DEMO_MODEL, seed=opts.seed, time=opts.time, steps=None)
     print(f"corpus: the source of {len(paths)} standard-library modules of Python {sys.version.split()[0]}")
     t0 = time.perf_counter()
-    summary = fit(cfg, paths, out, progress=not args.quiet, extra_meta={"demo": True})
+    # A previous demo is replaced (only the files unrolled wrote are removed; a folder holding anything
+    # else is refused). Kind "charlm": `unrolled train charlm --out DIR --resume` continues a demo.
+    run_args = argparse.Namespace(out=out, resume=False, overwrite=True)
+    with open_out(run_args, APP) as run_dir:
+        summary = fit(cfg, paths, run_dir, progress=not args.quiet, extra_meta={"demo": True})
     report(summary)
+    if summary.reason == "interrupted":
+        return 130
     model, vocab, _ = load(out)
     print(f"\n--- a sample (unrolled sample {out} --prime '{PRIME}' --temperature {opts.temperature}) ---")
     sample = SampleConfig(prime=PRIME, length=opts.length, temperature=opts.temperature, seed=opts.seed)
@@ -74,3 +77,16 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     print(f"\n---\ndemo done in {(time.perf_counter() - t0) / 60:.1f} min")
     return 0
+
+
+def _refuse_a_run_that_is_not_a_demo(out: Path) -> None:
+    """The demo replaces only a demo: a `train charlm` model (or a run of another kind) is kept."""
+    from unrolled.checkpoint import load_checkpoint
+    from unrolled.rundir import RunDirError, run_kind
+
+    kind = run_kind(out)
+    if kind is not None and kind not in (APP, "demo"):
+        raise RunDirError(f"--out {out}: holds a {kind} run, not a demo; choose another --out")
+    last = out / "last"
+    if (last / "meta.json").exists() and not last.is_symlink() and not load_checkpoint(last)[1].get("demo"):
+        raise RunDirError(f"--out {out}: holds a model that is not a demo; choose another --out")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._checks import positive_int
+from unrolled._files import open_regular_file, read_text_file
 from unrolled.commands._common import CLIError
 from unrolled.diagnostics.report import diagnose_model
 
@@ -61,24 +62,32 @@ def _load(path: Path):
             path = inner
         model, _ = load_model(path)
         return model, f"checkpoint {path}"
-    if not path.is_file():
+    if not path.exists():
         raise CLIError(f"{path}: no such checkpoint directory or config file")
+    text = read_text_file(path, "DIR_OR_CONFIG")  # a device or FIFO is refused, never read
     try:
-        d = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
         raise CLIError(f"{path}: not a JSON config ({e})") from e
     if isinstance(d, dict) and isinstance(d.get("config"), dict):
         d = d["config"]
     return SequenceModel(ModelConfig.from_dict(d)), f"config {path} (fresh weights, seed {d.get('seed')})"
 
 
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """A plain .npy array (never unpickled) from a regular file: a device or FIFO is refused at once."""
+    with open_regular_file(path, what) as f:
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            raise CLIError(f"{what} {path}: not a plain .npy array ({why})") from None
+
+
 def _input(args, model) -> np.ndarray:
     c = model.config
     if args.input:
-        try:
-            x = np.load(args.input, allow_pickle=False)
-        except ValueError as e:
-            raise CLIError(f"--input {args.input}: not a plain .npy array ({e})") from e
+        x = _load_npy(args.input, "--input")
         if c.input == "tokens":
             if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
                 raise CLIError(f"--input: expected integer token ids (T, B), got {x.dtype.name}{x.shape}")
@@ -106,10 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target:
         if not args.input:
             raise CLIError("--target needs --input (the targets of that input)")
-        try:
-            target = np.load(args.target, allow_pickle=False)
-        except ValueError as e:
-            raise CLIError(f"--target {args.target}: not a plain .npy array ({e})") from e
+        target = _load_npy(args.target, "--target")
     diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target)
     T, B = x.shape[:2]
     print(

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from unrolled._files import check_regular_file
 from unrolled.apps import charlm, translate
 from unrolled.apps.classify import APP as CLASSIFY
 from unrolled.apps.forecast import APP as FORECAST
@@ -71,6 +72,8 @@ def _charlm(args: argparse.Namespace) -> int:
     model, vocab, _ = charlm.load(args.dir)
     if not args.text:
         raise ValueError("eval: a character-level model needs --text FILE")
+    for path in args.text:
+        check_regular_file(path, "--text")
     corpus = charlm.load_corpus(args.text, vocab)
     nats = charlm.evaluate(model, corpus.ids)
     print(

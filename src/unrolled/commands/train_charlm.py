@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unrolled._files import check_regular_file
 from unrolled.apps.charlm import APP, CharLMConfig, fit, report, resume_config
 from unrolled.apps.charlm.text import Vocabulary
 from unrolled.checkpoint import CheckpointError, load_checkpoint
-from unrolled.commands._common import CLIError
+from unrolled.commands._common import CLIError, add_run_options, open_out
 from unrolled.commands._options import add_config_options, given_options
+from unrolled.rundir import run_kind
 
 
 def register(kinds) -> None:
@@ -34,25 +36,33 @@ def register(kinds) -> None:
     train.add_argument(
         "--out", required=True, metavar="DIR", help="directory for the model and its checkpoint"
     )
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run saved in DIR (same architecture; --steps/--time are totals of the whole run)",
+    add_run_options(
+        train, "the run saved in DIR (same architecture; --steps/--time are totals of the whole run)"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(train, CharLMConfig, exclusive=("steps", "time"))
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.resume and not args.text:  # before --out is touched
+        raise CLIError("--text: give the UTF-8 text file(s) to learn from")
+    for path in args.text or ():  # a device, FIFO or missing file: one line, before --out is touched
+        check_regular_file(path, "--text")
+    CharLMConfig(**{k: v for k, v in given_options(args, CharLMConfig).items() if k not in ("steps", "time")})
+    # A demo run from before run.json was its own kind ("demo"); newer demos are charlm runs.
+    kind = "demo" if args.resume and run_kind(args.out) == "demo" else APP
+    with open_out(args, kind) as run_dir:
+        return _run(args, run_dir)
+
+
+def _run(args: argparse.Namespace, run_dir) -> int:
     given = given_options(args, CharLMConfig)
     if "time" in given:  # --steps and --time exclude each other on the command line
         given["steps"] = None
     elif "steps" in given:
         given["time"] = None
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a directory")
-    last = out / "last"
+    last = run_dir.path("last")
     vocab = None
     if args.resume:
         if not (last / "meta.json").exists():
@@ -75,13 +85,9 @@ def run(args: argparse.Namespace) -> int:
                 "give more --time"
             )
     else:
-        if (last / "meta.json").exists():
-            raise CLIError(
-                f"--out {out}: already holds a run; continue it with --resume or choose another --out"
-            )
-        if not args.text:
-            raise CLIError("--text: give the UTF-8 text file(s) to learn from")
         cfg, texts, extra = CharLMConfig(**given), args.text, None
-    summary = fit(cfg, texts, out, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra)
+    summary = fit(
+        cfg, texts, run_dir, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra
+    )
     report(summary)
     return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"

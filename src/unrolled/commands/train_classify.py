@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from unrolled.apps.classify import ClassifyConfig, format_confusion, save, train_and_evaluate
+from unrolled.apps.classify import APP, ClassifyConfig, format_confusion, save, train_and_evaluate
+from unrolled.commands._common import add_run_options, open_out
 from unrolled.commands._options import add_config_arguments, config_from_args
 
 
@@ -21,14 +21,15 @@ def register(kinds) -> None:
     )
     add_config_arguments(p, ClassifyConfig)
     p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained classifier")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
+    add_run_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(ClassifyConfig, args)
+    cfg = config_from_args(ClassifyConfig, args)  # bad options are refused before --out is touched
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    clf, ds, summary, res = train_and_evaluate(cfg, Path(args.out) / "training", args.resume, log)
-    save(args.out, clf, cfg, ds, {"test": res, "training": summary})
+    with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/training, the model in DIR
+        clf, ds, summary, res = train_and_evaluate(cfg, run_dir, args.resume, log)
+        save(run_dir, clf, cfg, ds, {"test": res, "training": summary})
     if res is not None:
         print(
             f"test ({res['n']} sequences): accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}  "
@@ -39,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
         f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
         f"{summary['seconds']} s)"
     )
-    return 0
+    return 130 if summary["stopped"] == "interrupted" else 0  # as Ctrl-C: continue with --resume

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from unrolled.apps.forecast import (
+    APP,
     ForecastConfig,
     evaluate,
     fit,
@@ -16,6 +16,7 @@ from unrolled.apps.forecast import (
     prepare_for,
     save,
 )
+from unrolled.commands._common import add_run_options, open_out
 from unrolled.commands._options import add_config_arguments, config_from_args
 
 
@@ -29,28 +30,33 @@ def register(kinds) -> None:
     )
     add_config_arguments(p, ForecastConfig)
     p.add_argument("--out", required=True, metavar="DIR", help="where to save the trained forecaster")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out DIR")
+    add_run_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(ForecastConfig, args)
     ts = cfg.load_series()
     prep = prepare_for(cfg, ts)
-    sp = prep.split
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/training, the model in DIR
+        return _train(args, cfg, ts, prep, run_dir, log)
+
+
+def _train(args: argparse.Namespace, cfg: ForecastConfig, ts, prep, run_dir, log) -> int:
+    sp = prep.split
     log(
         f"{ts.name}: {sp.n} rows, {len(ts.columns)} column(s); train {sp.train_end}, "
         f"validation {sp.val_end - sp.train_end}, test {sp.n - sp.val_end}; "
         f"{prep.X_train.shape[0]} training windows"
     )
-    fc, summary = fit(cfg, prep, log, workdir=Path(args.out) / "training", resume=args.resume)
+    fc, summary = fit(cfg, prep, log, workdir=run_dir, resume=args.resume)
     label = network_label(cfg)
     table = evaluate(fc, prep, cfg, ts.period, label)
-    save(args.out, fc, cfg, ts, {"test": table, "training": summary})
+    save(run_dir, fc, cfg, ts, {"test": table, "training": summary})
     print(f"test: {sp.n - sp.val_end} held-out rows of {ts.name}, horizon {cfg.horizon}, rolling origin")
     print(format_table(table))
     print(
         f"saved to {args.out} ({summary['epochs']} epochs, best {summary['best_epoch']}, "
         f"{summary['seconds']} s)"
     )
-    return 0
+    return 130 if summary["stopped"] == "interrupted" else 0  # as Ctrl-C: continue with --resume

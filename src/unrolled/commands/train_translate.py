@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.apps.translate import (
+    APP,
     TranslateConfig,
     evaluate,
     fit,
@@ -19,6 +20,7 @@ from unrolled.apps.translate import (
     split_pairs,
 )
 from unrolled.apps.translate.dates import date_pairs
+from unrolled.commands._common import add_run_options, open_out
 from unrolled.commands._decode import add_columns
 from unrolled.commands._options import add_config_arguments, config_from_args
 from unrolled.seq2seq.text import read_pairs
@@ -42,9 +44,7 @@ def register(kinds) -> None:
     add_columns(train)
     train.add_argument("--out", required=True, metavar="DIR", help="directory for the model")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in DIR (same data and options)"
-    )
+    add_run_options(train, "the interrupted run (same data and options)")
     add_config_arguments(train, TranslateConfig)
 
 
@@ -64,25 +64,26 @@ def run(args: argparse.Namespace) -> int:
         source = {"dates": args.dates}
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0])
     train, valid = split_pairs(pairs, cfg.valid_fraction, rng)
+    with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/train, the model in DIR
+        return _train(args, cfg, run_dir, train, valid, source)
+
+
+def _train(args, cfg: TranslateConfig, run_dir, train: list, valid: list, source: dict) -> int:
     out = Path(args.out)
-    workdir = out / "train"
-    translator = None
-    if args.resume:
-        translator = resume_translator(workdir, source)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "heldout.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in valid), encoding="utf-8")
-    print(f"{len(train)} training pairs, {len(valid)} held out (in {out / 'heldout.tsv'})", file=sys.stderr)
+    translator = resume_translator(run_dir, source) if args.resume else None
+    heldout = run_dir.write_text("heldout.tsv", "".join(f"{s}\t{t}\n" for s, t in valid))
+    print(f"{len(train)} training pairs, {len(valid)} held out (in {out / heldout.name})", file=sys.stderr)
     tr, summary = fit(
         cfg,
         train,
         valid,
-        workdir=workdir,
+        workdir=run_dir,
         progress=not args.quiet and sys.stderr.isatty(),
         resume=args.resume,
         translator=translator,
         meta={"data": source},
     )
-    save(out, tr, {"data": source, "train_config": asdict(cfg), "summary": summary})
+    save(run_dir, tr, {"data": source, "train_config": asdict(cfg), "summary": summary})
     res = evaluate(tr, valid, beam=1)
     print(
         f"held out: BLEU {res['bleu']:.2f} (greedy; copying the source: {res['copy_bleu']:.2f}), "
@@ -90,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['steps']} steps in {summary['train_seconds']:.0f} s, "
         f"{tr.model.num_parameters():,} parameters; saved to {out}"
     )
-    return 0
+    return 130 if summary["reason"] == "interrupted" else 0  # as Ctrl-C: continue with --resume

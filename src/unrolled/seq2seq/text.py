@@ -107,15 +107,12 @@ def read_pairs(path: str | Path, source_col: int = 1, target_col: int = 2) -> li
             raise ValueError(f"{name}: expected a 1-based column number (1, 2, ...), got {c!r}")
     if source_col == target_col:
         raise ValueError(f"source and target column are both {source_col}: expected two different columns")
+    from unrolled._files import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, expected a tab-separated pairs file") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a tab-separated pairs file")
+    text = read_text_file(path, "pairs file", encoding="utf-8")  # a device or FIFO is refused at once
     pairs = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

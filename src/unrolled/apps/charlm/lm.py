@@ -30,8 +30,8 @@ the bound (tests/test_charlm_memory.py): a 100 MB text with ``--batch 1 --seq-le
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,14 +317,33 @@ def fit(
 
     The model is written by :class:`~unrolled.train.Trainer` to ``out/last`` (every ``val_every`` steps,
     at the end and on Ctrl-C) and ``out/best`` (best periodic validation); metrics to
-    ``out/metrics.jsonl``. `vocab` is the vocabulary of a resumed run (the texts must fit it).
+    ``out/metrics.jsonl``, the summary to ``out/summary.json``. `vocab` is the vocabulary of a resumed run
+    (the texts must fit it).
+
+    out : a :class:`~unrolled.rundir.RunDir` (the command line's, already open and locked), or a folder,
+        which is then opened here with :func:`~unrolled.rundir.open_run` (kind "charlm", `resume`, no
+        overwrite) for the length of the run: a folder holding another run or a user's files is refused
+        with :class:`~unrolled.rundir.RunDirError`, as is a second process writing the same folder.
+
+    Raises :class:`~unrolled.train.DivergenceError` when the run diverges: a non-finite weight, or the
+    validation loss above ln V + 1 nats (worse than a uniform guess over the V characters) at 3
+    validations in a row; ``out/last`` then holds the last good checkpoint.
     """
+    from unrolled.rundir import RunDir, open_run
+
+    with contextlib.ExitStack() as stack:
+        if not isinstance(out, RunDir):
+            out = stack.enter_context(open_run(out, APP, resume=resume, overwrite=False, what="out"))
+        return _fit(cfg, texts, out, vocab, resume, progress, extra_meta, log)
+
+
+def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummary:
     from unrolled import kernels
     from unrolled.optim import Adam
     from unrolled.tbptt import TokenStreams, lm_loss
-    from unrolled.train import Trainer
+    from unrolled.train import LossBound, Trainer
 
-    out = Path(out)
+    out = run.root
     set_blas_threads(cfg.threads)
     corpus = load_corpus(texts, vocab)
     train_ids, val_ids = split_validation(corpus.ids, cfg.val_fraction)
@@ -356,8 +375,10 @@ def fit(
         model, Adam(model.params, lr=cfg.lr), streams, lm_loss, val_fn=validate,
         max_steps=cfg.steps, max_time=None if cfg.time is None else 60.0 * cfg.time,
         clip_norm=cfg.clip or None, eval_every=cfg.val_every, checkpoint_dir=out,
-        checkpoint_every=cfg.val_every, metrics_path=out / "metrics.jsonl", progress=progress,
+        checkpoint_every=cfg.val_every, metrics_path=run.path("metrics.jsonl"), progress=progress,
         carry_state=True, meta=meta,
+        # diverged: worse than a uniform guess over the V characters, at 3 validations in a row
+        max_loss=LossBound(math.log(corpus.vocab.size) + 1.0, "val_loss", times=3),
     )  # fmt: skip
     log(
         f"{'resuming' if resume else 'training'} a {cfg.layers}-layer {cfg.cell.upper()} of {cfg.hidden} "
@@ -382,7 +403,10 @@ def fit(
     summary = RunSummary(
         result.step, result.reason, val, len(val_part), len(train_ids), n_params, round(seconds, 3), str(out)
     )
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+    finite = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in summary.to_dict().items()
+    }
+    run.write_json("summary.json", finite)  # strict JSON: a non-finite number is null
     return summary
 
 

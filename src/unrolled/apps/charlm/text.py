@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._files import open_regular_file
+
 CHUNK_BYTES = 1 << 20  # 1 MiB of the file at a time; working memory ≈ 30 × this, whatever the file size
 MAX_VOCAB = 0x110000  # every Unicode code point: no vocabulary of distinct characters can be larger
 
@@ -121,9 +123,10 @@ def iter_text(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]
     if path.is_dir():
         raise TextError(f"{path}: is a directory, expected a text file")
     try:
-        f = open(path, "rb")  # noqa: SIM115 — closed below; a generator cannot use `with` around its error
-    except FileNotFoundError:
-        raise TextError(f"{path}: no such file") from None
+        # A regular file only: /dev/zero would be read forever, a FIFO would block until a writer comes.
+        f = open_regular_file(path, "text")  # closed below; a generator cannot use `with` around its error
+    except ValueError as e:
+        raise TextError(str(e)) from None
     except OSError as e:
         raise TextError(f"{path}: cannot read ({e.strerror})") from None
     decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")

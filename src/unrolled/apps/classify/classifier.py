@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._checks import positive_float, positive_int
-from unrolled.apps._training import fit_best
+from unrolled.apps._training import fit_best, model_dir, training_loss_bound
 from unrolled.apps.classify.sequences import (
     BUILTIN_DATASETS,
     CharVocab,
@@ -195,12 +195,18 @@ def fit(
     train: SequenceDataset,
     val: SequenceDataset,
     log=print,
-    workdir: str | Path | None = None,
+    workdir=None,
     resume: bool = False,
 ) -> tuple[Classifier, dict]:
     """Train with :class:`unrolled.train.Trainer`: mini-batches bucketed by length in a seeded order,
     cross-entropy weighted per class, Adam, global-norm clipping; keep the weights of the epoch with the
     lowest validation loss (the training set stands in when there is no validation split).
+
+    workdir : the Trainer's folder (a path), or a :class:`~unrolled.rundir.RunDir` whose ``training/`` it
+        uses; a temporary folder when None.
+
+    Raises :class:`~unrolled.train.DivergenceError` when the training loss stays above ln K + 1 nats (a
+    uniform guess over the K classes, plus a margin) for a whole epoch, or a weight becomes non-finite.
     """
     vocab = CharVocab.build(train.items) if train.kind == "text" else None
     model = build(cfg, train, vocab)
@@ -233,6 +239,7 @@ def fit(
         resume=resume,
         log=log,
         schedule=cfg.schedule,
+        max_loss=training_loss_bound(np.log(K), len(batches)),
     )
     summary["val_accuracy"] = accuracy(val_y, clf.predict_proba(val_items).argmax(1))
     return clf, summary
@@ -261,9 +268,8 @@ def format_confusion(cm: list[list[int]], classes: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- save / load
-def save(
-    directory: str | Path, clf: Classifier, cfg: ClassifyConfig, ds: SequenceDataset, results: dict
-) -> None:
+def save(directory, clf: Classifier, cfg: ClassifyConfig, ds: SequenceDataset, results: dict) -> None:
+    """Save the classifier as a model checkpoint in `directory` (a folder, or the top of a RunDir)."""
     from unrolled.checkpoint import save_model
 
     meta = {
@@ -274,7 +280,7 @@ def save(
         "vocab": clf.vocab.to_list() if clf.vocab is not None else None,
         "results": results,
     }
-    save_model(directory, clf.model, meta)
+    save_model(model_dir(directory), clf.model, meta)
 
 
 def load(directory: str | Path) -> tuple[Classifier, ClassifyConfig, dict]:
@@ -309,13 +315,15 @@ def read_for_prediction(path: str | Path, cfg: ClassifyConfig, kind: str) -> Rec
 
 
 def _has_column(path: Path, column: str) -> bool:
-    with open(path, encoding="utf-8-sig") as fh:
+    from unrolled._files import open_regular_file
+
+    with open_regular_file(path, "FILE", encoding="utf-8-sig", errors="replace") as fh:
         return column in [c.strip() for c in fh.readline().split(",")]
 
 
 # --------------------------------------------------------------------------- the whole run
 def train_and_evaluate(
-    cfg: ClassifyConfig, workdir: str | Path | None = None, resume: bool = False, log=print
+    cfg: ClassifyConfig, workdir=None, resume: bool = False, log=print
 ) -> tuple[Classifier, SequenceDataset, dict, dict | None]:
     """Load, (de-duplicate,) split, train and test: returns (classifier, data set, training summary,
     test results or None when there is no test split)."""

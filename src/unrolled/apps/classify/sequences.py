@@ -19,11 +19,14 @@ File layouts (documented in the README):
 from __future__ import annotations
 
 import csv
+import io
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from unrolled._files import open_regular_file, read_text_file
 
 
 @dataclass
@@ -97,10 +100,12 @@ def read_npz(path: str | Path, need_labels: bool = True) -> Records:
     """``x`` (N, T, F) zero-padded features, ``y`` (N,) labels (optional when ``need_labels`` is False),
     optional ``lengths`` (N,)."""
     path = Path(path)
+    with open_regular_file(path, "npz file") as fh:  # a device or FIFO is refused, never read
+        data = fh.read()
     try:
-        z = np.load(path, allow_pickle=False)  # never unpickle: a data file must not run code
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable NPZ of plain arrays ({e})") from None
+        z = np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle: a data file must not run code
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable NPZ of plain arrays ({error_text(e)})") from None
     if not hasattr(z, "files"):
         raise ValueError(f"{path}: a single .npy array, expected an .npz with arrays x, y (and lengths)")
     for k in ("x", "y") if need_labels else ("x",):
@@ -133,11 +138,11 @@ def read_long_csv(
     ``label_column`` (None: unlabelled) gives each sequence's label, ``features`` (default: every other
     column) its per-step inputs."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text_file(path, "csv file"), newline="") as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise ValueError(f"{path}: empty file (expected a header row)")
+        if not any(header):
+            raise ValueError(f"{path}: empty file or blank first line (expected a header row)")
         feats = list(features or [h for h in header if h not in (id_column, label_column)])
         for c in [id_column, *([label_column] if label_column else []), *feats]:
             if c not in header:
@@ -181,9 +186,11 @@ def read_long_csv(
 def read_text_csv(path: str | Path, text_column: str, label_column: str | None) -> Records:
     """One row per sequence: a text (read character by character) and its label (None: unlabelled)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text_file(path, "csv file"), newline="") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip() for c in reader.fieldnames or []]
+        if not any(cols):
+            raise ValueError(f"{path}: empty file or blank first line (expected a header row)")
         for c in (text_column, *([label_column] if label_column else [])):
             if c not in cols:
                 raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(cols)})")
@@ -202,7 +209,8 @@ def read_text_csv(path: str | Path, text_column: str, label_column: str | None) 
 def read_text_lines(path: str | Path) -> Records:
     """Unlabelled texts, one per line (for prediction)."""
     path = Path(path)
-    texts = [t for t in (_normalise(line) for line in path.read_text(encoding="utf-8").splitlines()) if t]
+    lines = read_text_file(path, "text file").splitlines()
+    texts = [t for t in (_normalise(line) for line in lines) if t]
     if not texts:
         raise ValueError(f"{path}: no non-empty lines")
     return Records(list(texts), texts, None)
@@ -235,13 +243,18 @@ def load_text_folder(directory: str | Path) -> SequenceDataset:
         raise ValueError(f"{directory}: no .txt files (expected one <label>.txt file per class)")
     texts, raw = [], []
     for f in files:
-        for line in f.read_text(encoding="utf-8").splitlines():
+        for line in read_text_file(f, "text file").splitlines():
             t = _normalise(line)
             if t:
                 texts.append(t)
                 raw.append(f.stem)
     y, classes = _encode_labels(raw)
     return SequenceDataset(texts, y, classes, "text", directory.name)
+
+
+def error_text(e: BaseException) -> str:
+    """An exception's message without an ``[Errno N]`` prefix."""
+    return getattr(e, "strerror", None) or str(e)
 
 
 def _normalise(s: str) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 import unrolled.apps.forecast.baselines as baselines
 from unrolled._checks import one_of, positive_float, positive_int
-from unrolled.apps._training import fit_best
+from unrolled.apps._training import fit_best, model_dir
 from unrolled.apps.fields import option
 from unrolled.apps.forecast.timeseries import (
     BUILTIN_DATASETS,
@@ -44,6 +44,7 @@ from unrolled.apps.forecast.timeseries import (
 from unrolled.metrics import forecast_errors
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import mse
+from unrolled.train import LossBound
 
 APP = "forecast"  # the "app" of a saved forecaster's meta
 STRATEGIES = ("direct", "recursive")
@@ -227,12 +228,40 @@ def _scaled_error(fc: Forecaster, prep: Prepared, origins: np.ndarray, horizon: 
     return float(np.abs(pred - prep.raw[idx, 0])[ok].mean()) / scale
 
 
+# A run has diverged when every training loss of an epoch is this many times that of the better of two
+# forecasts that need no learning (see :func:`divergence_limit`).
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence_limit(X: np.ndarray, Y: np.ndarray, recursive: bool) -> float:
+    """The loss bound of a forecaster on scaled data: :data:`DIVERGENCE_FACTOR` × the MSE of the better of
+    "the last input row again" (the naive forecast) and "zero" (the training mean: the data are scaled).
+
+    Both need no learning, so a network far worse than both for a whole epoch has diverged; the larger of
+    the two is used so that a fresh network (whose outputs are near zero) is never above the bound even
+    on a smooth series where the naive forecast is nearly perfect.
+
+    X : (L, n, F) scaled input windows.  Y : (n, F) next rows (`recursive`) or (n, horizon) target values.
+    """
+    last = X[-1].astype(np.float64)  # (n, F)
+    naive = last if recursive else last[:, :1]  # the next row / the target value, held
+    naive_mse = float(np.mean((Y - naive) ** 2))
+    zero_mse = float(np.mean(np.square(Y, dtype=np.float64)))
+    return DIVERGENCE_FACTOR * max(naive_mse, zero_mse, 1e-6)
+
+
 def fit(
-    cfg: ForecastConfig, prep: Prepared, log=print, workdir: str | Path | None = None, resume: bool = False
+    cfg: ForecastConfig, prep: Prepared, log=print, workdir=None, resume: bool = False
 ) -> tuple[Forecaster, dict]:
     """Train on the training windows of ``prep`` with :class:`unrolled.train.Trainer`; early stopping on
     the validation split's forecasts — the same multi-step forecasts that are scored, so a recursive model
     is selected for its recursion — and the best validation weights kept.
+
+    workdir : the Trainer's folder (a path), or a :class:`~unrolled.rundir.RunDir` whose ``training/`` it
+        uses; a temporary folder when None.
+
+    Raises :class:`~unrolled.train.DivergenceError` when every training loss of an epoch (at least 3 steps)
+    is above :func:`divergence_limit`, or a weight becomes non-finite.
 
     Returns the forecaster and a summary of the run.
     """
@@ -276,6 +305,9 @@ def fit(
         resume=resume,
         log=log,
         log_every=25,
+        max_loss=LossBound(
+            divergence_limit(X, Y, cfg.strategy == "recursive"), "loss", times=max(3, -(-n // cfg.batch))
+        ),
     )
     return fc, {**summary, "train_windows": n}
 
@@ -328,7 +360,8 @@ def network_label(cfg: ForecastConfig) -> str:
 
 
 # --------------------------------------------------------------------------- save / load
-def save(directory: str | Path, fc: Forecaster, cfg: ForecastConfig, ts: TimeSeries, results: dict) -> None:
+def save(directory, fc: Forecaster, cfg: ForecastConfig, ts: TimeSeries, results: dict) -> None:
+    """Save the forecaster as a model checkpoint in `directory` (a folder, or the top of a RunDir)."""
     from unrolled.checkpoint import save_model
 
     meta = {
@@ -339,7 +372,7 @@ def save(directory: str | Path, fc: Forecaster, cfg: ForecastConfig, ts: TimeSer
         "scaler": fc.scaler.to_dict(),
         "results": results,
     }
-    save_model(directory, fc.model, meta)
+    save_model(model_dir(directory), fc.model, meta)
 
 
 def load(directory: str | Path) -> tuple[Forecaster, ForecastConfig, dict]:

@@ -12,10 +12,13 @@ target, columns 1… are extra input features (multivariate inputs).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from unrolled._files import read_text_file
 
 MISSING_POLICIES = ("refuse", "interpolate")
 _MISSING_TOKENS = {"", "na", "nan", "null", "none", "?", "n/a"}
@@ -70,12 +73,15 @@ def load_csv(
     names the file, column and line.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    # A regular file only (/dev/zero or a FIFO is refused at once); a bad byte is named with its offset.
+    with io.StringIO(read_text_file(path, "--csv"), newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}: empty file (expected a header row and data rows)")
         header = [h.strip() for h in header]
+        if not any(header):
+            raise ValueError(f"{path}: blank first line (expected a header row naming the columns)")
         wanted = [column, *features]
         for c in [*wanted, *([time_column] if time_column else [])]:
             if c not in header:

@@ -15,6 +15,7 @@ training, so ``unrolled eval DIR --pairs DIR/heldout.tsv`` scores exactly the he
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -201,10 +202,11 @@ def translator_meta(tr: Translator) -> dict[str, Any]:
 
 def save(directory, tr: Translator, meta: dict[str, Any] | None = None) -> None:
     """Save the weights and :func:`translator_meta` (plus ``meta``) as a checkpoint in ``directory``."""
+    from unrolled.apps._training import model_dir
     from unrolled.checkpoint import save_checkpoint
 
     arrays = {f"model/{k}": v for k, v in tr.model.params.items()}
-    save_checkpoint(directory, arrays, {**(meta or {}), **translator_meta(tr)})
+    save_checkpoint(model_dir(directory), arrays, {**(meta or {}), **translator_meta(tr)})
 
 
 def is_translator(directory) -> bool:
@@ -242,11 +244,15 @@ def _translator_from(directory, arrays: dict[str, np.ndarray], meta: dict[str, A
 
 
 # --------------------------------------------------------------------------- training
-def resume_translator(workdir: Path, source: dict[str, Any]) -> Translator:
+def resume_translator(workdir, source: dict[str, Any]) -> Translator:
     """The translator of the interrupted run in `workdir` (vocabularies, architecture), which must have been
-    trained on `source`; :func:`fit` with ``resume=True`` restores the rest (weights, optimizer, step)."""
+    trained on `source`; :func:`fit` with ``resume=True`` restores the rest (weights, optimizer, step).
+
+    workdir : the Trainer's folder, or a :class:`~unrolled.rundir.RunDir` whose ``train/`` it is."""
+    from unrolled.apps._training import trainer_paths
     from unrolled.checkpoint import CheckpointError, load_checkpoint
 
+    workdir = trainer_paths(workdir, TRAINER_SUB)[0]
     last = workdir / "last"
     if not (last / "meta.json").exists():
         raise ValueError(f"--resume: no run to continue in {workdir.parent} (no {last})")
@@ -282,6 +288,9 @@ def build(cfg: TranslateConfig, train_pairs: list[tuple[str, str]]) -> Translato
     return Translator(model, src_vocab, tgt_vocab, cfg.tokenizer)
 
 
+TRAINER_SUB = "train"  # the Trainer's folder inside a run directory
+
+
 def fit(
     cfg: TranslateConfig,
     train_pairs: list[tuple[str, str]],
@@ -296,13 +305,20 @@ def fit(
     Adam, global-norm clipping, the held-out loss every ``eval_every`` steps, checkpoints ``last`` / ``best``
     and ``metrics.jsonl`` in ``workdir`` (a temporary folder when None), exact ``resume``. Ends with the
     weights of the best held-out loss. Returns the translator (eval mode) and a summary of the run.
+
+    ``workdir`` may be a :class:`~unrolled.rundir.RunDir`: its ``train/`` folder is then used, every path
+    checked not to be a symbolic link. Raises :class:`~unrolled.train.DivergenceError` when the run
+    diverges: a non-finite weight, or the loss above ln(target vocabulary) + 1 nats (worse than a uniform
+    guess) — the held-out loss 3 validations in a row with ``--select loss``, else the training loss
+    for ``max(3, eval_every)`` steps in a row.
     """
     import tempfile
 
+    from unrolled.apps._training import MARGIN_NATS, trainer_paths
     from unrolled.checkpoint import load_checkpoint, restore_arrays
     from unrolled.data.batching import batch_order
     from unrolled.optim import Adam
-    from unrolled.train import Trainer
+    from unrolled.train import LossBound, Trainer
 
     # The messages name the command-line option: this config is the command line of `train translate`.
     for name in ("steps", "batch", "eval_every", "max_len", "vocab_size", "embed_dim", "hidden", "threads"):
@@ -348,7 +364,12 @@ def fit(
         return -float(np.mean([h in r for h, r in zip(hyps, valid_refs, strict=True)]))
 
     tmp = tempfile.TemporaryDirectory(prefix="unrolled-translate-") if workdir is None else None
-    workdir = Path(tmp.name if tmp is not None else workdir)
+    workdir, metrics_path = trainer_paths(tmp.name if tmp is not None else workdir, TRAINER_SUB)
+    limit = math.log(len(tr.tgt_vocab)) + MARGIN_NATS
+    if cfg.select == "loss":
+        bound = LossBound(limit, "val_loss", times=3)
+    else:  # the validation value is minus BLEU / exact match: bound the training loss
+        bound = LossBound(limit, "loss", times=max(3, cfg.eval_every))
     trainer = Trainer(
         tr.model,
         Adam(tr.model.params, lr=cfg.lr),
@@ -360,8 +381,9 @@ def fit(
         clip_norm=cfg.clip if cfg.clip > 0 else None,
         eval_every=cfg.eval_every,
         checkpoint_dir=workdir,
-        metrics_path=workdir / "metrics.jsonl",
+        metrics_path=metrics_path,
         progress=progress,
+        max_loss=bound,
         meta={**(meta or {}), **translator_meta(tr), "train_config": asdict(cfg)},
     )
     try:
