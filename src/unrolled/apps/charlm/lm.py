@@ -451,8 +451,8 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
     )
     if corpus.counts:
         what = "left out" if corpus.unknown == "skip" else "read as <unk>"
-        log(f"--unknown {corpus.unknown}: {what} {plural(corpus.n_unknown, 'character')} the model has no id "
-            f"for: {describe_chars(corpus.counts)}")  # fmt: skip
+        log(f"--unknown {corpus.unknown}: {plural(corpus.n_unknown, 'character')} the model has no id for, "
+            f"{what}: {describe_chars(corpus.counts)}")  # fmt: skip
     result = trainer.fit(resume=resume)
     walls = [r["wall_time"] for r in trainer.history if "wall_time" in r]
     seconds = walls[-1] if walls else trainer.wall_offset
