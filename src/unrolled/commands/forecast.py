@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if n < cfg.lookback:
         raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
     raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
-    say_model(choice)
     pred = fc.forecast(raw, np.array([n]), h)[0]
+    say_model(choice)
     rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
     for k in range(h):
         extra = f",{holdout[k]:.6g}" if holdout is not None else ""

@@ -562,7 +562,9 @@ class SampleConfig:
         metavar="P",
     )
     repetition_window: int = option(
-        32, "how many of the latest characters (the prime's included) --repetition-penalty looks at"
+        32,
+        "how many of the latest characters (the prime's included) --repetition-penalty looks at",
+        metavar="N",
     )
     unknown: str = option(
         "error",
