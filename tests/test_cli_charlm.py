@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from unrolled.apps.charlm.text import UNK
+
 TEXT = (
     "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log.\n"
     "to be or not to be, that is the question; the cat is not the dog and the mat is not the log.\n"
@@ -78,7 +80,7 @@ def test_train_saves_a_model_with_its_vocabulary_and_validation(trained):
     out, _ = trained
     m = meta(out)
     assert m["app"] == "charlm" and m["trainer"]["step"] == 30
-    assert "".join(sorted(set(TEXT))) == m["vocab"]
+    assert "".join(sorted(set(TEXT) | {UNK})) == m["vocab"]  # the text's characters and <unk>
     assert m["config"]["cell"] == "lstm" and m["config"]["hidden_size"] == 24
     s = summary(out)
     assert s["step"] == 30 and s["val_chars"] == round(0.1 * len(TEXT))

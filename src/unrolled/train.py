@@ -162,6 +162,8 @@ class Trainer:
     metrics_path : JSONL, one line per step: step, epoch, loss, grad_norm, lr, tokens, tokens_per_s,
         wall_time, and val_loss on validation steps.
     progress : show a tqdm bar (loss, tokens/s, ETA) on stderr.
+    progress_loss : (name, factor) of the loss and best validation shown on the bar, e.g. ``("bits",
+        1 / ln 2)`` for a language model whose loss is in nats; the metrics file keeps the loss as it is.
     on_nonfinite : "stop" (raise :class:`NonFiniteError`, keep the last good checkpoint) or "skip"
         (drop the step, multiply the lr by ``lr_backoff``, go on).
     meta : extra JSON-able entries saved in every checkpoint (e.g. the vocabulary).
@@ -192,6 +194,7 @@ class Trainer:
         checkpoint_every: int | None = None,
         metrics_path: str | os.PathLike | None = None,
         progress: bool = True,
+        progress_loss: tuple[str, float] = ("loss", 1.0),
         on_nonfinite: str = "stop",
         lr_backoff: float = 0.5,
         carry_state: bool = False,
@@ -224,6 +227,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
         self.progress, self.on_nonfinite, self.lr_backoff = progress, on_nonfinite, float(lr_backoff)
+        self.progress_loss = (str(progress_loss[0]), float(progress_loss[1]))
         self.carry_state, self.meta = carry_state, dict(meta or {})
         self.max_loss = _loss_bound(max_loss)
         # The run's position and counters: everything a checkpoint needs besides model and optimizer.
@@ -566,13 +570,14 @@ class Trainer:
             self._metrics.flush()
         if bar is not None:
             bar.update(1)
-            post = {"loss": f"{record['loss']:.4f}"}
+            name, factor = self.progress_loss
+            post = {name: f"{record['loss'] * factor:.4f}"}
             if record.get("tokens_per_s"):  # smoothed: one step's rate is noisy
                 tps = record["tokens_per_s"]
                 self._tps = tps if getattr(self, "_tps", None) is None else 0.9 * self._tps + 0.1 * tps
                 post["tok/s"] = f"{self._tps:.0f}"
             if self.best_val is not None:
-                post["val"] = f"{self.best_val:.4f}"
+                post["val"] = f"{self.best_val * factor:.4f}"
             bar.set_postfix(post, refresh=False)
 
     def _warn(self, msg: str) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator
+
+from unrolled.resolve import CHECKPOINTS, ModelChoice, resolve_model
 
 
 class CLIError(Exception):
@@ -73,3 +76,26 @@ def open_out(args: argparse.Namespace, kind: str) -> Iterator:
             if not run.resumed and not run.has_checkpoint():
                 run.discard()
             raise
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint best|last``: which model of a run directory a command reads (see
+    :mod:`unrolled.resolve`)."""
+    p.add_argument(
+        "--checkpoint",
+        choices=CHECKPOINTS,
+        help="which model of a run directory to use (default: best/ when the run has one, else last/; a "
+        "checkpoint directory is used as it is)",
+    )
+
+
+def model_choice(args: argparse.Namespace, directory) -> ModelChoice:
+    """The checkpoint directory a command reads for its model argument `directory` (with ``--checkpoint``
+    when the command has it). Print :func:`say_model` of it once the command's input has been checked, so
+    that a refused command still prints one line only."""
+    return resolve_model(directory, getattr(args, "checkpoint", None))
+
+
+def say_model(choice: ModelChoice) -> None:
+    """The line ``using PATH (DETAIL)`` on standard error: which model the command used."""
+    print(choice.describe(), file=sys.stderr, flush=True)

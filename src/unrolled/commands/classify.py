@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.apps.classify import load, read_for_prediction
+from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
 from unrolled.metrics import accuracy
 
 
@@ -19,13 +20,16 @@ def register(subparsers) -> None:
     q.add_argument(
         "file", metavar="FILE", help="sequences in the training layout (.npz, .csv, or .txt lines)"
     )
+    add_checkpoint_option(q)
     q.add_argument("--output", metavar="CSV", help="write the predictions here (default: stdout)")
     q.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    clf, cfg, meta = load(args.directory)
+    choice = model_choice(args, args.directory)
+    clf, cfg, meta = load(choice.path)
     rec = read_for_prediction(args.file, cfg, meta["kind"])
+    say_model(choice)
     p = clf.predict_proba(rec.items)
     pred = p.argmax(1)
     lines = ["sequence,predicted,probability"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from unrolled._checks import positive_int
 from unrolled._files import open_regular_file, read_text_file
-from unrolled.commands._common import CLIError
+from unrolled.commands._common import CLIError, add_checkpoint_option, model_choice, say_model
 from unrolled.diagnostics.report import diagnose_model
 
 
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
         help="targets for --input (class ids: cross-entropy; floats: MSE): the BPTT norms are then those "
         "of this loss; default: a random probe of the output at the last step",
     )
+    add_checkpoint_option(p)
     p.add_argument("--steps", type=int, default=100, help="T of the random input (default 100)")
     p.add_argument("--batch", type=int, default=8, help="B of the random input (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input and the probe loss")
@@ -48,20 +49,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load(path: Path):
-    """(model, where it came from) from a checkpoint directory or a config JSON."""
+def _load(path: Path, args: argparse.Namespace):
+    """(model, where it came from, the ModelChoice or None) from a checkpoint directory or a config JSON."""
     from unrolled.models import ModelConfig, SequenceModel
 
     if path.is_dir():
         from unrolled.checkpoint import is_checkpoint, load_model
 
-        if not is_checkpoint(path):  # a run directory: its best model, else its last
-            inner = next((path / n for n in ("best", "last") if is_checkpoint(path / n)), None)
-            if inner is None:
-                raise CLIError(f"{path}: not a checkpoint, nor a run directory with best/ or last/")
-            path = inner
-        model, _ = load_model(path)
-        return model, f"checkpoint {path}"
+        choice = model_choice(args, path)  # a run directory: its best model, else its last
+        if not is_checkpoint(choice.path):
+            raise CLIError(f"{path}: not a checkpoint, nor a run directory with best/ or last/")
+        model, _ = load_model(choice.path)
+        return model, f"checkpoint {choice.path}", choice
     if not path.exists():
         raise CLIError(f"{path}: no such checkpoint directory or config file")
     text = read_text_file(path, "DIR_OR_CONFIG")  # a device or FIFO is refused, never read
@@ -71,7 +70,8 @@ def _load(path: Path):
         raise CLIError(f"{path}: not a JSON config ({e})") from e
     if isinstance(d, dict) and isinstance(d.get("config"), dict):
         d = d["config"]
-    return SequenceModel(ModelConfig.from_dict(d)), f"config {path} (fresh weights, seed {d.get('seed')})"
+    fresh = f"config {path} (fresh weights, seed {d.get('seed')})"
+    return SequenceModel(ModelConfig.from_dict(d)), fresh, None
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
@@ -108,7 +108,7 @@ def _input(args, model) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise CLIError(f"--tol: expected a number in (0, 1), got {args.tol}")
-    model, origin = _load(Path(args.model))
+    model, origin, choice = _load(Path(args.model), args)
     x = _input(args, model)
     c = model.config
     target = None
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise CLIError("--target needs --input (the targets of that input)")
         target = _load_npy(args.target, "--target")
+    if choice is not None:
+        say_model(choice)
     diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target)
     T, B = x.shape[:2]
     print(

@@ -3,8 +3,11 @@
 The kind is the ``app`` that wrote the checkpoint's meta.json; :data:`EVALUATORS` maps each kind to its
 evaluation, so adding a kind is one entry there, not a patch of another command's parser:
 
-- ``charlm`` (``unrolled train charlm`` or ``unrolled demo``; a run directory is read through its ``last``
-  checkpoint): bits per character on ``--text FILE ...``;
+- ``charlm`` (``unrolled train charlm`` or ``unrolled demo``): bits per character on ``--text FILE ...``,
+  characters the model has no id for left out or read as <unk> by ``--unknown``;
+
+A run directory is read through the checkpoint :func:`unrolled.resolve.resolve_model` chooses (its
+``best/`` when it has one; ``--checkpoint`` chooses), named on standard error.
 - ``translate``: BLEU, exact match and token accuracy on ``--pairs FILE``;
 - ``forecast`` and ``classify`` models were scored on their test split when trained; eval names the
   command that scores them on new data.
@@ -20,8 +23,11 @@ from pathlib import Path
 
 from unrolled._files import check_regular_file
 from unrolled.apps import charlm, translate
+from unrolled.apps.charlm.lm import plural, scored_predictions
+from unrolled.apps.charlm.text import UNKNOWN_POLICIES, UnknownCharacterError, describe_chars
 from unrolled.apps.classify import APP as CLASSIFY
 from unrolled.apps.forecast import APP as FORECAST
+from unrolled.commands._common import CLIError, add_checkpoint_option, model_choice, say_model
 from unrolled.commands._decode import add_columns, add_decode_options, check_decode_options
 from unrolled.seq2seq.text import read_pairs
 
@@ -37,12 +43,22 @@ def register(subparsers) -> None:
         "exact match and token accuracy, beside the copy-the-source baseline.",
     )
     ev.add_argument("dir", metavar="DIR", help="a model directory")
+    add_checkpoint_option(ev)
     ev.add_argument(
         "--text",
         nargs="+",
         metavar="FILE",
         action="extend",
         help="character-level models: UTF-8 text file(s) to evaluate on, read one after the other",
+    )
+    ev.add_argument(
+        "--unknown",
+        choices=UNKNOWN_POLICIES,
+        default="error",
+        help="character-level models: what becomes of a character the model has no id for: error "
+        "(default: name them), skip (leave them out: the text is scored as if they were absent), map "
+        "(read each one as <unk>; predictions of <unk> are not scored; models trained before <unk> "
+        "existed have no such id: use skip)",
     )
     ev.add_argument(
         "--pairs",
@@ -55,40 +71,69 @@ def register(subparsers) -> None:
 
 
 def model_kind(directory) -> str | None:
-    """The ``app`` named by the meta.json of `directory` (or, for a charlm run directory, of its ``last``
-    checkpoint); None when there is no readable meta.json naming one. Reads meta.json only."""
-    for d in (Path(directory), Path(directory) / "last"):
-        try:
-            meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and isinstance(meta.get("meta"), dict):
-            app = meta["meta"].get("app")
-            return app if isinstance(app, str) else None
+    """The ``app`` named by the meta.json of `directory` (for a run directory, of the checkpoint
+    :func:`unrolled.resolve.resolve_model` chooses); None when there is no readable meta.json naming one.
+    Reads meta.json only."""
+    from unrolled.resolve import resolve_model
+
+    try:
+        d = resolve_model(directory).path
+    except ValueError:
+        return None
+    try:
+        meta = json.loads((Path(d) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(meta, dict) and isinstance(meta.get("meta"), dict):
+        app = meta["meta"].get("app")
+        return app if isinstance(app, str) else None
     return None
 
 
 def _charlm(args: argparse.Namespace) -> int:
-    model, vocab, _ = charlm.load(args.dir)
+    choice = model_choice(args, args.dir)
+    model, vocab, _ = charlm.load(choice.path)
     if not args.text:
         raise ValueError("eval: a character-level model needs --text FILE")
     for path in args.text:
         check_regular_file(path, "--text")
-    corpus = charlm.load_corpus(args.text, vocab)
-    nats = charlm.evaluate(model, corpus.ids)
-    print(
-        f"{charlm.bits(nats):.4f} bits per character ({nats:.4f} nats) over {len(corpus.ids) - 1:,} "
-        "predictions"
-    )
+    try:
+        corpus = charlm.load_corpus(args.text, vocab, args.unknown)
+    except UnknownCharacterError as e:
+        raise CLIError(
+            e.message(
+                "score the text with --unknown skip (leave them out)"
+                + (" or --unknown map (read them as <unk>)" if vocab.unk_id is not None else "")
+            )
+        ) from None
+    ignore = vocab.unk_id if corpus.unknown == "map" else None
+    scored = scored_predictions(corpus.ids, ignore)
+    if scored < 1:
+        raise CLIError(f"--text: no character to score ({plural(corpus.n_unknown, 'character')} unknown)")
+    say_model(choice)
+    nats = charlm.evaluate(model, corpus.ids, ignore_id=ignore)
+    print(f"{charlm.bits(nats):.4f} bits per character ({nats:.4f} nats) over {scored:,} predictions")
+    if corpus.counts:
+        if corpus.unknown == "skip":
+            how = "left out (the text was scored as if they were absent)"
+        else:
+            how = "read as <unk>; the predictions of <unk> were not scored"
+        print(
+            f"--unknown {corpus.unknown}: {plural(corpus.n_unknown, 'character')} of "
+            f"{plural(len(corpus.counts), 'kind')} the model has no id for {how}: "
+            + describe_chars(corpus.counts)
+        )
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
     if args.pairs is None:
         raise ValueError("eval: a translation model needs --pairs FILE")
-    tr, _ = translate.load(args.dir)
+    choice = model_choice(args, args.dir)
+    tr, _ = translate.load(choice.path)
     check_decode_options(args)
     pairs = read_pairs(args.pairs, args.source_col, args.target_col)
+    say_model(choice)
     res = translate.evaluate(tr, pairs, args.beam, args.max_len, args.length_penalty)
     how = "greedy" if args.beam == 1 else f"beam {args.beam}"
     print(
@@ -125,6 +170,7 @@ EVALUATORS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def run(args: argparse.Namespace) -> int:
+    model_choice(args, args.dir)  # a missing DIR or a --checkpoint it lacks: refused before anything else
     kind = model_kind(args.dir)
     if args.pairs is not None and kind != translate.APP:
         raise ValueError(f"eval: {args.dir} is not a translation model (--pairs needs one)")

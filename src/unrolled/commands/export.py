@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.commands._common import CLIError
+from unrolled.commands._common import CLIError, add_checkpoint_option, model_choice, say_model
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("model", metavar="DIR", help="a checkpoint directory (unrolled train ... / save_model)")
+    add_checkpoint_option(p)
     p.add_argument("--onnx", metavar="OUT.onnx", required=True, help="where to write the ONNX file")
     p.add_argument(
         "--no-lengths", action="store_true", help="no lengths input: every sequence runs all T steps"
@@ -45,9 +46,11 @@ def run(args) -> int:
     out = Path(args.onnx)
     if not out.parent.is_dir():
         raise CLIError(f"cannot write {out}: directory {out.parent} does not exist")
-    model, _ = load_model(src)
+    choice = model_choice(args, src)  # a run directory: its best/ (else last/) checkpoint
+    model, _ = load_model(choice.path)
     lengths = not args.no_lengths
     export(model, out, lengths=lengths, initial_state=args.initial_state)
+    say_model(choice)
     c = model.config
     kind = f"{c.cell.upper()} x{c.num_layers}" + (" bidirectional" if c.bidirectional else "")
     print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB): {kind}, output={c.output}, opset 17, float32")

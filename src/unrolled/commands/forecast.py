@@ -13,6 +13,7 @@ import numpy as np
 from unrolled._checks import positive_int
 from unrolled.apps.forecast import load, network_label, plot_forecast
 from unrolled.apps.forecast.timeseries import Split, TimeSeries, fill_missing
+from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
 from unrolled.metrics import forecast_errors
 
 
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
         "--csv", metavar="FILE", help="forecast this series (same columns) instead of the training one"
     )
     q.add_argument("--time-column", metavar="NAME", help="with --csv: a column of time labels")
+    add_checkpoint_option(q)
     q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
     q.add_argument("--holdout", action="store_true", help="hold out the last horizon rows and forecast them")
     q.add_argument("--plot", metavar="PNG", help="save a plot of history, holdout and forecast")
@@ -31,7 +33,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fc, cfg, meta = load(args.directory)
+    choice = model_choice(args, args.directory)
+    fc, cfg, meta = load(choice.path)
     if args.csv is not None:
         cols = meta["columns"]
         cfg = dataclasses.replace(
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
     raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
     pred = fc.forecast(raw, np.array([n]), h)[0]
+    say_model(choice)
     rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
     for k in range(h):
         extra = f",{holdout[k]:.6g}" if holdout is not None else ""

@@ -8,6 +8,8 @@ import os
 import sys
 
 from unrolled.apps.charlm import SampleConfig, default_prime, load, sample_text
+from unrolled.apps.charlm.sampling import repeating_period
+from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
 from unrolled.commands._options import add_config_options, given_options
 
 
@@ -16,29 +18,55 @@ def register(subparsers) -> None:
         "sample",
         help="generate text from a trained character-level model",
         description="Stream generated text to stdout, one character at a time: the prime is read once, then "
-        "each drawn character is fed back through the model's one-step API.",
+        "each drawn character is fed back through the model's one-step API. A run directory is read "
+        "through its best/ checkpoint (else last/; see --checkpoint), named on standard error.",
     )
     sample.add_argument(
         "dir", metavar="DIR", help="directory written by `unrolled train charlm` or `unrolled demo`"
     )
+    add_checkpoint_option(sample)
     add_config_options(sample, SampleConfig)
     sample.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model, vocab, _ = load(args.dir)
+    choice = model_choice(args, args.dir)
+    model, vocab, _ = load(choice.path)
     cfg = SampleConfig(**given_options(args, SampleConfig))
     chars = sample_text(model, vocab, cfg)  # checks the options and the prime before printing anything
     first = next(chars, "")
+    say_model(choice)
     out = sys.stdout
+    drawn = [first]
     try:
         out.write((cfg.prime or default_prime(vocab)) + first)
         out.flush()
         for c in chars:
+            drawn.append(c)
             out.write(c)
             out.flush()
         out.write("\n")
         out.flush()
     except BrokenPipeError:  # e.g. `unrolled sample DIR | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
+    _note_a_greedy_loop(cfg, "".join(drawn))
     return 0
+
+
+def _note_a_greedy_loop(cfg: SampleConfig, text: str) -> None:
+    """One line on stderr when greedy output ends in a loop: the arg max, once back in a state it has
+    been in, repeats itself; the options that break it."""
+    if cfg.temperature != 0 or len(text) < 12:
+        return
+    period = repeating_period([ord(c) for c in text])
+    if period is None:
+        return
+    loop = text[-period:]
+    fixes = [] if cfg.repetition_penalty > 1 else ["--repetition-penalty 1.3"]
+    fixes.append("a --temperature above 0 (e.g. 0.5)")
+    print(
+        f"note: greedy decoding (--temperature 0) ended in a loop of {period} character"
+        f"{'s' if period != 1 else ''} ({loop!r} repeated); try {' or '.join(fixes)}",
+        file=sys.stderr,
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from unrolled._files import check_regular_file
 from unrolled.apps.charlm import APP, CharLMConfig, fit, report, resume_config
-from unrolled.apps.charlm.text import Vocabulary
+from unrolled.apps.charlm.text import UNKNOWN_POLICIES, UnknownCharacterError, Vocabulary
 from unrolled.checkpoint import CheckpointError, load_checkpoint
 from unrolled.commands._common import CLIError, add_run_options, open_out
 from unrolled.commands._options import add_config_options, given_options
@@ -39,6 +39,13 @@ def register(kinds) -> None:
     add_run_options(
         train, "the run saved in DIR (same architecture; --steps/--time are totals of the whole run)"
     )
+    train.add_argument(
+        "--unknown",
+        choices=UNKNOWN_POLICIES,
+        help="with --resume: what becomes of a character of --text that the run's vocabulary (fixed when "
+        "the run started) has no id for: error (the default: name them), skip (leave them out), map "
+        "(train on them as <unk>; runs from before <unk> existed have none)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(train, CharLMConfig, exclusive=("steps", "time"))
 
@@ -46,6 +53,10 @@ def register(kinds) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.resume and not args.text:  # before --out is touched
         raise CLIError("--text: give the UTF-8 text file(s) to learn from")
+    if not args.resume and args.unknown is not None:
+        raise CLIError(
+            f"--unknown {args.unknown}: only with --resume (a new run learns every character of its texts)"
+        )
     for path in args.text or ():  # a device, FIFO or missing file: one line, before --out is touched
         check_regular_file(path, "--text")
     CharLMConfig(**{k: v for k, v in given_options(args, CharLMConfig).items() if k not in ("steps", "time")})
@@ -86,8 +97,21 @@ def _run(args: argparse.Namespace, run_dir) -> int:
             )
     else:
         cfg, texts, extra = CharLMConfig(**given), args.text, None
-    summary = fit(
-        cfg, texts, run_dir, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra
-    )
+    unknown = args.unknown or "error"
+    try:
+        summary = fit(
+            cfg, texts, run_dir, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra,
+            unknown=unknown,
+        )  # fmt: skip
+    except UnknownCharacterError as e:
+        options = "--unknown skip (leave them out)" + (
+            " or --unknown map (train on them as <unk>)" if e.vocab.unk_id is not None else ""
+        )
+        raise CLIError(
+            e.message(
+                f"the run's vocabulary is fixed: continue with {options}, or learn them in a new run "
+                "on all your texts (another --out)"
+            )  # fmt: skip
+        ) from None
     report(summary)
     return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from unrolled.apps.translate import load, plot_sentence_attention
+from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
 from unrolled.commands._decode import add_decode_options, check_decode_options
 
 
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     )
     tr.add_argument("dir", metavar="DIR", help="directory written by 'unrolled train translate'")
     tr.add_argument("text", nargs="*", metavar="TEXT", help="the sentence (default: lines of standard input)")
+    add_checkpoint_option(tr)
     add_decode_options(tr)
     tr.set_defaults(func=run)
 
@@ -36,9 +38,11 @@ def _read_sentences(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    tr, _ = load(args.dir)
+    choice = model_choice(args, args.dir)
+    tr, _ = load(choice.path)
     check_decode_options(args)
     sentences = _read_sentences(args)
+    say_model(choice)
     results = tr.translate(
         sentences, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty
     )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ from unrolled import config
 from unrolled._checks import one_of, positive_float, positive_int, probability
 from unrolled.apps.charlm.text import (
     MAX_VOCAB,
+    UNKNOWN_POLICIES,
     TextError,
+    UnknownCharacterError,
     Vocabulary,
     check_trainable,
+    check_unknown_policy,
+    describe_chars,
     encode_texts,
     scan_texts,
     split_validation,
@@ -138,31 +143,52 @@ class CharLMConfig:
 # --------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class Corpus:
-    """Texts encoded to ids: ``ids`` (N,) in ``vocab.dtype``, and where they came from."""
+    """Texts encoded to ids: ``ids`` (N,) in ``vocab.dtype``, and where they came from.
+
+    ``unknown`` is the policy the texts were read with (see :mod:`unrolled.apps.charlm.text`), ``counts``
+    the characters outside the vocabulary that it skipped or mapped to <unk>, with how often each."""
 
     vocab: Vocabulary
     ids: np.ndarray
     paths: tuple[str, ...]
+    unknown: str = "error"
+    counts: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def n_unknown(self) -> int:
+        """Characters of the texts skipped or mapped to <unk>."""
+        return sum(self.counts.values())
 
 
-def load_corpus(paths, vocab: Vocabulary | None = None) -> Corpus:
+def load_corpus(paths, vocab: Vocabulary | None = None, unknown: str = "error") -> Corpus:
     """Read UTF-8 texts by streaming (see :mod:`unrolled.apps.charlm.text`).
 
     Without `vocab`, the texts must be trainable (not empty, at least two distinct characters) and
-    their characters become the vocabulary; with it, every character must be in it.
+    their characters, with <unk>, become the vocabulary. With it, `unknown` says what becomes of a
+    character outside it: ``"error"`` raises :class:`~unrolled.apps.charlm.text.UnknownCharacterError`
+    naming every such character, ``"skip"`` leaves them out, ``"map"`` reads them as <unk> (refused for a
+    vocabulary without one).
     """
     paths = [str(p) for p in paths]
+    check_unknown_policy(unknown, vocab)
     stats = scan_texts(paths)
     if vocab is None:
         check_trainable(stats, paths)
-        vocab = Vocabulary.from_chars(stats.chars)
+        vocab = Vocabulary.from_chars(stats.chars, unk=True)
     else:
         for p, n in zip(paths, stats.lengths, strict=True):
             if n == 0:
                 raise TextError(f"{p}: the file is empty")
-        if stats.total < 2:
-            raise TextError(f"{', '.join(paths)}: only one character; nothing to predict")
-    return Corpus(vocab, encode_texts(paths, vocab, stats.lengths), tuple(paths))
+        missing = sorted(stats.chars - set(vocab.text_chars))
+        if missing and unknown == "error":
+            raise UnknownCharacterError(", ".join(paths), missing, vocab)
+    counts: Counter = Counter()
+    ids = encode_texts(paths, vocab, stats.lengths, unknown=unknown, counts=counts)
+    if len(ids) < 2:
+        raise TextError(
+            f"{', '.join(paths)}: only one character{' known' if counts else ''}; nothing to predict"
+        )
+    return Corpus(vocab, ids, tuple(paths), unknown, counts)
 
 
 def _chunk(ids: np.ndarray, starts: np.ndarray, t0: int, T: int, limit: np.ndarray):
@@ -230,10 +256,25 @@ def memory_bound(cfg: CharLMConfig, n_chars: int, vocab_size: int) -> int:
     )
 
 
-def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: int = 200) -> float:
+def scored_predictions(ids: np.ndarray, ignore_id: int | None = None) -> int:
+    """How many next-character predictions :func:`evaluate` scores on `ids` (N,): N − 1, less those whose
+    target is `ignore_id`."""
+    n = max(len(ids) - 1, 0)
+    return n if ignore_id is None else n - int(np.count_nonzero(ids[1:] == ignore_id))
+
+
+def evaluate(
+    model: SequenceModel,
+    ids: np.ndarray,
+    batch: int = 64,
+    seq_len: int = 200,
+    ignore_id: int | None = None,
+) -> float:
     """Mean negative log-likelihood in nats per predicted character of the text `ids` (N,), N >= 2.
 
-    Every one of the N − 1 next-character predictions counts exactly once. The text is read as up to
+    Every one of the N − 1 next-character predictions counts exactly once, except those whose target is
+    `ignore_id` (e.g. <unk>: a character the model cannot name is read, never scored); the mean is over
+    the :func:`scored_predictions`. The text is read as up to
     `batch` contiguous streams, each from a zero state and carried chunk to chunk, so only the first
     characters of each stream are predicted without context (negligible when N ≫ batch).
 
@@ -251,6 +292,9 @@ def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: in
     n = len(ids) - 1  # predictions
     if n < 1:
         raise TextError("evaluation text: at least 2 characters are needed (one to read, one to predict)")
+    scored = scored_predictions(ids, ignore_id)
+    if scored < 1:
+        raise TextError("evaluation text: no prediction to score (every target is <unk>)")
     B = min(batch, n)
     L = -(-n // B)  # stream length, the last stream shorter
     starts = np.arange(B, dtype=np.int64) * L
@@ -264,15 +308,23 @@ def evaluate(model: SequenceModel, ids: np.ndarray, batch: int = 64, seq_len: in
             # model.forward in eval mode (no dropout) is head(rnn(embed(x))); the head is applied here
             # instead, in blocks, so that the (T, B, V) logits never exist at once.
             u, state = model.rnn.forward(model.embed.forward(x), state)  # (T, B, H)
+            if ignore_id is not None:
+                valid &= y != ignore_id
             total += _nll_sum(model.head, u[valid], y[valid])
     finally:
         model.train(was_training)
-    return total / n
+    return total / scored
 
 
 def bits(nats: float) -> float:
     """Nats per character → bits per character."""
     return nats / LN2
+
+
+def plural(n: float, noun: str) -> str:
+    """``1 minute``, ``2 minutes``, ``0.5 minutes``, ``1,200 steps``."""
+    shown = f"{n:,}" if isinstance(n, int) else f"{n:g}"
+    return f"{shown} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------- training
@@ -312,13 +364,15 @@ def fit(
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
     log=print,
+    unknown: str = "error",
 ) -> RunSummary:
     """Train (or, with `resume`, continue) a character-level model on `texts`; checkpoints go to `out`.
 
     The model is written by :class:`~unrolled.train.Trainer` to ``out/last`` (every ``val_every`` steps,
     at the end and on Ctrl-C) and ``out/best`` (best periodic validation); metrics to
     ``out/metrics.jsonl``, the summary to ``out/summary.json``. `vocab` is the vocabulary of a resumed run
-    (the texts must fit it).
+    (the texts must fit it, or `unknown` says what becomes of the characters that do not: see
+    :func:`load_corpus`).
 
     out : a :class:`~unrolled.rundir.RunDir` (the command line's, already open and locked), or a folder,
         which is then opened here with :func:`~unrolled.rundir.open_run` (kind "charlm", `resume`, no
@@ -334,10 +388,10 @@ def fit(
     with contextlib.ExitStack() as stack:
         if not isinstance(out, RunDir):
             out = stack.enter_context(open_run(out, APP, resume=resume, overwrite=False, what="out"))
-        return _fit(cfg, texts, out, vocab, resume, progress, extra_meta, log)
+        return _fit(cfg, texts, out, vocab, resume, progress, extra_meta, log, unknown)
 
 
-def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummary:
+def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> RunSummary:
     from unrolled import kernels
     from unrolled.optim import Adam
     from unrolled.tbptt import TokenStreams, lm_loss
@@ -345,7 +399,7 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummar
 
     out = run.root
     set_blas_threads(cfg.threads)
-    corpus = load_corpus(texts, vocab)
+    corpus = load_corpus(texts, vocab, unknown)
     train_ids, val_ids = split_validation(corpus.ids, cfg.val_fraction)
     if len(train_ids) - 1 < cfg.batch:
         raise TextError(
@@ -354,6 +408,10 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummar
         )
     streams = TokenStreams(train_ids, cfg.batch, cfg.seq_len)
     model = build(cfg, corpus.vocab.size)
+    if corpus.vocab.unk_id is not None:
+        # <unk> is never read in training unless a resumed run maps new characters to it: its embedding
+        # starts at zero (no information) rather than at a random vector, and gets gradient only then.
+        model.params["embed.W"][corpus.vocab.unk_id] = 0.0
     n_params = sum(v.size for v in model.params.values())
     val_part = val_ids[: cfg.val_chars + 1]
 
@@ -376,7 +434,7 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummar
         max_steps=cfg.steps, max_time=None if cfg.time is None else 60.0 * cfg.time,
         clip_norm=cfg.clip or None, eval_every=cfg.val_every, checkpoint_dir=out,
         checkpoint_every=cfg.val_every, metrics_path=run.path("metrics.jsonl"), progress=progress,
-        carry_state=True, meta=meta,
+        progress_loss=("bits", 1.0 / LN2), carry_state=True, meta=meta,
         # diverged: worse than a uniform guess over the V characters, at 3 validations in a row
         max_loss=LossBound(math.log(corpus.vocab.size) + 1.0, "val_loss", times=3),
     )  # fmt: skip
@@ -386,11 +444,15 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log) -> RunSummar
         f"{len(train_ids):,} characters, validating on {len(val_part):,}"
         + (f" of the {len(val_ids):,} held out" if len(val_part) < len(val_ids) else "")
         + "; "
-        + (f"{cfg.time:g} minutes" if cfg.time is not None else "")
+        + (plural(cfg.time, "minute") if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
-        + (f"{cfg.steps:,} steps" if cfg.steps is not None else "")
-        + f"; {kernels.describe()} kernels"
+        + (plural(cfg.steps, "step") if cfg.steps is not None else "")
+        + f"; kernels: {kernels.describe()}"
     )
+    if corpus.counts:
+        what = "left out" if corpus.unknown == "skip" else "read as <unk>"
+        log(f"--unknown {corpus.unknown}: {plural(corpus.n_unknown, 'character')} the model has no id for, "
+            f"{what}: {describe_chars(corpus.counts)}")  # fmt: skip
     result = trainer.fit(resume=resume)
     walls = [r["wall_time"] for r in trainer.history if "wall_time" in r]
     seconds = walls[-1] if walls else trainer.wall_offset
@@ -421,23 +483,24 @@ def _write(line: str, progress: bool, log) -> None:
 
 
 # --------------------------------------------------------------------------- saved models
-def model_path(directory) -> Path:
-    """The checkpoint to read for a run directory: ``DIR/last`` (the model the run ended with), or
-    ``DIR`` itself when it is a checkpoint (e.g. ``DIR/best``)."""
-    directory = Path(directory)
-    if not (directory / "meta.json").exists() and (directory / "last" / "meta.json").exists():
-        return directory / "last"
-    return directory
+def model_path(directory, checkpoint: str | None = None) -> Path:
+    """The checkpoint to read for `directory` by the rule of :func:`unrolled.resolve.resolve_model`: a run
+    directory's ``best/`` when it has one, else its ``last/`` (`checkpoint` chooses); a checkpoint
+    directory itself."""
+    from unrolled.resolve import resolve_model
+
+    return resolve_model(directory, checkpoint).path
 
 
-def load(directory) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
-    """The model (eval mode), vocabulary and checkpoint meta of a directory written by ``train charlm``.
+def load(directory, checkpoint: str | None = None) -> tuple[SequenceModel, Vocabulary, dict[str, Any]]:
+    """The model (eval mode), vocabulary and checkpoint meta of a directory written by ``train charlm``
+    (which checkpoint of a run directory: :func:`model_path`).
 
     Raises :class:`~unrolled.checkpoint.CheckpointError` (a ValueError) for a directory that is not one.
     """
     from unrolled.checkpoint import CheckpointError, load_model
 
-    model, meta = load_model(model_path(directory))
+    model, meta = load_model(model_path(directory, checkpoint))
     if meta.get("app") != APP or "vocab" not in meta:
         what = f"a {meta['app']} model" if isinstance(meta.get("app"), str) else "no vocabulary"
         raise CheckpointError(f"{directory}: not a character-level language model (it holds {what})")
@@ -491,27 +554,54 @@ class SampleConfig:
     )
     top_k: int | None = option(None, "draw only among the K most likely characters", type=int, metavar="K")
     seed: int | None = option(None, "seed of the draws, for a reproducible sample", type=int, metavar="N")
+    repetition_penalty: float = option(
+        1.0,
+        "discourage the characters of the last --repetition-window ones (CTRL's penalty: a positive logit "
+        "is divided by P, a negative one multiplied); 1 = off. Greedy decoding (--temperature 0) of a "
+        "character model loops (often on spaces): try 1.2-1.5, or a temperature",
+        metavar="P",
+    )
+    repetition_window: int = option(
+        32,
+        "how many of the latest characters (the prime's included) --repetition-penalty looks at",
+        metavar="N",
+    )
+    unknown: str = option(
+        "error",
+        "a --prime character the model has no id for: error, skip it, or map it to <unk>",
+        choices=UNKNOWN_POLICIES,
+    )
 
 
 def default_prime(vocab: Vocabulary) -> str:
     """A newline when the model knows it (the start of a line), else the vocabulary's first character."""
-    return "\n" if "\n" in vocab else vocab.chars[0]
+    return "\n" if "\n" in vocab else vocab.text_chars[0]
 
 
 def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
-    """Yield the generated characters one at a time (the prime is not repeated).
+    """Yield the generated characters one at a time (the prime is not repeated; <unk> is never drawn).
 
-    Raises :class:`TextError` for a prime character outside the vocabulary.
+    Raises :class:`TextError` for a prime character outside the vocabulary (with ``cfg.unknown="error"``),
+    or a prime left empty by ``"skip"``.
     """
-    from unrolled.apps.charlm.sampling import check_sampling, generate
+    from unrolled.apps.charlm.sampling import check_penalty, check_sampling, generate
 
     if cfg.length < 0:
         raise ValueError(f"--length: expected a number >= 0, got {cfg.length}")
     check_sampling(cfg.temperature, cfg.top_k)
+    check_penalty(cfg.repetition_penalty, cfg.repetition_window)
+    check_unknown_policy(cfg.unknown, vocab)
     prime = cfg.prime or default_prime(vocab)
-    ids = vocab.encode(prime, where="--prime")
+    ids = vocab.encode(prime, where="--prime", unknown=cfg.unknown)
+    if len(ids) == 0:
+        raise TextError("--prime: every character is unknown to the model; nothing left to start from")
     rng = np.random.default_rng(cfg.seed)
-    for token in generate(model, ids, cfg.length, cfg.temperature, cfg.top_k, rng):
+    banned = () if vocab.unk_id is None else (vocab.unk_id,)
+    tokens = generate(
+        model, ids, cfg.length, cfg.temperature, cfg.top_k, rng,
+        repetition_penalty=cfg.repetition_penalty, repetition_window=cfg.repetition_window, banned=banned,
+    )  # fmt: skip
+    for token in tokens:
         yield vocab.chars[token]
 
 

@@ -1,5 +1,12 @@
 """Text for character-level models: a vocabulary of characters, and UTF-8 files encoded to ids by streaming.
 
+Unknown characters. A vocabulary built for a new model holds one more entry, :data:`UNK`: a lone
+surrogate code point, which no UTF-8 text can decode to, so training text never produces it. A text
+scored or continued later may hold characters the model never saw; :data:`UNKNOWN_POLICIES` says what
+becomes of them: ``error`` refuses the text naming them, ``skip`` leaves them out (the text reads as if
+they were absent), ``map`` reads each one as :data:`UNK`. Vocabularies saved before :data:`UNK` existed
+have no such entry; ``map`` is refused for them.
+
 A file of any size is read in chunks of :data:`CHUNK_BYTES` and decoded incrementally, twice: once to
 count its characters and collect the ones it uses, once to write their ids into an array allocated
 exactly once. The ids are stored compactly — one byte per character while the vocabulary has at most
@@ -11,6 +18,7 @@ when they are cut out of it.
 from __future__ import annotations
 
 import codecs
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +29,10 @@ from unrolled._files import open_regular_file
 
 CHUNK_BYTES = 1 << 20  # 1 MiB of the file at a time; working memory ≈ 30 × this, whatever the file size
 MAX_VOCAB = 0x110000  # every Unicode code point: no vocabulary of distinct characters can be larger
+# The "unknown character" entry of new vocabularies: a lone surrogate, which strict UTF-8 decoding never
+# yields, so no training text holds it; JSON writes it as the escape "\udfff" and reads it back.
+UNK = "\udfff"
+UNKNOWN_POLICIES = ("error", "skip", "map")
 
 
 class TextError(ValueError):
@@ -31,13 +43,45 @@ def _char_name(c: str) -> str:
     return f"{c!r} (U+{ord(c):04X})"
 
 
+def describe_chars(counts: Counter, n: int = 5) -> str:
+    """The `n` most frequent characters of `counts` in words: ``'=' (U+003D) ×12, 'é' (U+00E9) ×3, …``."""
+    shown = [f"{_char_name(c)} ×{k:,}" for c, k in counts.most_common(n)]
+    more = len(counts) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
+
+
+class UnknownCharacterError(TextError):
+    """A text holds characters outside the model's vocabulary (policy ``error``).
+
+    Attributes: ``where`` (the files), ``chars`` (the distinct unknown characters, in order of code
+    point), ``vocab`` (the model's vocabulary). :meth:`message` words it with a caller's advice."""
+
+    def __init__(self, where: str, chars: Sequence[str], vocab: Vocabulary, advice: str | None = None):
+        self.where, self.chars, self.vocab = where, tuple(chars), vocab
+        super().__init__(self.message(advice))
+
+    def message(self, advice: str | None = None) -> str:
+        shown = ", ".join(_char_name(c) for c in self.chars[:5])
+        more = f" and {len(self.chars) - 5:,} more" if len(self.chars) > 5 else ""
+        n = len(self.chars)
+        if advice is None:
+            advice = "score them with unknown='skip' (leave them out)" + (
+                " or unknown='map' (read them as <unk>)" if self.vocab.unk_id is not None else ""
+            )
+        return (
+            f"{self.where}: {n:,} character{'s' if n != 1 else ''} not in the model's vocabulary of "
+            f"{self.vocab.size:,}: {shown}{more}; {advice}"
+        )
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The characters a model knows; a character's id is its position in ``chars`` (sorted by code point).
 
     Parameters
     ----------
-    chars : the distinct characters, each a one-character string, in increasing code-point order.
+    chars : the distinct characters, each a one-character string, in increasing code-point order;
+        :data:`UNK` among them when the model has an "unknown character" id.
     """
 
     chars: tuple[str, ...]
@@ -54,9 +98,20 @@ class Vocabulary:
         object.__setattr__(self, "_codes", codes)
 
     @classmethod
-    def from_chars(cls, chars) -> Vocabulary:
-        """The vocabulary of a set (or any iterable) of characters."""
-        return cls(tuple(sorted(set(chars))))
+    def from_chars(cls, chars, unk: bool = False) -> Vocabulary:
+        """The vocabulary of a set (or any iterable) of characters; with `unk`, :data:`UNK` added."""
+        return cls(tuple(sorted(set(chars) | ({UNK} if unk else set()))))
+
+    @property
+    def unk_id(self) -> int | None:
+        """The id of :data:`UNK`, or None for a vocabulary saved before it existed."""
+        ids, known = self._index(np.array([ord(UNK)], np.uint32))
+        return int(ids[0]) if known[0] else None
+
+    @property
+    def text_chars(self) -> tuple[str, ...]:
+        """The characters a text can hold (all but :data:`UNK`)."""
+        return tuple(c for c in self.chars if c != UNK)
 
     @property
     def size(self) -> int:
@@ -79,20 +134,40 @@ class Vocabulary:
         ids = np.searchsorted(self._codes, codes).clip(max=self.size - 1)
         return ids, self._codes[ids] == codes
 
-    def encode(self, text: str, where: str = "text", offset: int = 0) -> np.ndarray:
-        """The ids of `text`, shape (len(text),), dtype :attr:`dtype`.
+    def encode(
+        self,
+        text: str,
+        where: str = "text",
+        offset: int = 0,
+        unknown: str = "error",
+        counts: Counter | None = None,
+    ) -> np.ndarray:
+        """The ids of `text`, shape (len(text),) — fewer with ``unknown="skip"`` —, dtype :attr:`dtype`.
 
-        Raises :class:`TextError` naming the first character (and its position, counted from `offset`)
-        that is not in the vocabulary.
+        unknown : what becomes of a character outside the vocabulary (see the module docstring):
+            ``"error"`` raises :class:`TextError` naming the first one (and its position, counted from
+            `offset`); ``"skip"`` leaves it out; ``"map"`` gives it :attr:`unk_id`.
+        counts : where the skipped or mapped characters are counted, if given.
         """
+        check_unknown_policy(unknown, self)
         codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         ids, known = self._index(codes)
+        if self.unk_id is not None:  # UNK itself in a text (only from a Python string) is unknown too
+            known &= codes != ord(UNK)
         if not known.all():
-            k = int(np.argmin(known))
-            raise TextError(
-                f"{where}: character {_char_name(text[k])} at character {offset + k} is not in the "
-                f"model's vocabulary of {self.size} characters"
-            )
+            if unknown == "error":
+                k = int(np.argmin(known))
+                raise TextError(
+                    f"{where}: character {_char_name(text[k])} at character {offset + k} is not in the "
+                    f"model's vocabulary of {self.size} characters"
+                )
+            if counts is not None:
+                found, n = np.unique(codes[~known], return_counts=True)
+                counts.update({chr(int(c)): int(k) for c, k in zip(found, n, strict=True)})
+            if unknown == "skip":
+                ids = ids[known]
+            else:
+                ids = np.where(known, ids, self.unk_id)
         return ids.astype(self.dtype)
 
     def decode(self, ids) -> str:
@@ -111,6 +186,18 @@ class Vocabulary:
         if len(s) > MAX_VOCAB:  # checked before the tuple: ~60 bytes of Python objects per character
             raise TextError(f"vocabulary: expected at most {MAX_VOCAB:,} characters, got {len(s):,}")
         return cls(tuple(s))
+
+
+def check_unknown_policy(unknown: str, vocab: Vocabulary | None = None) -> str:
+    """`unknown` if it is one of :data:`UNKNOWN_POLICIES` (and, for ``map``, `vocab` has an <unk> id)."""
+    if unknown not in UNKNOWN_POLICIES:
+        raise ValueError(f"--unknown: expected one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
+    if unknown == "map" and vocab is not None and vocab.unk_id is None:
+        raise TextError(
+            "--unknown map: this model has no <unk> id (it was trained before unrolled reserved one); "
+            "use --unknown skip"
+        )
+    return unknown
 
 
 # --------------------------------------------------------------------------- streaming
@@ -183,26 +270,32 @@ def encode_texts(
     vocab: Vocabulary,
     lengths: Sequence[int] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    unknown: str = "error",
+    counts: Counter | None = None,
 ) -> np.ndarray:
-    """Second pass: the ids of the files one after the other, shape (Σ characters,), dtype ``vocab.dtype``.
+    """Second pass: the ids of the files one after the other, shape (Σ characters,), dtype ``vocab.dtype``
+    (fewer ids with ``unknown="skip"``: the characters left out).
 
     `lengths` are the files' character counts from :func:`scan_texts` (counted here when omitted).
-    Raises :class:`TextError` for a character outside `vocab`, naming file and position.
+    `unknown` and `counts`: see :meth:`Vocabulary.encode`. Raises :class:`TextError` for a character
+    outside `vocab` (policy ``error``), naming file and position.
     """
     if lengths is None:
         lengths = scan_texts(paths, chunk_bytes).lengths
     ids = np.empty(sum(lengths), dtype=vocab.dtype)
-    at = 0
+    at = 0  # ids written
     for p, n in zip(paths, lengths, strict=True):
-        start = at
+        read = 0  # characters of this file read
         for text in iter_text(p, chunk_bytes):
-            if at + len(text) > start + n:
+            if read + len(text) > n:
                 raise TextError(f"{p}: changed while it was being read")
-            ids[at : at + len(text)] = vocab.encode(text, where=str(p), offset=at - start)
-            at += len(text)
-        if at != start + n:
+            chunk = vocab.encode(text, where=str(p), offset=read, unknown=unknown, counts=counts)
+            ids[at : at + len(chunk)] = chunk
+            at += len(chunk)
+            read += len(text)
+        if read != n:
             raise TextError(f"{p}: changed while it was being read")
-    return ids
+    return ids if at == len(ids) else ids[:at]
 
 
 def check_trainable(stats: TextStats, paths: Sequence[str | Path]) -> None:
