@@ -316,7 +316,9 @@ def _model_graph(model, lengths: bool, initial_state: bool):
 
 
 # --------------------------------------------------------------------------- public API
-def to_onnx(obj, *, lengths: bool = True, initial_state: bool = False):
+def to_onnx(
+    obj, *, lengths: bool = True, initial_state: bool = False, metadata: dict[str, str] | None = None
+):
     """Build the ONNX graph (an ``onnx.ModelProto``, checked by ``onnx.checker``) of a layer or model.
 
     Parameters
@@ -326,6 +328,9 @@ def to_onnx(obj, *, lengths: bool = True, initial_state: bool = False):
     lengths : add a ``lengths`` input (B,) int32: sequence b ends after lengths[b] steps (ONNX
         ``sequence_lens``); the graph's outputs then equal ``forward(x, lengths=lengths)``.
     initial_state : add inputs ``h0`` (and ``c0``) (L·D, B, H); otherwise the initial state is zero.
+    metadata : more metadata properties, string to string (e.g. an application's vocabulary as JSON, see
+        ``unrolled export``); the keys unrolled itself writes (``unrolled.kind``, ``unrolled.config``)
+        are refused.
 
     Returns
     -------
@@ -333,6 +338,7 @@ def to_onnx(obj, *, lengths: bool = True, initial_state: bool = False):
     :func:`from_onnx` can rebuild the same object.
     """
     onnx = _onnx()
+    extra = check_metadata(metadata)
     if isinstance(obj, RecurrentLayer):
         model = _layer_graph(obj, lengths, initial_state)
     elif all(hasattr(obj, a) for a in ("config", "rnn", "head", "embed")):
@@ -341,17 +347,55 @@ def to_onnx(obj, *, lengths: bool = True, initial_state: bool = False):
         raise TypeError(
             f"obj: expected an unrolled recurrent layer or SequenceModel, got {type(obj).__name__}"
         )
+    add_metadata(model, extra)
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def export(obj, path: str | Path, *, lengths: bool = True, initial_state: bool = False) -> Path:
+RESERVED_METADATA = (_META_KIND, _META_CONFIG)
+
+
+def check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    """``metadata`` checked: string keys and values, none of :data:`RESERVED_METADATA`; {} for None."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict of str to str, got {type(metadata).__name__}")
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"metadata: expected str keys and values, got {k!r}: {type(v).__name__}")
+        if k in RESERVED_METADATA:
+            raise ValueError(f"metadata: {k!r} is written by unrolled itself; expected another key")
+    return dict(metadata)
+
+
+def add_metadata(model, metadata: dict[str, str]) -> None:
+    """Append metadata properties to an ``onnx.ModelProto`` (after the ones the graph builder set)."""
+    for k, v in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
+
+
+def export(
+    obj,
+    path: str | Path,
+    *,
+    lengths: bool = True,
+    initial_state: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write :func:`to_onnx` of a layer or SequenceModel to ``path`` (a ``.onnx`` file); returns the path.
 
-    See :func:`to_onnx` for the graph's inputs and outputs. The file is written whole or not at all.
+    See :func:`to_onnx` for the graph's inputs and outputs and ``metadata``. The file is written whole or
+    not at all.
     """
+    model = to_onnx(obj, lengths=lengths, initial_state=initial_state, metadata=metadata)
+    return save(model, path)
+
+
+def save(model, path: str | Path) -> Path:
+    """Write an ``onnx.ModelProto`` to ``path`` atomically (a temporary file renamed): whole or not at all."""
     onnx = _onnx()
-    model = to_onnx(obj, lengths=lengths, initial_state=initial_state)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save_model(model, str(tmp))
@@ -425,7 +469,9 @@ def _check_recurrent_node(node, where: str) -> dict:
 
 
 def from_onnx(src):
-    """Rebuild an unrolled layer or SequenceModel from an ONNX file (or ``onnx.ModelProto``).
+    """Rebuild an unrolled layer or SequenceModel from an ONNX file (or ``onnx.ModelProto``); a translation
+    model's ``X.encoder.onnx`` or ``X.decoder.onnx`` file gives the :class:`~unrolled.seq2seq.Seq2Seq` of
+    the pair (see :func:`unrolled.interop.onnx_seq2seq.from_onnx_seq2seq`).
 
     A graph written by :func:`export` comes back as the same kind of object (its configuration is
     kept in the metadata); such a graph must be exactly what :func:`export` writes for the loaded object
@@ -446,6 +492,10 @@ def from_onnx(src):
     onnx = _onnx()
     model, where = _load_proto(src)
     props = {p.key: p.value for p in model.metadata_props}
+    from unrolled.interop import onnx_seq2seq  # it builds on this module: imported when needed
+
+    if onnx_seq2seq.is_seq2seq_graph(props):  # one half of a translation model: both halves rebuild it
+        return onnx_seq2seq.from_onnx_half(src, props)
     consts = _constants(model, where)
     nodes = [n for n in model.graph.node if n.op_type in _onnx_graph.RECURRENT_OPS]
     if not nodes:
