@@ -79,6 +79,7 @@ def _commands() -> list:
     from unrolled.commands import (
         bench,
         classify,
+        data,
         demo,
         diagnose,
         experiment,
@@ -90,7 +91,7 @@ def _commands() -> list:
     )
     from unrolled.commands import eval as eval_  # the verb `eval`; the name would hide the builtin
 
-    return [demo, train, sample, eval_, forecast, classify, translate, export, diagnose, experiment, bench]
+    return [demo, train, sample, eval_, forecast, classify, translate, export, diagnose, experiment, bench, data]
 
 
 def __getattr__(name: str):
