@@ -91,7 +91,20 @@ def _commands() -> list:
     )
     from unrolled.commands import eval as eval_  # the verb `eval`; the name would hide the builtin
 
-    return [demo, train, sample, eval_, forecast, classify, translate, export, diagnose, experiment, bench, data]
+    return [
+        demo,
+        train,
+        sample,
+        eval_,
+        forecast,
+        classify,
+        translate,
+        export,
+        diagnose,
+        experiment,
+        bench,
+        data,
+    ]
 
 
 def __getattr__(name: str):
