@@ -165,6 +165,9 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from unrolled.commands._quick import apply_quick
+
+    apply_quick(args)  # UNROLLED_QUICK (tests only): every --steps/--time/--epochs capped
     try:
         from unrolled.threads import set_blas_threads
 
