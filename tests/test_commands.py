@@ -20,7 +20,7 @@ from unrolled.commands import eval as eval_command
 
 SRC = Path(unrolled.__file__).parent
 VERBS = ["demo", "train", "sample", "eval", "forecast", "classify", "translate", "export", "diagnose",
-         "experiment", "bench"]  # fmt: skip
+         "experiment", "bench", "data"]  # fmt: skip
 TRAIN_KINDS = ["charlm", "forecast", "classify", "translate"]
 
 

@@ -247,3 +247,78 @@ def test_progress_bar_on_stderr_for_large_files_only(server, tmp_path, capsys):
     datasets.fetch("airline-passengers", cache_dir=tmp_path, base_url=server.url)
     err = capsys.readouterr().err
     assert "%" not in err and "airline-passengers: 1 file, 2,180 bytes, downloaded and verified" in err
+
+
+# ------------------------------------------------------------- ensure, `unrolled data`, --dataset
+def test_ensure_reads_the_cache_silently_and_downloads_a_missing_dataset_once_saying_so(
+    server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("UNROLLED_DATA_MIRROR", server.url)
+    got = datasets.ensure("monthly-sunspots", cache_dir=tmp_path)
+    err = capsys.readouterr().err
+    assert f"monthly-sunspots: not in the cache yet: downloading 45,039 bytes from {server.url}" in err
+    assert got == tmp_path / "monthly-sunspots" / "monthly-sunspots.csv" and len(server.requests) == 1
+    assert datasets.ensure("monthly-sunspots", cache_dir=tmp_path) == got
+    assert capsys.readouterr().err == "" and len(server.requests) == 1  # a cache hit: no request, no word
+
+
+def _cli(capsys, argv: list[str]) -> tuple[int, str, str]:
+    from unrolled.commands import main
+
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_data_fetch_prints_only_the_local_path_on_stdout_and_list_then_shows_it_cached(
+    server, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("UNROLLED_DATA", str(tmp_path))
+    monkeypatch.setenv("UNROLLED_DATA_MIRROR", server.url)
+    rc, out, _ = _cli(capsys, ["data", "list"])
+    listed = {line.split()[0]: line.split()[3] for line in out.splitlines()[1:] if line.strip()}
+    assert rc == 0 and listed["airline-passengers"] == "no" and set(datasets.DATASETS) <= set(listed)
+    rc, out, err = _cli(capsys, ["data", "fetch", "airline-passengers"])
+    assert rc == 0 and out == f"{tmp_path / 'airline-passengers' / 'airline-passengers.csv'}\n"
+    assert "downloaded and verified" in err
+    rc, out, _ = _cli(capsys, ["data", "list"])
+    assert next(x for x in out.splitlines() if x.startswith("airline-passengers")).split()[3] == "yes"
+
+
+def test_data_info_shows_licence_citation_and_each_file_with_url_and_sha256(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UNROLLED_DATA", str(tmp_path))
+    rc, out, _ = _cli(capsys, ["data", "info", "tinyshakespeare"])
+    f = datasets.info("tinyshakespeare").files[0]
+    assert rc == 0 and "licence:" in out and "citation:" in out and f.url in out and f.sha256 in out
+    assert "not downloaded (unrolled data fetch tinyshakespeare)" in out
+
+
+def test_data_with_an_unknown_name_is_one_error_line_listing_the_names(capsys):
+    rc, _, err = _cli(capsys, ["data", "fetch", "shakespeare"])
+    assert rc == 2 and err.count("\n") == 1 and "'tinyshakespeare'" in err and "got 'shakespeare'" in err
+
+
+def test_classify_names_dataset_comes_from_the_registry(tmp_path, monkeypatch):
+    shared_data("classification/names")
+    monkeypatch.setenv("UNROLLED_DATA", str(tmp_path))
+    monkeypatch.setenv("UNROLLED_DATA_MIRROR", str(SHARED_DATA))
+    from unrolled.apps.classify.sequences import load_builtin, load_text_folder
+
+    ds = load_builtin("names")
+    direct = load_text_folder(SHARED_DATA / "classification" / "names")
+    assert len(ds.classes) == 18 and len(ds.items) == 20050  # every line of the 18 files, repeats too
+    assert ds.items == direct.items and ds.classes == direct.classes  # the licence file is no class
+    assert (tmp_path / "names" / "Vietnamese.txt").is_file()
+
+
+def test_forecast_registry_series_load_as_their_csv_with_a_seasonal_period(tmp_path, monkeypatch):
+    shared_data("timeseries/airline-passengers.csv")
+    monkeypatch.setenv("UNROLLED_DATA", str(tmp_path))
+    monkeypatch.setenv("UNROLLED_DATA_MIRROR", str(SHARED_DATA))
+    from unrolled.apps.forecast.timeseries import load_builtin
+
+    ts = load_builtin("airline-passengers")
+    assert ts.values.shape == (144, 1) and ts.columns == ["Passengers"] and ts.period == 12
+    assert ts.time[:2] == ["1949-01", "1949-02"] and ts.values[0, 0] == 112
+    sun = load_builtin("monthly-sunspots")
+    assert sun.values.shape == (2820, 1) and sun.time[-1] == "1983-12" and sun.values[0, 0] == 58.0

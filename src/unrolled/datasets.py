@@ -44,6 +44,7 @@ __all__ = [
     "DatasetError",
     "RemoteFile",
     "default_cache_dir",
+    "ensure",
     "fetch",
     "info",
     "list_datasets",
@@ -262,6 +263,28 @@ def path(name: str, *, cache_dir: str | os.PathLike | None = None) -> Path:
                 f"{ds.name}` or, in Python, unrolled.datasets.fetch({ds.name!r})"
             )
     return _result(ds, folder)
+
+
+def ensure(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """The local path of ``name``: :func:`path` when it is in the cache (no network, nothing printed), else
+    one line on stderr saying what is downloaded from where, then :func:`fetch`.
+
+    This is what ``--dataset NAME`` of the commands calls, so that a first use downloads (visibly, once)
+    and every later one reads the cache.
+    """
+    try:
+        return path(name, cache_dir=cache_dir)
+    except FileNotFoundError:
+        pass
+    ds = info(name)
+    mirror = os.environ.get("UNROLLED_DATA_MIRROR") or None
+    where = mirror if mirror is not None else urllib.parse.urlsplit(ds.files[0].url).netloc
+    _say(
+        progress,
+        f"{ds.name}: not in the cache yet: downloading {ds.size:,} bytes from {where} into "
+        f"{_root(cache_dir) / ds.name} (once)",
+    )
+    return fetch(name, cache_dir=cache_dir, progress=progress)
 
 
 def fetch(

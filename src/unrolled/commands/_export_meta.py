@@ -45,9 +45,10 @@ def _charlm(ckpt: Path) -> tuple[Any, dict[str, str]]:
 
     model, vocab, meta = charlm.load(ckpt)
     sampling = charlm.SampleConfig()  # the defaults of `unrolled sample`
-    # An unknown-character policy is carried as the run wrote it; a model without one refuses characters
-    # outside its vocabulary (there is no <unk> id to map them to).
-    unknown = meta.get("unknown", {"policy": "error", "unk_id": None})
+    # A vocabulary with an <unk> id (every model trained since it was reserved) lets a caller read unknown
+    # characters as <unk> ("map"); an older one has none, and a caller must refuse them ("error").
+    unk = vocab.unk_id
+    unknown = {"policy": "error", "unk_id": None} if unk is None else {"policy": "map", "unk_id": int(unk)}
     state = _state_layout(model)
     shapes = ", ".join(f"{s['input']} {tuple(s['shape'])}".replace("'", "") for s in state)
     return model, {

@@ -26,6 +26,12 @@ def register(subparsers) -> None:
     q.add_argument("--time-column", metavar="NAME", help="with --csv: a column of time labels")
     add_checkpoint_option(q)
     q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
+    q.add_argument(
+        "--rollout",
+        action="store_true",
+        help="a direct model beyond its trained horizon: feed its own forecasts back as inputs "
+        "(univariate models; less accurate than a model trained for the horizon)",
+    )
     q.add_argument("--holdout", action="store_true", help="hold out the last horizon rows and forecast them")
     q.add_argument("--plot", metavar="PNG", help="save a plot of history, holdout and forecast")
     q.add_argument("--output", metavar="CSV", help="write the forecast here (default: stdout)")
@@ -60,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if n < cfg.lookback:
         raise ValueError(f"too few rows: {n}, the model reads lookback = {cfg.lookback} rows")
     raw, _ = fill_missing(ts, cfg.missing, Split(n, n, n))
-    pred = fc.forecast(raw, np.array([n]), h)[0]
+    pred = fc.forecast(raw, np.array([n]), h, rollout=args.rollout)[0]
+    if cfg.strategy == "direct" and h > cfg.horizon:  # only reached with --rollout
+        print(
+            f"unrolled: note: steps {cfg.horizon + 1}-{h} are a rollout: this direct model was trained for "
+            f"{cfg.horizon} steps, and its own forecasts were fed back as inputs to go further",
+            file=sys.stderr,
+        )
     say_model(choice)
     rows = ["step,time,forecast" + (",actual" if holdout is not None else "")]
     for k in range(h):

@@ -79,6 +79,7 @@ def _commands() -> list:
     from unrolled.commands import (
         bench,
         classify,
+        data,
         demo,
         diagnose,
         experiment,
@@ -90,7 +91,20 @@ def _commands() -> list:
     )
     from unrolled.commands import eval as eval_  # the verb `eval`; the name would hide the builtin
 
-    return [demo, train, sample, eval_, forecast, classify, translate, export, diagnose, experiment, bench]
+    return [
+        demo,
+        train,
+        sample,
+        eval_,
+        forecast,
+        classify,
+        translate,
+        export,
+        diagnose,
+        experiment,
+        bench,
+        data,
+    ]
 
 
 def __getattr__(name: str):
@@ -151,6 +165,9 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from unrolled.commands._quick import apply_quick
+
+    apply_quick(args)  # UNROLLED_QUICK (tests only): every --steps/--time/--epochs capped
     try:
         from unrolled.threads import set_blas_threads
 

@@ -57,7 +57,7 @@ class ClassifyConfig:
     # the data: one source
     dataset: str | None = option(None, "a built-in dataset: " + ", ".join(BUILTIN_DATASETS), metavar="NAME")
     data_dir: str | None = option(
-        None, "folder of the names data (default ../shared/data/classification/names)"
+        None, "folder of the names data (default: the registry's, see 'unrolled data info names')"
     )
     npz: str | None = option(None, "NPZ with x (N, T, F), y (N,), optional lengths (N,)", metavar="FILE")
     csv: str | None = option(

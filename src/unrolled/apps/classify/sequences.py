@@ -263,21 +263,26 @@ def _normalise(s: str) -> str:
 
 
 # --------------------------------------------------------------------------- built-in datasets
-NAMES_DIR = Path("..") / "shared" / "data" / "classification" / "names"
 BUILTIN_DATASETS = {
     "digits-rows": "scikit-learn's 8x8 handwritten digits, row by row: 8 steps x 8 features, 10 classes",
     "digits-pixels": "the same digits pixel by pixel: 64 steps x 1 feature (a long-dependency test)",
-    "names": f"surnames to 18 languages, character by character (the folder {NAMES_DIR}, or --data-dir)",
+    "names": "surnames to 18 languages, character by character (unrolled data fetch names, or --data-dir)",
 }
 
 
 def load_builtin(name: str, data_dir: str | Path | None = None) -> SequenceDataset:
     """``digits-rows``, ``digits-pixels`` (scikit-learn, the optional extra ``unrolled[data]``) or ``names``
-    (a text folder, by default ``../shared/data/classification/names`` from the working directory)."""
+    (a text folder: ``data_dir``, else the registry's ``names`` dataset, downloaded once into the cache by
+    :func:`unrolled.datasets.ensure`)."""
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"unknown dataset {name!r} (choose from: {', '.join(BUILTIN_DATASETS)})")
     if name == "names":
-        d = Path(data_dir) if data_dir is not None else NAMES_DIR
+        if data_dir is None:
+            from unrolled import datasets
+
+            d = datasets.ensure("names")
+        else:
+            d = Path(data_dir)
         if not d.is_dir():
             raise ValueError(f"names data not found at {d}: pass --data-dir (a folder of <language>.txt)")
         ds = load_text_folder(d)

@@ -33,6 +33,7 @@ from unrolled.apps.fields import option
 from unrolled.apps.forecast.timeseries import (
     BUILTIN_DATASETS,
     MISSING_POLICIES,
+    REGISTRY_SERIES,
     Prepared,
     Scaler,
     TimeSeries,
@@ -60,7 +61,13 @@ class ForecastConfig:
     time_column: str | None = option(None, "a column of time labels (with --csv)", metavar="NAME")
     features: tuple = option((), "extra input columns, comma-separated (multivariate inputs)", metavar="A,B")
     dataset: str | None = option(
-        None, "a built-in dataset (statsmodels, no download): " + ", ".join(BUILTIN_DATASETS), metavar="NAME"
+        None,
+        "a named series: "
+        + ", ".join(BUILTIN_DATASETS)
+        + " (statsmodels, no download), "
+        + ", ".join(REGISTRY_SERIES)
+        + " (downloaded once, see 'unrolled data list')",
+        metavar="NAME",
     )
     missing: str = option(
         "refuse", "missing values: refuse, or interpolate (causally)", choices=MISSING_POLICIES
@@ -152,19 +159,29 @@ class Forecaster:
         self.model, self.scaler, self.strategy = model, scaler, strategy
         self.lookback, self.horizon, self.difference = lookback, horizon, difference
 
-    def forecast(self, raw: np.ndarray, origins: np.ndarray, horizon: int | None = None) -> np.ndarray:
+    def forecast(
+        self, raw: np.ndarray, origins: np.ndarray, horizon: int | None = None, rollout: bool = False
+    ) -> np.ndarray:
         """raw (N, F) filled series in its own units -> (n, horizon) forecasts of the target, in its units,
-        from each origin t (reading rows < t only)."""
+        from each origin t (reading rows < t only). ``rollout``: see :meth:`predict`."""
         h = self.horizon if horizon is None else int(horizon)
         origins = np.asarray(origins, dtype=np.int64)
         space = differences(raw) if self.difference else raw
-        out = self.scaler.inverse_target(self.predict(self.scaler.transform(space), origins, h))
+        out = self.scaler.inverse_target(self.predict(self.scaler.transform(space), origins, h, rollout))
         if self.difference:  # integrate the forecast differences from the last known level
             out = raw[origins - 1, 0][:, None] + np.cumsum(out, axis=1)
         return out
 
-    def predict(self, values: np.ndarray, origins: np.ndarray, horizon: int | None = None) -> np.ndarray:
-        """values (N, F) scaled, origins (n,) with lookback ≤ t ≤ N -> (n, horizon) scaled target."""
+    def predict(
+        self, values: np.ndarray, origins: np.ndarray, horizon: int | None = None, rollout: bool = False
+    ) -> np.ndarray:
+        """values (N, F) scaled, origins (n,) with lookback ≤ t ≤ N -> (n, horizon) scaled target.
+
+        A direct model forecasts at most the horizon it was trained for; beyond it, ``rollout=True`` feeds
+        its own forecasts back as inputs, a block of ``self.horizon`` steps at a time (a univariate model
+        only: a model that also reads feature columns has no forecast of them to feed back). Refused
+        otherwise, with the maximum and how to train for more.
+        """
         h = self.horizon if horizon is None else int(horizon)
         origins = np.asarray(origins, dtype=np.int64)
         if origins.size and origins.min() < self.lookback:
@@ -172,17 +189,28 @@ class Forecaster:
                 f"an origin at row {origins.min()} has fewer than lookback = {self.lookback} rows"
             )
         if self.strategy == "direct" and h > self.horizon:
-            raise ValueError(
-                f"horizon: this direct model forecasts at most {self.horizon} steps, asked for {h} "
-                "(train with a longer --horizon, or use --strategy recursive)"
-            )
+            if not rollout:
+                raise ValueError(
+                    f"--horizon: this direct model forecasts at most {self.horizon} steps, asked for {h}: "
+                    f"train it with --horizon {h} (or --strategy recursive), or pass --rollout to feed its "
+                    "own forecasts back"
+                )
+            if values.shape[1] != 1:
+                raise ValueError(
+                    f"--rollout: this direct model reads {values.shape[1]} columns but forecasts only the "
+                    f"target, so nothing can be fed back beyond its {self.horizon} steps: train it with "
+                    f"--horizon {h} or --strategy recursive"
+                )
         dtype = self.model.dtype
         window = np.stack([values[t - self.lookback : t] for t in origins]).astype(dtype)  # (n, L, F)
         self.model.eval()
-        if self.strategy == "direct":
-            y, _ = self.model(np.ascontiguousarray(window.transpose(1, 0, 2)))  # (n, horizon_trained)
-            return y[:, :h].astype(np.float64)
         out = np.empty((len(origins), h))
+        if self.strategy == "direct":
+            for k in range(0, h, self.horizon):  # one block when h ≤ the trained horizon
+                y, _ = self.model(np.ascontiguousarray(window.transpose(1, 0, 2)))  # (n, horizon_trained)
+                out[:, k : k + self.horizon] = y[:, : h - k]
+                window = np.concatenate([window, y[:, :, None]], axis=1)[:, -self.lookback :]
+            return out
         for k in range(h):
             y, _ = self.model(np.ascontiguousarray(window.transpose(1, 0, 2)))  # (n, F): the next row
             out[:, k] = y[:, 0]

@@ -118,14 +118,37 @@ BUILTIN_DATASETS: dict[str, tuple[str, str, str | None, int, str]] = {
 }
 
 
+# name -> (value column, time column, period in rows, description): CSVs of the dataset registry
+# (unrolled.datasets), downloaded once into its cache on first use.
+REGISTRY_SERIES: dict[str, tuple[str, str, int, str]] = {
+    "monthly-sunspots": ("Sunspots", "Month", 132, "monthly sunspot numbers 1749-1983 (2820 rows; download)"),
+    "airline-passengers": (
+        "Passengers",
+        "Month",
+        12,
+        "monthly airline passengers 1949-1960 (144 rows; download)",
+    ),
+}
+DATASET_NAMES = (*BUILTIN_DATASETS, *REGISTRY_SERIES)
+
+
 def load_builtin(name: str) -> TimeSeries:
-    """One of statsmodels' bundled datasets (no download): sunspots, co2, nile, elnino.
+    """A named series: one of statsmodels' bundled datasets (no download: sunspots, co2, nile, elnino), or
+    a CSV of the dataset registry (monthly-sunspots, airline-passengers), fetched once into its cache by
+    :func:`unrolled.datasets.ensure` (saying so on stderr).
 
     statsmodels is the optional extra ``unrolled[data]``; without it this raises ImportError with the
     install command. elnino (a year × month table) is read row by row into one monthly series.
     """
+    if name in REGISTRY_SERIES:
+        from unrolled import datasets
+
+        column, time_column, period, _ = REGISTRY_SERIES[name]
+        ts = load_csv(datasets.ensure(name), column, time_column)
+        ts.period, ts.name = period, name
+        return ts
     if name not in BUILTIN_DATASETS:
-        raise ValueError(f"unknown dataset {name!r} (choose from: {', '.join(sorted(BUILTIN_DATASETS))})")
+        raise ValueError(f"unknown dataset {name!r} (choose from: {', '.join(sorted(DATASET_NAMES))})")
     try:
         import statsmodels.api as sm
     except ImportError:
