@@ -96,7 +96,7 @@ def test_a_char_model_exports_from_its_run_directory_as_a_step_graph_with_its_vo
 
     out = tmp_path / "lm.onnx"
     printed, err = _export(runs["charlm"], out, capsys)
-    assert f"reading the model in {runs['charlm'] / 'best'}" in err  # best/ over last/, said on stderr
+    assert f"using {runs['charlm'] / 'best'}" in err  # best/ over last/, said on stderr
     assert "max |Δy|" in printed
     model, vocab, _ = charlm.load(runs["charlm"] / "best")
     meta = _meta(out)
@@ -104,7 +104,9 @@ def test_a_char_model_exports_from_its_run_directory_as_a_step_graph_with_its_vo
     assert json.loads(meta["unrolled.vocab"]) == list(vocab.chars)
     assert meta["unrolled.default_prime"] == charlm.default_prime(vocab)
     assert meta["unrolled.dtype"] == "float32"
-    assert json.loads(meta["unrolled.unknown"]) == {"policy": "error", "unk_id": None}
+    # a new model reserves <unk>: a caller may read unknown characters as it
+    assert vocab.unk_id is not None
+    assert json.loads(meta["unrolled.unknown"]) == {"policy": "map", "unk_id": vocab.unk_id}
     assert json.loads(meta["unrolled.sampling"]) == {"temperature": 0.8, "top_k": None}
     layout = json.loads(meta["unrolled.state"])
     assert layout == [
@@ -155,7 +157,7 @@ def test_a_classifier_exports_with_its_labels_and_vocabulary(runs, tmp_path, cap
 
     out = tmp_path / "cl.onnx"
     _, err = _export(runs["classify"], out, capsys)
-    assert f"reading the model in {runs['classify']}" in err
+    assert f"using {runs['classify']}" in err
     clf, _, _ = classify.load(runs["classify"])
     meta = _meta(out)
     assert meta["unrolled.app"] == "classify" and meta["unrolled.input"] == "text"

@@ -12,7 +12,9 @@ APP = "unrolled.app"
 
 
 def _json(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False)
+    """JSON for a metadata value. ASCII-escaped, because a vocabulary may hold the <unk> character, a lone
+    surrogate (U+DFFF) that UTF-8 — and so ONNX's string fields — cannot carry; json.loads restores it."""
+    return json.dumps(v, ensure_ascii=True)
 
 
 def _state_layout(model, suffix_in: str = "0") -> list[dict]:

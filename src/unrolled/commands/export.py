@@ -77,6 +77,10 @@ def run(args) -> int:
         raise CLIError(f"cannot write {out}: directory {out.parent} does not exist")
     choice = model_choice(args, src)  # a run directory: its best/ (else last/) checkpoint
     ckpt = choice.path
+    from unrolled.checkpoint import is_checkpoint
+
+    if not is_checkpoint(ckpt):  # refused before the 'using' line, so a refusal is one line
+        raise CLIError(f"{src}: not a checkpoint, nor a run directory with best/ or last/")
     say_model(choice)
     if _app(ckpt) == "translate":
         return _export_translation(ckpt, out, args.verify)
