@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import sys
 
+from unrolled._optional import install_hint, is_installed
 from unrolled.apps.forecast import (
     APP,
     ForecastConfig,
@@ -17,7 +18,6 @@ from unrolled.apps.forecast import (
     prepare_for,
     save,
 )
-from unrolled._optional import install_hint, is_installed
 from unrolled.commands._common import add_run_options, open_out
 from unrolled.commands._options import add_config_arguments, config_from_args
 
