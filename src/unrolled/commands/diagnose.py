@@ -11,6 +11,7 @@ import numpy as np
 
 from unrolled._checks import positive_int
 from unrolled._files import open_regular_file, read_text_file
+from unrolled._optional import require
 from unrolled.commands._common import CLIError
 from unrolled.diagnostics.report import diagnose_model
 
@@ -108,6 +109,8 @@ def _input(args, model) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise CLIError(f"--tol: expected a number in (0, 1), got {args.tol}")
+    if args.plot:  # before the work, not after a minute of it
+        require("--plot", "matplotlib", "plot")
     model, origin = _load(Path(args.model))
     x = _input(args, model)
     c = model.config
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise CLIError("--target needs --input (the targets of that input)")
         target = _load_npy(args.target, "--target")
-    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target)
+    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target, progress=True)
     T, B = x.shape[:2]
     print(
         f"unrolled diagnose: {origin}\n  {c.cell} H={c.hidden_size} layers={c.num_layers}"
