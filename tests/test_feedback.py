@@ -41,7 +41,7 @@ def test_a_missing_optional_package_is_named_with_the_clone_install_before_any_w
     msg = str(e.value)
     assert msg.startswith("the ARIMA baseline needs statsmodels: ")
     assert 'pip install -e ".[data]"' in msg and "pip install statsmodels" in msg
-    assert "unrolled[" not in msg.replace('".[', "")  # never the unpublished registry name
+    assert "unrolled[" not in msg  # never the registry name, which is not published
 
 
 def test_is_installed_finds_a_module_without_importing_it():
