@@ -199,11 +199,16 @@ class DirectionReport:
         if v == self.regime:
             return None
         if v == "decaying":
+            kept = 10.0 ** self.log10_spectral[d]
             return (
-                f"  γ < 1 shrinks the gradient every step, yet after all {d} steps of this input it keeps "
-                f"{10.0 ** self.log10_spectral[d]:.2g} of its size (> 10⁻³): it does not vanish within this "
-                "input; a longer input shows where it does"
+                f"  γ < 1, yet after all {d} steps the gradient keeps {kept:.2g} of its size (> 10⁻³): "
+                "not vanishing within this input"
             )
+        return (
+            f"  γ < 1 shrinks the gradient every step, yet after all {d} steps of this input it keeps "
+            f"{10.0 ** self.log10_spectral[d]:.2g} of its size (> 10⁻³): it does not vanish within this "
+            "input; a longer input shows where it does"
+        )
         return (
             f"  γ is close to 1, but the gradient fell below 10⁻³ of its size within {self.horizon} steps "
             "(a drop the straight-line fit of γ smooths out)"
