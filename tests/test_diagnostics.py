@@ -379,3 +379,51 @@ def test_batch_first_and_lengths_are_diagnosed_like_the_time_major_layer():
     # Sequence 2 ends after 4 steps: from T back to its end the product is the identity.
     norms = jacobian_products(layer_bf.cell, layer_bf.last_caches()[(0, 0)], layer_bf.direction_params(0, 0))
     np.testing.assert_allclose(norms.log10_spectral[4:, 2], 0.0, atol=1e-12)
+
+
+def test_a_gradient_that_shrinks_but_outlives_the_input_is_decaying_not_vanishing():
+    # α = 0.95 over T = 100: γ = 0.95 is in the vanishing band, but 0.95^100 = 6e-3 stays above 10⁻³, so the
+    # horizon is "> 100 steps": the verdict beside it must not say VANISHING.
+    layer = linear_rnn(0.95, 3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((100, 2, 3))
+    (rep,) = diagnose(layer, x, heatmap=False).reports
+    assert rep.regime == "vanishing" and rep.horizon is None
+    assert rep.verdict == "decaying" and rep.to_dict()["verdict"] == "decaying"
+    text = rep.summary()
+    assert "VANISHING" not in text and "verdict: DECAYING" in text and "memory horizon > 100 steps" in text
+    assert "not vanishing within this input" in text
+
+
+def test_a_gradient_that_falls_below_a_thousandth_within_the_input_is_vanishing():
+    layer = linear_rnn(0.5, 3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((40, 2, 3))
+    (rep,) = diagnose(layer, x, heatmap=False).reports
+    assert rep.horizon == 10 and rep.verdict == "vanishing" and "verdict: VANISHING" in rep.summary()
+
+
+@pytest.mark.parametrize(
+    "gamma_regime,horizon,expected",
+    [
+        ("vanishing", None, "decaying"),
+        ("vanishing", 12, "vanishing"),
+        ("stable", None, "stable"),
+        ("stable", 3, "vanishing"),  # a drop the fit of γ smooths out: lost within the input all the same
+        ("exploding", None, "exploding"),
+        ("undetermined", None, "undetermined"),
+    ],
+)
+def test_the_verdict_agrees_with_the_measured_horizon(gamma_regime, horizon, expected):
+    from unrolled.diagnostics import verdict
+
+    assert verdict(gamma_regime, horizon) == expected
+
+
+def test_diagnose_reports_each_stage_on_stderr_only_when_asked(capsys):
+    layer = linear_rnn(0.9, 3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((30, 2, 3))
+    diagnose(layer, x)
+    assert capsys.readouterr().err == ""
+    diagnose(layer, x, progress=True)
+    err = capsys.readouterr().err
+    assert "diagnose: Jacobian products ∂s_T/∂s_k" in err and "30/30" in err
+    assert "diagnose: heatmap of 31 times" in err and "496/496" in err  # n(n+1)/2 spectral norms

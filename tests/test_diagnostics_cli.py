@@ -98,7 +98,7 @@ def test_plot_of_the_linear_rnn_and_missing_matplotlib_message(tmp_path, monkeyp
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.raises(ImportError, match=r"unrolled\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install -e \"\.\[plot\]\""):
         plot_diagnosis(diag, tmp_path / "b.png")
 
 
@@ -134,3 +134,28 @@ def test_cli_target_needs_input_and_a_matching_shape(tmp_path, capsys):
     assert "target" in capsys.readouterr().err
     assert main(argv + [str(tmp_path / "y.npy")]) == 0
     assert "loss: the model's loss on --target" in capsys.readouterr().out
+
+
+def test_diagnose_shows_progress_on_stderr_and_the_verdict_on_stdout(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(cell="gru")))
+    assert main(["diagnose", str(cfg), "--steps", "12", "--batch", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "diagnose: Jacobian products" in captured.err and "12/12" in captured.err
+    assert "verdict:" in captured.out and "Jacobian products" not in captured.out
+
+
+def test_plot_without_matplotlib_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    from unrolled import _optional
+    from unrolled.commands import diagnose as command
+
+    monkeypatch.setattr(_optional, "is_installed", lambda module: module != "matplotlib")
+    monkeypatch.setattr(command, "diagnose_model", lambda *a, **k: pytest.fail("diagnosed before the check"))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config()))
+    assert main(["diagnose", str(cfg), "--plot", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        'unrolled: error: --plot needs matplotlib: pip install -e ".[plot]" in the unrolled clone, '
+        "or pip install matplotlib"
+    )

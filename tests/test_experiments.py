@@ -140,3 +140,26 @@ def test_experiment_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
+
+
+def test_a_grid_counts_its_runs_and_estimates_the_time_left(tmp_path):
+    out, lines = tmp_path / "r.jsonl", []
+    cfgs = grid("copy", [2], ["rnn", "gru"], [None], [0], max_steps=2, eval_every=2, test_size=8)
+    run_grid(cfgs[:1], out)
+    run_grid(cfgs + grid("copy", [3], ["rnn"], [None], [0], max_steps=2, eval_every=2, test_size=8), out,
+             log=lines.append)  # fmt: skip
+    finished = [line for line in lines if line.startswith("== copy")]
+    assert lines[0] == f"== 1 of 3 runs already in {out}; 2 to go"
+    assert "[run 1/2, " in finished[0] and "so far, about " in finished[0] and finished[0].endswith(" left]")
+    assert "[run 2/2, " in finished[1] and finished[1].endswith(" so far]")  # nothing left to estimate
+
+
+def test_grid_figures_and_report_plot_need_matplotlib_before_any_run(tmp_path, capsys, monkeypatch):
+    from unrolled import _optional
+
+    monkeypatch.setattr(_optional, "is_installed", lambda module: module != "matplotlib")
+    out = tmp_path / "a.jsonl"
+    argv = ["experiment", "adding", "--T", "4", "--cells", "rnn", "--clip", "none", "--seeds", "0", "--steps",
+            "3", "--out", str(out), "--figures", str(tmp_path / "f")]  # fmt: skip
+    assert main(argv) == 2 and not out.exists()
+    assert '--figures needs matplotlib: pip install -e ".[plot]"' in capsys.readouterr().err

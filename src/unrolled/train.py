@@ -242,6 +242,7 @@ class Trainer:
         self.wall_offset = 0.0
         self.last_checkpoint_step: int | None = None
         self.history: list[dict[str, Any]] = []
+        self._bar_steps: int | None = None  # the step total a time-limited bar also follows
         self._stop_requested = False
         self._metrics = None
 
@@ -363,6 +364,34 @@ class Trainer:
         except TypeError:
             return None
 
+    def _open_bar(self, data, wall: float):
+        """The progress bar on stderr. Counted in steps when the run ends after a known number of steps;
+        with a time limit, in the fraction of the run done, ``max(steps done / steps, wall / max_time)``
+        (whichever limit comes first), so the bar has a total and an ETA even with ``--time`` alone."""
+        from tqdm.auto import tqdm
+
+        total = self._total(data)
+        if self.max_time is None:
+            return tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True)
+        self._bar_steps = total
+        bar = tqdm(
+            total=1.0,
+            initial=self._fraction_done(wall),
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+        )
+        bar.set_postfix_str(f"step={self.step}", refresh=False)
+        return bar
+
+    def _fraction_done(self, wall: float) -> float:
+        done = wall / self.max_time
+        if self._bar_steps:
+            done = max(done, self.step / self._bar_steps)
+        return min(done, 1.0)
+
+    def _advance_time_bar(self, bar, wall: float) -> None:
+        bar.update(self._fraction_done(wall) - bar.n)
+
     def fit(self, resume: bool = False) -> TrainResult:
         """Train until max_steps / epochs / max_time / early stopping / a signal (see the module docstring).
 
@@ -386,9 +415,7 @@ class Trainer:
             self.model.train()
             data = self._epoch_batches(self.epoch)
             if self.progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=self._total(data), initial=self.step, unit="step", dynamic_ncols=True)
+                bar = self._open_bar(data, wall)
             while reason is None:
                 if self.epochs is not None and self.epoch >= self.epochs:
                     reason = "epochs"
@@ -424,6 +451,8 @@ class Trainer:
                         elif self.patience is not None and self.bad_evals >= self.patience:
                             reason = "early_stopping"
                     self._log(record, bar)
+                    if bar is not None and self.max_time is not None:
+                        self._advance_time_bar(bar, wall)
                     self._check_bound(record)  # before the save: a diverged state is never `last`
                     if (
                         self.checkpoint_every
@@ -569,9 +598,13 @@ class Trainer:
             self._metrics.write(json.dumps(clean, allow_nan=False) + "\n")
             self._metrics.flush()
         if bar is not None:
-            bar.update(1)
             name, factor = self.progress_loss
             post = {name: f"{record['loss'] * factor:.4f}"}
+            if self.max_time is None:
+                bar.update(1)
+            else:  # the time bar counts the fraction done (advanced by the caller): name the step here
+                steps = f"/{self._bar_steps}" if self._bar_steps else ""
+                post = {"step": f"{self.step}{steps}", **post}
             if record.get("tokens_per_s"):  # smoothed: one step's rate is noisy
                 tps = record["tokens_per_s"]
                 self._tps = tps if getattr(self, "_tps", None) is None else 0.9 * self._tps + 0.1 * tps

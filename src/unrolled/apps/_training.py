@@ -125,11 +125,15 @@ def fit_best(
         if tmp is not None:
             tmp.cleanup()
     model.eval()
-    log(f"stopped: {result.reason} after {result.epoch} epochs ({result.step} steps); best validation "
-        f"{result.best_val_loss:.4f}")  # fmt: skip
+    # A stop (Ctrl-C) right after an epoch's last step and its validation leaves the Trainer's epoch counter
+    # one short (it advances when the next epoch begins); that epoch is done, and its validation may be
+    # the best: count it, or the summary says "after 36 epochs ... best 37".
+    epochs = result.epoch + (1 if trainer.pos >= steps_per_epoch else 0)
+    log(f"stopped: {result.reason} after {epochs} epoch{'s' * (epochs != 1)} ({result.step} steps); "
+        f"best validation {result.best_val_loss:.4f} (epoch {best['epoch']})")  # fmt: skip
     return {
         "steps": result.step,
-        "epochs": result.epoch,
+        "epochs": epochs,
         "stopped": result.reason,
         "best_epoch": best["epoch"],
         "best_val": result.best_val_loss,

@@ -297,10 +297,12 @@ def run_grid(
     done = set()
     if results.exists():
         done = {RunConfig(**{k: r[k] for k in _CONFIG_FIELDS}).key() for r in read_results([results])}
+    todo = [cfg for cfg in configs if cfg.key() not in done]
+    if log and len(todo) < len(configs):
+        log(f"== {len(configs) - len(todo)} of {len(configs)} runs already in {results}; {len(todo)} to go")
     out = []
-    for cfg in configs:
-        if cfg.key() in done:
-            continue
+    t0 = time.perf_counter()
+    for i, cfg in enumerate(todo):
         fig = None
         if figure_dir is not None and cfg.seed == 0:
             clip = "off" if cfg.clip is None else f"{cfg.clip:g}"
@@ -316,8 +318,24 @@ def run_grid(
             f.write((json.dumps(rec, allow_nan=True) + "\n").encode())
         out.append(rec)
         if log:
-            log(_summary_line(rec))
+            log(f"{_summary_line(rec)}  [{_grid_progress(i + 1, len(todo), time.perf_counter() - t0)}]")
     return out
+
+
+def _grid_progress(finished: int, total: int, elapsed_s: float) -> str:
+    """ "run 3/90, 2 min so far, about 58 min left": the time left is the mean time of a finished run times
+    the runs left (runs grow with T, so the estimate is low early in a grid sorted by T)."""
+    left = elapsed_s / finished * (total - finished)
+    tail = f", about {_duration(left)} left" if finished < total else ""
+    return f"run {finished}/{total}, {_duration(elapsed_s)} so far{tail}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(RunConfig)]

@@ -11,6 +11,7 @@ import numpy as np
 
 from unrolled._checks import positive_int
 from unrolled._files import open_regular_file, read_text_file
+from unrolled._optional import require
 from unrolled.commands._common import CLIError, add_checkpoint_option, model_choice, say_model
 from unrolled.diagnostics.report import diagnose_model
 
@@ -108,6 +109,8 @@ def _input(args, model) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise CLIError(f"--tol: expected a number in (0, 1), got {args.tol}")
+    if args.plot:  # before the work, not after a minute of it
+        require("--plot", "matplotlib", "plot")
     model, origin, choice = _load(Path(args.model), args)
     x = _input(args, model)
     c = model.config
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         target = _load_npy(args.target, "--target")
     if choice is not None:
         say_model(choice)
-    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target)
+    diag = diagnose_model(model, x, seed=args.seed, tol=args.tol, target=target, progress=True)
     T, B = x.shape[:2]
     print(
         f"unrolled diagnose: {origin}\n  {c.cell} H={c.hidden_size} layers={c.num_layers}"

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from unrolled._optional import require
 from unrolled.apps.experiments import CELLS, grid, plot_results, read_results, results_table, run_grid
 from unrolled.commands._common import CLIError
 
@@ -77,6 +78,8 @@ def _clips(values: list[str]) -> list[float | None]:
 def _run_grid(args: argparse.Namespace) -> int:
     if min(args.T) < 2:
         raise CLIError("--T: sequence lengths must be at least 2")
+    if args.figures:  # before the grid, not at the end of its first run
+        require("--figures", "matplotlib", "plot")
     configs = grid(
         args.task, args.T, args.cells, _clips(args.clip), args.seeds,
         hidden_size=args.hidden, batch_size=args.batch, lr=args.lr, max_steps=args.steps,
@@ -94,6 +97,8 @@ def _run_grid(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.plot:
+        require("--plot", "matplotlib", "plot")
     for p in args.results:
         if not Path(p).is_file():
             raise CLIError(f"{p}: no such results file")

@@ -4,8 +4,10 @@ beside the naive, seasonal naive and ARIMA forecasts on the held-out tail (:mod:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+from unrolled._optional import install_hint, is_installed
 from unrolled.apps.forecast import (
     APP,
     ForecastConfig,
@@ -35,9 +37,13 @@ def register(kinds) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(ForecastConfig, args)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    if cfg.arima and not is_installed("statsmodels"):  # said now, not after the training
+        log(f"unrolled: note: the ARIMA baseline needs statsmodels ({install_hint('data', 'statsmodels')}); "
+            "it is left out of the table (--no-arima says so)")  # fmt: skip
+        cfg = dataclasses.replace(cfg, arima=False)
     ts = cfg.load_series()
     prep = prepare_for(cfg, ts)
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     with open_out(args, APP) as run_dir:  # the Trainer writes in DIR/training, the model in DIR
         return _train(args, cfg, ts, prep, run_dir, log)
 

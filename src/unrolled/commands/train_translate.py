@@ -84,7 +84,7 @@ def _train(args, cfg: TranslateConfig, run_dir, train: list, valid: list, source
         meta={"data": source},
     )
     save(run_dir, tr, {"data": source, "train_config": asdict(cfg), "summary": summary})
-    res = evaluate(tr, valid, beam=1)
+    res = evaluate(tr, valid, beam=1, progress=not args.quiet)
     print(
         f"held out: BLEU {res['bleu']:.2f} (greedy; copying the source: {res['copy_bleu']:.2f}), "
         f"exact match {100 * res['exact_match']:.1f}%, token accuracy {100 * res['token_accuracy']:.1f}%, "

@@ -3,7 +3,8 @@
 - :mod:`.jacobians` — exact per-step Jacobians ∂s_{t+1}/∂s_t from the forward's stored values
   (vanilla, LSTM joint (h, c) and c-path alone, GRU both variants) and their products ∂s_T/∂s_k.
 - :mod:`.flow` — the per-step gradient norms ‖∂L/∂h_t‖ of an actual BPTT pass.
-- :mod:`.report` — γ fit, memory horizon, regime, W_hh spectrum, the vanilla bound; :func:`diagnose`.
+- :mod:`.report` — γ fit, memory horizon, regime and verdict, W_hh spectrum, the vanilla bound;
+  :func:`diagnose`.
 - :mod:`.linear` — the linear RNN (identity activation) with W_hh = αI that calibrates the verdict.
 - :mod:`.plot` — the figure (needs matplotlib); :mod:`.callback` — γ logged during training.
 """
@@ -31,6 +32,7 @@ from unrolled.diagnostics.report import (
     memory_horizon,
     regime,
     spectrum,
+    verdict,
 )
 
 __all__ = [
@@ -56,4 +58,5 @@ __all__ = [
     "spectrum",
     "step_jacobian",
     "step_jacobians",
+    "verdict",
 ]

@@ -60,7 +60,7 @@ class GammaMonitor:
         if self.log is not None:
             hz = first.horizon if first.horizon is not None else f">{first.T}"
             g = "nan" if not math.isfinite(first.gamma) else f"{first.gamma:.4f}"
-            self.log(f"step {step}: γ = {g} ({first.regime}), horizon {hz}")
+            self.log(f"step {step}: γ = {g} ({first.verdict}), horizon {hz}")
         return rec
 
     def maybe_measure(self, model, step: int) -> dict | None:

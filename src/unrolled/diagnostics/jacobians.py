@@ -30,6 +30,7 @@ the carries (the GRU's (1 − z) ⊙ h_{t-1}, the LSTM's f ⊙ c_{t-1}) are unto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -183,7 +184,13 @@ class ProductNorms(NamedTuple):
 
 
 def jacobian_products(
-    cell, cache, params: dict, end: int | None = None, keep: bool = False, spectral_at=None
+    cell,
+    cache,
+    params: dict,
+    end: int | None = None,
+    keep: bool = False,
+    spectral_at=None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ProductNorms:
     """∂s_end/∂s_k for every k = 0..end, with their spectral and Frobenius norms.
 
@@ -198,6 +205,8 @@ def jacobian_products(
     keep : also return the matrices (T+1, B, S, S) (unscaled; float64 may under/overflow for long spans).
     spectral_at : the k at which to compute the spectral norm (an eigen-decomposition of PᵀP, the costly
         part for large states); default every k. Elsewhere ``log10_spectral`` is NaN.
+    on_progress : called with 1 after each of the ``end`` steps (a progress bar's ``update``): for a
+        large state this walk takes tens of seconds.
 
     Returns
     -------
@@ -230,6 +239,8 @@ def jacobian_products(
             with np.errstate(divide="ignore"):
                 spec[k] = new_scale + np.log10(spectral_norm(P))
         scale = new_scale
+        if on_progress is not None:
+            on_progress(1)
     return ProductNorms(spec, frob, mats)
 
 
@@ -262,7 +273,12 @@ def _renormalise(P: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def pairwise_log10_norms(
-    cell, cache, params: dict, times: np.ndarray | None = None, batch=None
+    cell,
+    cache,
+    params: dict,
+    times: np.ndarray | None = None,
+    batch=None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """log10 ‖∂s_t/∂s_k‖₂ for every pair of times t ≥ k on a grid, averaged over sequences.
 
@@ -272,6 +288,7 @@ def pairwise_log10_norms(
         and n²/2 spectral norms (an SVD each) of (B, S, S), n = len(times).
     batch : sequences to use (an index or slice; default all). The mean is over these sequences' log10
         norms (a geometric mean of the norms).
+    on_progress : called with a + 1 after row a (its a + 1 spectral norms): n(n+1)/2 in all.
 
     Returns
     -------
@@ -309,4 +326,6 @@ def pairwise_log10_norms(
         spec = spectral_norm(np.stack(mats))  # (a+1, B)
         with np.errstate(divide="ignore"):
             M[a, : a + 1] = (np.stack(scales) + np.log10(spec)).mean(axis=1)
+        if on_progress is not None:
+            on_progress(a + 1)
     return M

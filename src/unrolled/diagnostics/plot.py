@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from unrolled._optional import install_hint
 from unrolled.diagnostics.report import Diagnosis
 
 _COLORS = {"hh": "C0", "i": "C0", "f": "C1", "g": "C2", "o": "C3", "z": "C0", "r": "C1", "n": "C2"}
@@ -19,9 +20,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError(
-            "plotting needs matplotlib: pip install 'unrolled[plot]' (or pip install matplotlib)"
-        ) from e
+        raise ImportError(f"plotting needs matplotlib: {install_hint('plot', 'matplotlib')}") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -102,7 +101,7 @@ def _distance(ax, rep) -> None:
         ax.plot(d, cum, label="∏ ‖W_hh‖·max|σ'| (bound)", lw=1, color="grey")
     ax.axhline(-3, color="red", lw=0.6, ls="--")
     hz = rep.horizon if rep.horizon is not None else f">{rep.T}"
-    ax.set_title(f"{rep.regime}: γ = {rep.gamma:.4f}, horizon {hz}")
+    ax.set_title(f"{rep.verdict}: γ = {rep.gamma:.4f}, horizon {hz}")
     ax.set_xlabel("distance d = T − k (steps)")
     ax.set_ylabel("log10 norm")
     ax.legend(fontsize=7, loc="best")

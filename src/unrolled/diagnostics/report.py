@@ -9,11 +9,18 @@ horizon is the first distance d with n_d < 10⁻³ n_0 (n_0 = ‖I‖₂ = 1), o
 see it, where the fitted line crosses that level, (−3 − a) / log10 γ. The regime is vanishing for
 γ < 1 − tol, exploding for γ > 1 + tol, else stable (tol = 0.01 by default: within it, a gradient
 changes by less than a factor e over 100 steps).
+
+The verdict printed beside the horizon reads the regime together with the measured horizon, so the two
+never contradict each other (see :func:`verdict`): a gradient that shrinks per step (γ < 1 − tol) but still
+keeps more than 10⁻³ of its size after the whole input is *decaying*, not vanishing, on that input; one
+that falls below 10⁻³ within the input is *vanishing*, whatever the fitted γ says.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,6 +93,24 @@ def regime(gamma: float, tol: float = 0.01) -> str:
     if gamma > 1 + tol:
         return "exploding"
     return "stable"
+
+
+def verdict(gamma_regime: str, horizon: int | None) -> str:
+    """The regime as it reads beside the memory horizon measured on the input.
+
+    gamma_regime : :func:`regime` of the fitted γ.  horizon : the measured horizon (None: the gradient did not
+        fall below 10⁻³ of its start within the input).
+
+    Returns 'vanishing' when the gradient fell below 10⁻³ within the input (even with γ in the stable band:
+    a drop over a few steps that the straight-line fit smooths out); 'decaying' when γ < 1 − tol but the
+    gradient stays above 10⁻³ over the whole input (it shrinks, and would vanish over a longer one, but
+    this input's first step still gets its error signal); otherwise the regime itself.
+    """
+    if gamma_regime == "vanishing" and horizon is None:
+        return "decaying"
+    if gamma_regime == "stable" and horizon is not None:
+        return "vanishing"
+    return gamma_regime
 
 
 @dataclass
@@ -163,6 +188,32 @@ class DirectionReport:
     def name(self) -> str:
         return f"layer {self.layer}" + (" reverse" if self.direction == 1 else "")
 
+    @property
+    def verdict(self) -> str:
+        """:func:`verdict` of this report's regime and measured horizon."""
+        return verdict(self.regime, self.horizon)
+
+    def _why(self) -> str | None:
+        """The line that explains a verdict that differs from the γ regime, or None."""
+        v, d = self.verdict, self.T
+        if v == self.regime:
+            return None
+        if v == "decaying":
+            kept = 10.0 ** self.log10_spectral[d]
+            return (
+                f"  γ < 1, yet after all {d} steps the gradient keeps {kept:.2g} of its size (> 10⁻³): "
+                "not vanishing within this input"
+            )
+        return (
+            f"  γ < 1 shrinks the gradient every step, yet after all {d} steps of this input it keeps "
+            f"{10.0 ** self.log10_spectral[d]:.2g} of its size (> 10⁻³): it does not vanish within this "
+            "input; a longer input shows where it does"
+        )
+        return (
+            f"  γ is close to 1, but the gradient fell below 10⁻³ of its size within {self.horizon} steps "
+            "(a drop the straight-line fit of γ smooths out)"
+        )
+
     def summary(self) -> str:
         """A few lines for the terminal."""
         state = "joint (h, c)" if self.cell == "lstm" else "h"
@@ -172,8 +223,9 @@ class DirectionReport:
         d = self.T
         lines = [
             f"{self.name} [{self.cell}, state {state}, T = {self.T}]",
-            f"  verdict: {self.regime.upper()}   γ = {self.gamma:.4f} per step (R² = {self.r2:.3f}),"
+            f"  verdict: {self.verdict.upper()}   γ = {self.gamma:.4f} per step (R² = {self.r2:.3f}),"
             f"   memory horizon {hz}",
+            *filter(None, [self._why()]),
             f"  ‖∂s_T/∂s_k‖₂ at T−k = 1, {d // 2}, {d}:  "
             + ", ".join(f"{10.0 ** self.log10_spectral[k]:.3g}" for k in (1, d // 2, d))
             + f"   (Frobenius at T−k = {d}: {10.0 ** self.log10_frobenius[d]:.3g})",
@@ -208,6 +260,7 @@ class DirectionReport:
             "gamma": self.gamma,
             "r2": self.r2,
             "regime": self.regime,
+            "verdict": self.verdict,
             "horizon": self.horizon,
             "horizon_extrapolated": self.horizon_extrapolated,
             "gamma_cpath": self.gamma_cpath,
@@ -253,6 +306,7 @@ def diagnose(
     heatmap_points: int | None = None,
     heatmap_batch: int = 4,
     spectral_points: int = 200,
+    progress: bool = False,
 ) -> Diagnosis:
     """Diagnose gradient flow through every layer and direction of `layer` on the batch `x`.
 
@@ -277,6 +331,8 @@ def diagnose(
     spectral_points : for T > spectral_points, the spectral norm of ∂s_T/∂s_{T−d} is computed at that many
         evenly spaced distances d (always d = 1, T/2 and T) and the fit and horizon use those; the
         Frobenius norm is computed at every d. Each spectral norm costs an (S, S) eigen-decomposition.
+    progress : a bar on stderr for each stage of each layer and direction (the Jacobian products, the
+        heatmap), left on screen with its time: a state of a few hundred units takes tens of seconds.
 
     Returns
     -------
@@ -319,13 +375,36 @@ def diagnose(
                     heatmap_points,
                     heatmap_batch,
                     spectral_points,
+                    _stage_bars(progress, layer, li, d),
                 )
             )
     return Diagnosis(reports)
 
 
+def _stage_bars(progress: bool, layer: RecurrentLayer, li: int, d: int) -> Callable[[str, int], object]:
+    """``bar(stage, total)``: a tqdm bar on stderr named after the layer, direction and stage (disabled
+    without `progress`), whose ``update`` the Jacobian walks call."""
+    from tqdm.auto import tqdm
+
+    where = (
+        f"layer {li}" + (" reverse" if d == 1 else "") if layer.num_layers * layer.num_directions > 1 else ""
+    )
+
+    def bar(stage: str, total: int):
+        desc = f"diagnose: {where + ': ' if where else ''}{stage}"
+        return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not progress, leave=True)
+
+    return bar
+
+
 def diagnose_model(
-    model, x: np.ndarray, seed: int = 0, tol: float = 0.01, heatmap: bool = True, target=None
+    model,
+    x: np.ndarray,
+    seed: int = 0,
+    tol: float = 0.01,
+    heatmap: bool = True,
+    target=None,
+    progress: bool = False,
 ) -> Diagnosis:
     """Diagnose a :class:`~unrolled.models.SequenceModel`'s recurrent stack on model input `x`.
 
@@ -335,7 +414,7 @@ def diagnose_model(
     x : token ids (T, B) or features (T, B, I), as the model's forward takes them.
     target : None, or the targets of the model's loss for x: integer class ids shaped like y without its
         last axis (cross-entropy of the softmax) or floats shaped like y (mean squared error).
-    seed, tol, heatmap : as for :func:`diagnose` (seed draws the probe).
+    seed, tol, heatmap, progress : as for :func:`diagnose` (seed draws the probe).
 
     The input goes through the embedding (if any). The gradient norms ‖∂L/∂h_t‖ are those of the BPTT
     pass of the loss on `target` — the model's own backward, through head and pooling — or, without a
@@ -363,7 +442,7 @@ def diagnose_model(
             else:
                 _, dy = mse(y, target.astype(y.dtype))
             d_out = _captured_d_out(model, dy)
-        return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap)
+        return diagnose(rnn, e, d_out=d_out, tol=tol, heatmap=heatmap, progress=progress)
     finally:
         model.train(was_training)
 
@@ -399,7 +478,7 @@ def _parts(model):
 
 
 def _direction_report(
-    layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch, spectral_points
+    layer, li, d, cache, flow: GradientFlow, tol, heatmap, points, hbatch, spectral_points, bar
 ) -> DirectionReport:
     cell = layer.cell
     p = layer.direction_params(li, d)
@@ -408,7 +487,8 @@ def _direction_report(
     if T > spectral_points:
         dist = np.linspace(0, T, spectral_points).round().astype(np.int64)
         at = T - np.unique(np.concatenate([dist, [1, T // 2]]))
-    norms = jacobian_products(cell, cache, p, spectral_at=at)
+    with bar("Jacobian products ∂s_T/∂s_k", T) as b:
+        norms = jacobian_products(cell, cache, p, spectral_at=at, on_progress=b.update)
     spec = _batch_mean(norms.log10_spectral)[::-1]  # index by distance d = T − k
     frob = _batch_mean(norms.log10_frobenius)[::-1]
     gamma, a, r2 = fit_gamma(spec)
@@ -425,7 +505,9 @@ def _direction_report(
             S = p["W_hh"].shape[1] * (2 if kind == "lstm" else 1)
             points = int(np.clip(60 * (64 / S) ** 1.5, 12, 60))
         times = np.unique(np.linspace(0, T, min(points, T + 1)).round().astype(np.int64))
-        hm = pairwise_log10_norms(cell, cache, p, times, batch=slice(0, hbatch))
+        n = len(times)
+        with bar(f"heatmap of {n} times", n * (n + 1) // 2) as b:
+            hm = pairwise_log10_norms(cell, cache, p, times, batch=slice(0, hbatch), on_progress=b.update)
     return DirectionReport(
         layer=li,
         direction=d,

@@ -258,13 +258,29 @@ def evaluate(clf: Classifier, test: SequenceDataset, y_train: np.ndarray) -> dic
     }
 
 
-def format_confusion(cm: list[list[int]], classes: list[str]) -> str:
-    """Rows = true class, columns = predicted (class names cut to 4 characters in the header)."""
-    w = max(4, max(len(c) for c in classes))
-    cw = max(4, len(str(max(max(r) for r in cm))))
-    head = " " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes)
-    rows = [f"{c:>{w}}  " + " ".join(f"{v:>{cw}}" for v in r) for c, r in zip(classes, cm, strict=True)]
-    return "\n".join(["confusion matrix (rows: true class, columns: predicted)", head, *rows])
+def format_confusion(cm: list[list[int]], classes: list[str], width: int = 120) -> str:
+    """Rows = true class, columns = predicted, every class name in full and every column aligned.
+
+    When the columns headed by the names would make a line wider than `width` characters (18 languages of
+    the names data set), the columns are headed by the class numbers instead and each row names its class
+    in full beside its number, so a terminal never wraps the table.
+    """
+    K = len(classes)
+    digits = len(str(max((max(r) for r in cm), default=0)))
+    rw = max(len(c) for c in classes)
+    cw = max(digits, *(len(c) for c in classes))
+    if rw + 2 + K * (cw + 1) <= width:
+        head = " " * (rw + 2) + " ".join(f"{c:>{cw}}" for c in classes)
+        rows = [f"{c:>{rw}}  " + " ".join(f"{v:>{cw}}" for v in r) for c, r in zip(classes, cm, strict=True)]
+        return "\n".join(["confusion matrix (rows: true class, columns: predicted)", head, *rows])
+    nw = len(str(K))
+    cw = max(digits, nw)
+    rw += nw + 1
+    names = [f"{k + 1:>{nw}} {c}" for k, c in enumerate(classes)]
+    head = " " * (rw + 2) + " ".join(f"{k + 1:>{cw}}" for k in range(K))
+    rows = [f"{n:<{rw}}  " + " ".join(f"{v:>{cw}}" for v in r) for n, r in zip(names, cm, strict=True)]
+    title = "confusion matrix (rows: true class, columns: predicted, numbered as the rows)"
+    return "\n".join([title, head, *rows])
 
 
 # --------------------------------------------------------------------------- save / load

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._files import open_regular_file, read_text_file
+from unrolled._optional import install_hint
 
 
 @dataclass
@@ -292,7 +293,7 @@ def load_builtin(name: str, data_dir: str | Path | None = None) -> SequenceDatas
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            f"dataset {name!r} needs scikit-learn: pip install 'unrolled[data]' (or pip install scikit-learn)"
+            f"dataset {name!r} needs scikit-learn: {install_hint('data', 'scikit-learn')}"
         ) from None
     d = load_digits()
     images = (d.images / 16.0).astype(np.float32)  # (N, 8, 8), pixel intensities 0..16 -> 0..1

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled._files import read_text_file
+from unrolled._optional import install_hint
 
 MISSING_POLICIES = ("refuse", "interpolate")
 _MISSING_TOKENS = {"", "na", "nan", "null", "none", "?", "n/a"}
@@ -153,7 +154,7 @@ def load_builtin(name: str) -> TimeSeries:
         import statsmodels.api as sm
     except ImportError:
         raise ImportError(
-            f"dataset {name!r} needs statsmodels: pip install 'unrolled[data]' (or pip install statsmodels)"
+            f"dataset {name!r} needs statsmodels: {install_hint('data', 'statsmodels')}"
         ) from None
     ds, col, tcol, period, _ = BUILTIN_DATASETS[name]
     df = getattr(sm.datasets, ds).load_pandas().data

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from unrolled._checks import non_negative_int, one_of, positive_float, positive_int, probability
+from unrolled._optional import install_hint
 from unrolled.apps.fields import option
 from unrolled.seq2seq.bleu import corpus_bleu
 from unrolled.seq2seq.decode import Hypothesis, beam_search, greedy_decode
 from unrolled.seq2seq.model import ATTENTION, CELLS, Seq2Seq, Seq2SeqConfig
-from unrolled.seq2seq.text import MODES, PAD, Vocab, detokenize, make_batch, tokenize
+from unrolled.seq2seq.text import MODES, PAD, SPECIALS, Vocab, detokenize, make_batch, tokenize
 from unrolled.threads import set_blas_threads
 
 APP = "translate"
@@ -118,6 +120,32 @@ class Translator:
         tgt = [self.tgt_vocab.encode(tokenize(t, self.tokenizer)) for _, t in pairs]
         return src, tgt
 
+    def source_characters(self) -> set[str]:
+        """Every character of the source vocabulary's tokens (the specials and the word tokenizer's space
+        marker aside): what the model has seen."""
+        # detokenize turns the word tokenizer's space marker back into a space
+        return set(detokenize(self.src_vocab.tokens[len(SPECIALS) :], self.tokenizer)) | {" "}
+
+    def check_input(self, sentences: Sequence[str]) -> None:
+        """Refuse, in one line, what the model cannot translate: an empty sentence, or one with characters
+        it never saw (they would all become ``<unk>``, and the model answers something regardless: a date
+        for "Ωmega 12 🎉"). Nothing is refused for an unknown *word* made of known characters.
+
+        Raises
+        ------
+        ValueError : ``translate: input is empty`` / ``translate: input has characters the model never
+            saw: 'Ω', '🎉'`` (``sentence N`` instead of ``input`` when there are several).
+        """
+        known = self.source_characters()
+        for n, sentence in enumerate(sentences, 1):
+            which = "input" if len(sentences) == 1 else f"sentence {n}"
+            if not sentence.strip():
+                raise ValueError(f"translate: {which} is empty: give a sentence to translate")
+            unseen = list(dict.fromkeys(c for c in " ".join(sentence.split()) if c not in known))
+            if unseen:
+                listed = ", ".join(repr(c) for c in unseen)
+                raise ValueError(f"translate: {which} has characters the model never saw: {listed}")
+
     def translate(
         self,
         sentences: Sequence[str],
@@ -125,10 +153,21 @@ class Translator:
         max_len: int | None = None,
         length_penalty: float = 1.0,
         batch_size: int = 64,
+        progress: bool = False,
     ) -> list[tuple[str, Hypothesis]]:
-        """Translate ``sentences`` (greedy for beam 1); returns (text, hypothesis) per sentence, in order."""
+        """Translate ``sentences`` (greedy for beam 1); returns (text, hypothesis) per sentence, in order.
+
+        progress : a bar on stderr counting the sentences (shown only when there is more than one batch):
+            beam search over a few thousand sentences takes minutes.
+        """
+        from tqdm.auto import tqdm
+
         self.model.eval()
         out: list[tuple[str, Hypothesis]] = []
+        show = progress and len(sentences) > batch_size
+        bar = tqdm(
+            total=len(sentences), desc="translating", unit="sentence", file=sys.stderr, disable=not show
+        )
         for i in range(0, len(sentences), batch_size):
             chunk = sentences[i : i + batch_size]
             ids = [self.src_vocab.encode(tokenize(s, self.tokenizer)) for s in chunk]
@@ -140,6 +179,8 @@ class Translator:
                 else beam_search(self.model, b.src, b.src_lengths, beam, n, length_penalty)
             )
             out += [(detokenize(self.tgt_vocab.decode(h.tokens), self.tokenizer), h) for h in hyps]
+            bar.update(len(chunk))
+        bar.close()
         return out
 
     def loss_and_accuracy(
@@ -167,11 +208,18 @@ def evaluate(
     beam: int = 1,
     max_len: int | None = None,
     length_penalty: float = 1.0,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """BLEU (references grouped by source sentence), exact match, token accuracy, and the copy baseline."""
+    """BLEU (references grouped by source sentence), exact match, token accuracy, and the copy baseline.
+
+    progress : a bar on stderr while the sources are decoded (see :meth:`Translator.translate`).
+    """
     sources, refs = group_references(pairs)
     t0 = time.perf_counter()
-    hyps = [h for h, _ in tr.translate(sources, beam=beam, max_len=max_len, length_penalty=length_penalty)]
+    decoded = tr.translate(
+        sources, beam=beam, max_len=max_len, length_penalty=length_penalty, progress=progress
+    )
+    hyps = [h for h, _ in decoded]
     decode_s = time.perf_counter() - t0
     loss, acc = tr.loss_and_accuracy(pairs)
     return {
@@ -427,7 +475,9 @@ def plot_attention(path, source_tokens: list[str], output_tokens: list[str], wei
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("--plot-attention needs matplotlib: pip install 'unrolled[plot]'") from None
+        raise ImportError(
+            f"--plot-attention needs matplotlib: {install_hint('plot', 'matplotlib')}"
+        ) from None
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(source_tokens), 1 + 0.4 * len(output_tokens)))
     ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
 
