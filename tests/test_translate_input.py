@@ -67,7 +67,8 @@ def test_a_single_sentence_gets_its_confidence_on_stderr(dates_model, capsys):
     assert main(["translate", str(dates_model), "3rd of March 1998"]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 1  # stdout stays the translation alone
-    (line,) = captured.err.splitlines()
+    using, line = captured.err.splitlines()  # which model was read, then the confidence
+    assert using.startswith("using ")
     tr, _ = load(dates_model)
     ((_, hyp),) = tr.translate(["3rd of March 1998"])
     mean_p = math.exp(hyp.score / len(hyp.tokens))
@@ -83,17 +84,23 @@ def test_lines_from_standard_input_get_a_confidence_each_only_with_verbose(dates
 
     monkeypatch.setattr("sys.stdin", io.StringIO("3rd of March 1998\n1998/03/04\n"))
     assert main(["translate", str(dates_model)]) == 0
-    assert capsys.readouterr().err == ""
+    assert _without_using(capsys.readouterr().err) == ""
     monkeypatch.setattr("sys.stdin", io.StringIO("3rd of March 1998\n1998/03/04\n"))
     assert main(["translate", str(dates_model), "--verbose"]) == 0
-    assert [s.split()[0] for s in capsys.readouterr().err.splitlines()] == ["confidence", "confidence"]
+    err = _without_using(capsys.readouterr().err)
+    assert [s.split()[0] for s in err.splitlines()] == ["confidence", "confidence"]
 
 
 def test_decoding_many_sentences_shows_progress_only_when_asked(dates_model, capsys):
     tr, _ = load(dates_model)
     sentences = ["3rd of March 1998"] * 5
     tr.translate(sentences, batch_size=2)
-    assert capsys.readouterr().err == ""
+    assert _without_using(capsys.readouterr().err) == ""
     tr.translate(sentences, batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert "translating" in err and "5/5" in err
+
+
+def _without_using(err: str) -> str:
+    """stderr less the one ``using DIR (...)`` line every command prints about the model it read."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("using "))
