@@ -1,6 +1,6 @@
 """``UNROLLED_QUICK=1``: every command's length capped, for tests only.
 
-The test that runs the README's commands as written (tests/test_readme_runs.py) cannot wait two minutes
+The test that runs the README's commands as written (tests/docs/test_readme_runs.py) cannot wait two minutes
 for the demo and fifteen for ``train charlm --time 15``; rather than editing the commands it runs, it sets
 this variable and the caps below apply to whatever the command line gave. This is the only place that
 reads it. A user never needs it: the results are those of a model trained for seconds.

@@ -13,7 +13,7 @@ tanh here is a rational approximation (the Eigen / XLA float32 one: odd degree-1
 degree-6 denominator, argument clamped to ±7.998811721, where tanh rounds to ±1 in float32) that LLVM
 vectorizes. ``error_model="numpy"`` lets the division vectorize (no ZeroDivisionError branch); the fast-math
 flags exclude ``nnan``/``ninf`` so a NaN still propagates. Measured error against float64 tanh on a dense
-sweep of [−10, 10]: ≤ 3.2e-7 absolute, ≤ 6 float32 ulps (tests/test_kernels.py checks it).
+sweep of [−10, 10]: ≤ 3.2e-7 absolute, ≤ 6 float32 ulps (tests/kernels/test_kernels.py checks it).
 σ(a) = ½·tanh(a/2) + ½ as in the reference.
 
 Each inner loop touches few arrays, over one contiguous row: Numba gives LLVM no aliasing information,

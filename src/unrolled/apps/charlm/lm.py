@@ -24,7 +24,7 @@ streams of T = ``seq_len`` steps, L layers of H units and an embedding of E, pea
 
 Nothing else grows with N or V: the batches are cut from the ids on demand (:class:`~unrolled.tbptt.
 TokenStreams`) and validation scores the logits in blocks (:func:`evaluate`). Measured peaks are below
-the bound (tests/test_charlm_memory.py): a 100 MB text with ``--batch 1 --seq-len 1`` ≈ R0 + 100 MB; a
+the bound (tests/apps/test_charlm_memory.py): a 100 MB text with ``--batch 1 --seq-len 1`` ≈ R0 + 100 MB; a
 70,000-character alphabet ≈ R0 + 100 MB.
 """
 

@@ -21,7 +21,7 @@ from unrolled.commands import main  # noqa: E402
 from conftest import assert_close  # noqa: E402
 
 TOL = 1e-5  # relative to the values' scale
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_generate.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "onnx_generate.py"
 TEXT = "the cat sat on the mat. a dog ran to the cat, and the cat ran away.\n" * 30
 
 
