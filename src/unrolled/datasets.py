@@ -95,8 +95,8 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- the registry
-# Sizes and SHA-256 are those of ../shared/data (MANIFEST.sha256); tests/core/test_datasets.py compares them with
-# the manifest, so the registry cannot drift from the files the documented results were measured on.
+# Sizes and SHA-256 are those of ../shared/data (MANIFEST.sha256); tests/core/test_datasets.py compares them
+# with the manifest, so the registry cannot drift from the files the documented results were measured on.
 _GH = "https://raw.githubusercontent.com"
 _CHAR_RNN = f"{_GH}/karpathy/char-rnn/6f9487a"
 _PRACTICAL_PYTORCH = f"{_GH}/spro/practical-pytorch/c520c52"
