@@ -111,7 +111,7 @@ def _charlm(args: argparse.Namespace) -> int:
     if scored < 1:
         raise CLIError(f"--text: no character to score ({plural(corpus.n_unknown, 'character')} unknown)")
     say_model(choice)
-    nats = charlm.evaluate(model, corpus.ids, ignore_id=ignore)
+    nats = charlm.evaluate(model, corpus.ids, ignore_id=ignore, progress=True)
     print(f"{charlm.bits(nats):.4f} bits per character ({nats:.4f} nats) over {scored:,} predictions")
     if corpus.counts:
         if corpus.unknown == "skip":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._optional import install_hint
 from unrolled.interop import _keras_graph, _limits
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 
@@ -390,7 +391,7 @@ def load_keras(
     try:
         import h5py
     except ImportError as e:  # pragma: no cover - exercised only without h5py
-        raise ImportError("reading .keras files needs h5py: pip install 'unrolled[keras]'") from e
+        raise ImportError(f"reading .keras files needs h5py: {install_hint('keras', 'h5py')}") from e
     try:
         chosen = _chosen_layers(config, names, str(path))
         _spec_from_configs([(lc["class_name"], lc.get("config", {}), []) for lc, _ in chosen], str(path))

@@ -2,7 +2,7 @@
 RNN, LSTM and GRU operators.
 
 ``onnx`` (and ``onnxruntime`` to run the result) are optional and imported only here:
-``pip install 'unrolled[onnx]'``. The conversions, one function each below:
+``pip install -e ".[onnx]"`` in the clone. The conversions, one function each below:
 
 - Weights: ONNX keeps one ``W [D, G·H, I]``, ``R [D, G·H, H]`` and ``B [D, 2·G·H]`` (``Wb`` then ``Rb``)
   per layer, directions stacked forward then reverse — the same rows as unrolled's ``W_xh``, ``W_hh``,
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled._optional import install_hint
 from unrolled.interop import _onnx_graph
 from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 
@@ -49,7 +50,9 @@ def _onnx():
     try:
         import onnx
     except ImportError as e:  # pragma: no cover - exercised only without onnx
-        raise ImportError("unrolled.interop.onnx needs the onnx package: pip install 'unrolled[onnx]'") from e
+        raise ImportError(
+            f"unrolled.interop.onnx needs the onnx package: {install_hint('onnx', 'onnx')}"
+        ) from e
     return onnx
 
 

@@ -2,7 +2,7 @@
 report, per output, max |Δ| / max(1, max |unrolled's value|) — an error relative to the values' scale, so
 the same bound holds for logits near 50 and for states near 0.1 (float32 has ~7 digits either way).
 
-``onnxruntime`` is optional: ``pip install 'unrolled[onnx]'``.
+``onnxruntime`` is optional: ``pip install -e ".[onnx]"`` in the clone.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from unrolled._optional import install_hint
 
 T_VERIFY, B_VERIFY = 9, 4  # the random batch: T steps, B sequences of lengths T, 5, 2, 1
 LENGTHS = (T_VERIFY, 5, 2, 1)
@@ -19,7 +21,7 @@ def _session(path: Path):
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise ImportError("--verify needs onnxruntime: pip install 'unrolled[onnx]'") from e
+        raise ImportError(f"--verify needs onnxruntime: {install_hint('onnx', 'onnxruntime')}") from e
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled._optional import install_hint
 from unrolled.layers import GRU, LSTM, PARAM_NAMES, RNN, RecurrentLayer
 
 
@@ -22,7 +23,9 @@ def _torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - exercised only without torch
-        raise ImportError("unrolled.interop.torch needs PyTorch: pip install 'unrolled[torch]'") from e
+        raise ImportError(
+            f"unrolled.interop.torch needs PyTorch: {install_hint('torch', 'torch==2.13.0')}"
+        ) from e
     return torch
 
 

@@ -269,8 +269,11 @@ def evaluate(
     batch: int = 64,
     seq_len: int = 200,
     ignore_id: int | None = None,
+    progress: bool = False,
 ) -> float:
     """Mean negative log-likelihood in nats per predicted character of the text `ids` (N,), N >= 2.
+
+    ``progress``: a bar on standard error over the chunks, for texts that take more than a moment.
 
     Every one of the N − 1 next-character predictions counts exactly once, except those whose target is
     `ignore_id` (e.g. <unk>: a character the model cannot name is read, never scored); the mean is over
@@ -302,8 +305,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     total, state = 0.0, None
+    chunks = range(0, L, seq_len)
+    if progress and len(chunks) > 1:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="scoring", unit="chunk", leave=False, mininterval=1.0)
     try:
-        for t0 in range(0, L, seq_len):
+        for t0 in chunks:
             x, y, valid = _chunk(ids, starts, t0, min(seq_len, L - t0), limit)
             # model.forward in eval mode (no dropout) is head(rnn(embed(x))); the head is applied here
             # instead, in blocks, so that the (T, B, V) logits never exist at once.

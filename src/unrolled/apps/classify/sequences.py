@@ -272,7 +272,7 @@ BUILTIN_DATASETS = {
 
 
 def load_builtin(name: str, data_dir: str | Path | None = None) -> SequenceDataset:
-    """``digits-rows``, ``digits-pixels`` (scikit-learn, the optional extra ``unrolled[data]``) or ``names``
+    """``digits-rows``, ``digits-pixels`` (scikit-learn, the optional extra ``data``) or ``names``
     (a text folder: ``data_dir``, else the registry's ``names`` dataset, downloaded once into the cache by
     :func:`unrolled.datasets.ensure`)."""
     if name not in BUILTIN_DATASETS:

@@ -28,6 +28,7 @@ import numpy as np
 
 import unrolled.apps.forecast.baselines as baselines
 from unrolled._checks import one_of, positive_float, positive_int
+from unrolled._optional import install_hint
 from unrolled.apps._training import fit_best, model_dir
 from unrolled.apps.fields import option
 from unrolled.apps.forecast.timeseries import (
@@ -429,7 +430,7 @@ def plot_forecast(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'unrolled[plot]'") from None
+        raise ImportError(f"--plot needs matplotlib: {install_hint('plot', 'matplotlib')}") from None
     n, h = len(history.values), len(forecast)
     shown = max(0, n - max(100, 10 * h))  # the recent past: the forecast stays readable on long series
     fig, ax = plt.subplots(figsize=(10, 4))

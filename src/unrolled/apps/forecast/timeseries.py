@@ -138,7 +138,7 @@ def load_builtin(name: str) -> TimeSeries:
     a CSV of the dataset registry (monthly-sunspots, airline-passengers), fetched once into its cache by
     :func:`unrolled.datasets.ensure` (saying so on stderr).
 
-    statsmodels is the optional extra ``unrolled[data]``; without it this raises ImportError with the
+    statsmodels is the optional extra ``data``; without it this raises ImportError with the
     install command. elnino (a year × month table) is read row by row into one monthly series.
     """
     if name in REGISTRY_SERIES:
