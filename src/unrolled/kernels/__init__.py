@@ -172,6 +172,27 @@ def walks_for(B: int, G: int, H: int):
     return _jit.NT_WALKS if _jit.whole_sequence(B, G, H) else None
 
 
+# A split pays where each slice's forward holds enough work to hide handing it to a worker (~30-60 µs
+# to wake a thread and copy its rows) and the slices' products keep enough rows to run near full rate.
+# Measured on 2 cores (see docs/performance.md, "Threads"): see MIN_SLICE_MACS / MIN_SLICE_ROWS.
+MIN_SLICE_ROWS = 4  # rows per slice, at least
+MIN_SLICE_MACS = 4_000_000  # multiply-adds of one slice's forward products (T·rows·G·H·(I + H)), at least
+
+
+def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:
+    """How many workers a compiled layer's forward and backward of T steps, batch B, input I, G gates of
+    size H split their batch across: the thread budget (:func:`unrolled.threads.workers_budget`), fewer
+    where a slice would be too small to pay (:data:`MIN_SLICE_ROWS`, :data:`MIN_SLICE_MACS`); 1: no split."""
+    from unrolled import threads
+
+    budget = threads.workers_budget()
+    if budget <= 1:
+        return 1
+    per_row = T * G * H * (I + H)
+    k = min(budget, B // MIN_SLICE_ROWS, (B * per_row) // max(1, MIN_SLICE_MACS))
+    return max(1, int(k))
+
+
 def describe() -> str:
     """Which path the layers run now, in words."""
     if not _fast:
@@ -221,6 +242,10 @@ def pick(cell, dtype, **options):
 def owner(cell, cache):
     """The cell whose ``backward`` matches ``cache``: the one whose forward made it, whatever the switches
     say now (each path's cache has its own type)."""
+    from unrolled.kernels._split import SplitCache
+
+    if type(cache) is SplitCache:  # a split forward of a compiled cell: that cell's backward joins it
+        return cache.cell
     for compiled in (True, False):
         path = _PATHS.get((cell, compiled))
         if path is not None and type(cache) is path.cache_type:
