@@ -82,7 +82,7 @@ def set_threads(n: int | None) -> int:
     each (see the module docstring). None returns to the default (``UNROLLED_THREADS``, else every
     available core). Returns the budget now in force."""
     global _threads, _blas_explicit, _defaults_applied
-    _threads = None if n is None else positive_int("threads", n)
+    _threads = positive_int("threads", n, allow_none=True)
     _blas_explicit = False
     _defaults_applied = False
     apply_defaults()
