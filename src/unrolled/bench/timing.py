@@ -3,9 +3,9 @@
 Timings are medians of repetitions that alternate between the contenders (unrolled, torch, unrolled, …),
 so a burst of load from other processes hits both sides alike instead of one whole series.
 
-The clock: with one thread (the default), all the work of both libraries runs on the calling thread, so
-its CPU time (``time.thread_time``) is the measure; on a shared, loaded machine wall-clock time also
-counts the time the process waited for a core. With several threads, wall-clock time (``perf_counter``).
+The clock: wall-clock time (``perf_counter``). With several threads, thread CPU time would hide the time
+a worker waited for a core; with one thread it would flatter a loaded machine, so one clock for all.
+``"thread_cpu"`` (``time.thread_time``) stays available for one-thread checks.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from unrolled.threads import openblas_controls, set_blas_threads
+from unrolled import threads as unrolled_threads
+from unrolled.threads import openblas_controls
 
 
-def set_threads(n: int, torch=None) -> dict:
-    """Set NumPy's BLAS (OpenBLAS, and oneDNN where loaded) and torch (intra-op) to ``n`` threads; return
-    what each reports now."""
-    setter, getter = openblas_controls()
-    if setter is not None:
-        set_blas_threads(int(n))
-    if torch is not None:
+def set_threads(n: int | None, torch=None) -> dict:
+    """unrolled's thread budget (:func:`unrolled.threads.set_threads`: its workers, BLAS and oneDNN on one
+    thread each; None: its default) and torch's intra-op threads (None: left as they are) to ``n``;
+    return what each reports now."""
+    unrolled_threads.set_threads(n)
+    if torch is not None and n is not None:
         torch.set_num_threads(int(n))
+    getter = openblas_controls()[1]
     return {
+        "unrolled": unrolled_threads.get_threads(),
         "numpy_blas": int(getter()) if getter is not None else None,
         "torch": int(torch.get_num_threads()) if torch is not None else None,
     }
@@ -44,20 +46,32 @@ def set_clock(name: str) -> None:
     _clock = CLOCKS[name]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, inner: int = 1):
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 2,
+    inner: int = 1,
+    before: dict[str, Callable[[], object]] | None = None,
+):
     """Time each callable ``reps`` times, alternating between them and their order; seconds per call.
 
     ``inner`` calls are made per sample (for microsecond-scale work, to get above the clock's resolution).
-    Returns {name: [seconds per call, ...]}.
+    ``before[name]``, where given, runs untimed before each of that callable's warm-ups and samples (to set
+    its thread count). Returns {name: [seconds per call, ...]}.
     """
     names = list(fns)
+    before = before or {}
     for _ in range(warmup):
         for n in names:
+            if n in before:
+                before[n]()
             fns[n]()
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
         for n in names if r % 2 == 0 else names[::-1]:
             fn = fns[n]
+            if n in before:
+                before[n]()
             t0 = _clock()
             for _ in range(inner):
                 fn()
