@@ -61,6 +61,9 @@ def forward(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | Non
         hs[:, r] = out
         return state_T, cache
 
+    from unrolled import kernels
+
+    kernels.dnnl_walks()  # oneDNN loaded (where used) before the workers start: each sets its OpenMP to 1
     done = _pool.run(part, k)
     state_T = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
     return hs, state_T, SplitCache(cell, rows, [d[1] for d in done])
