@@ -172,11 +172,14 @@ def walks_for(B: int, G: int, H: int):
     return _jit.NT_WALKS if _jit.whole_sequence(B, G, H) else None
 
 
-# A split pays where each slice's forward holds enough work to hide handing it to a worker (~30-60 µs
-# to wake a thread and copy its rows) and the slices' products keep enough rows to run near full rate.
-# Measured on 2 cores (see docs/performance.md, "Threads"): see MIN_SLICE_MACS / MIN_SLICE_ROWS.
+# A split pays where each slice's forward holds enough work to hide handing it to a worker (~40 µs to
+# wake a thread, then copying its rows) and the two cores' contention for cache and memory. Measured on
+# 2 cores (train-step speed-up from 1 to 2 workers, T = 100, I = 64, quiet machine; per-slice MACs):
+# LSTM B=8 H=32 (4.9M) 1.08, LSTM B=16 H=32 (9.8M) 1.18, LSTM B=8 H=64 (13M) 1.14, GRU B=16 H=64 (20M)
+# 1.43, LSTM B=16 H=64 (26M) 1.37, RNN B=32 H=128 (39M) 1.64, LSTM B=32 H=128 (157M) 1.82 — and forward
+# alone below ~20M often slower on 2 workers than on 1 (0.73-0.95).
 MIN_SLICE_ROWS = 4  # rows per slice, at least
-MIN_SLICE_MACS = 4_000_000  # multiply-adds of one slice's forward products (T·rows·G·H·(I + H)), at least
+MIN_SLICE_MACS = 24_000_000  # multiply-adds of one slice's forward products (T·rows·G·H·(I + H)), at least
 
 
 def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:

@@ -86,12 +86,10 @@ def backward(cell, d_hs: np.ndarray, d_stateT, cache: SplitCache, p: dict):
 
     done = _pool.run(part, len(parts))
     d_state0 = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
-    grads = {}
-    for name, g in done[0][1].items():
-        total = g.copy()
+    grads = done[0][1]  # the first slice's own new arrays: the others are added into them
+    for name, total in grads.items():
         for d in done[1:]:
             total += d[1][name]
-        grads[name] = total
     return dx, d_state0, grads
 
 
