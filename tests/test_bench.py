@@ -29,6 +29,17 @@ def test_interleaved_alternates_and_returns_every_sample():
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then alternating order
 
 
+def test_a_sample_taken_while_others_kept_a_core_busy_is_taken_again(monkeypatch):
+    from unrolled.bench import timing
+
+    busy = iter([True, True, False, True, True, True, True])
+    monkeypatch.setattr(timing, "_others_busy", lambda ticks, seconds: next(busy))
+    calls = []
+    s = interleaved({"a": lambda: calls.append("a")}, reps=2, warmup=0, retake=3)
+    assert len(s["a"]) == 2
+    assert len(calls) == 3 + 4  # first sample: busy, busy, quiet; second: busy four times, the last kept
+
+
 def test_geomean():
     assert geomean([1.0, 4.0]) == pytest.approx(2.0)
     assert geomean([]) is None

@@ -41,7 +41,14 @@ def _machine_line(res: dict) -> str:
         f"Machine: **{m['cpu']}**, {m['logical_cpus']} logical CPUs; NumPy {m['numpy']} (OpenBLAS), "
         f"torch {m['torch']}; float32; {threads}; unrolled path: {res['unrolled']['path']}; load average at "
         f"start {m['load_average_start']}, at end {res['load_average_end']}; medians of {res['reps']} "
-        "interleaved repetitions after warm-up, " + _CLOCK.get(res.get("clock"), "wall-clock time") + "."
+        "interleaved repetitions after warm-up, "
+        + _CLOCK.get(res.get("clock"), "wall-clock time")
+        + (
+            f"; {res['samples_retaken']} samples retaken because other processes kept a core busy"
+            if res.get("samples_retaken")
+            else ""
+        )
+        + "."
     )
 
 

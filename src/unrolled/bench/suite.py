@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from unrolled.bench import memory
+from unrolled.bench import memory, timing
 from unrolled.bench.timing import (
     cpu_model,
     interleaved,
@@ -136,11 +136,14 @@ def _use(lib: str, n: int, torch) -> Callable[[], None]:
     return lambda: threads.set_threads(n)
 
 
+RETAKE = 3  # a sample taken while other processes kept a core busy is taken again, up to this many times
+
+
 def time_contenders(fns: dict, torch, counts, reps: int, warmup: int = 2, inner: int = 1) -> dict:
     """Each library's callable at each thread count in ``counts``, interleaved; {(lib, n): median s}."""
     runs = {f"{lib}@{n}": fn for lib, fn in fns.items() for n in counts}
     before = {f"{lib}@{n}": _use(lib, n, torch) for lib in fns for n in counts}
-    samples = interleaved(runs, reps, warmup=warmup, inner=inner, before=before)
+    samples = interleaved(runs, reps, warmup=warmup, inner=inner, before=before, retake=RETAKE)
     return {(name.split("@")[0], int(name.split("@")[1])): median(v) for name, v in samples.items()}
 
 
@@ -376,5 +379,6 @@ def run_suite(
         "memory": mem,
         "summary": summarize(rows, streaming),
         "seconds": round(time.time() - started, 1),
+        "samples_retaken": timing.retaken,  # taken again: other processes were busy (see timing.interleaved)
         "load_average_end": load_average(),
     }
