@@ -1,6 +1,8 @@
 """Benchmark unrolled against torch.nn and keep the results (the same suite as ``unrolled bench``).
 
-python benchmarks/bench_rnn.py run --label baseline [--quick] [--threads 1] [--reference]
+python benchmarks/bench_rnn.py run --label baseline [--quick] [--threads N] [--reference] [--no-scaling]
+    (each library at 1 thread and at every core, plus N if given, side by side, wall clock; run it with
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE, as a user's machine has them)
     -> benchmarks/results/<label>.json, <label>.md and <label>_scaling.png
 python benchmarks/bench_rnn.py render benchmarks/results/<label>.json   # Markdown for the README
 python benchmarks/bench_rnn.py compare a.json b.json ...                 # ratio per row, stage by stage
@@ -23,14 +25,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def cmd_run(args) -> None:
     if args.reference:
         kernels.set_fast(False)
-    res = run_suite(quick=args.quick, threads=args.threads, memory_too=not args.no_memory)
+    res = run_suite(
+        quick=args.quick, threads=args.threads, memory_too=not args.no_memory, scaling_too=not args.no_scaling
+    )
     res["label"] = args.label
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.label}.json").write_text(json.dumps(res, indent=1))
     md = render_markdown(res)
     (RESULTS / f"{args.label}.md").write_text(md)
     try:
-        plot_scaling(res, str(RESULTS / f"{args.label}_scaling.png"))
+        if res["scaling"]:
+            plot_scaling(res, str(RESULTS / f"{args.label}_scaling.png"))
     except ImportError:
         print("matplotlib not installed: no scaling plot")
     print(md)
@@ -81,9 +86,10 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--label", required=True)
     r.add_argument("--quick", action="store_true")
-    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--threads", type=int, default=None, help="a thread count to add to 1 and every core")
     r.add_argument("--reference", action="store_true")
     r.add_argument("--no-memory", action="store_true")
+    r.add_argument("--no-scaling", action="store_true")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("render")
     s.add_argument("json")

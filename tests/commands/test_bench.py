@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from unrolled import threads
 from unrolled.bench.report import render_markdown
-from unrolled.bench.suite import Config, geomean, run_grid, run_streaming, summarize
-from unrolled.bench.timing import interleaved, matmul_peak, openblas_controls, set_threads
+from unrolled.bench.suite import Config, _fill, geomean, run_grid, run_streaming, summarize, thread_counts
+from unrolled.bench.timing import interleaved, matmul_peak
 from unrolled.commands import main
 
 
@@ -28,6 +29,17 @@ def test_interleaved_alternates_and_returns_every_sample():
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then alternating order
 
 
+def test_a_sample_taken_while_others_kept_a_core_busy_is_taken_again(monkeypatch):
+    from unrolled.bench import timing
+
+    busy = iter([True, True, False, True, True, True, True])
+    monkeypatch.setattr(timing, "_others_busy", lambda ticks, seconds: next(busy))
+    calls = []
+    s = interleaved({"a": lambda: calls.append("a")}, reps=2, warmup=0, retake=3)
+    assert len(s["a"]) == 2
+    assert len(calls) == 3 + 4  # first sample: busy, busy, quiet; second: busy four times, the last kept
+
+
 def test_geomean():
     assert geomean([1.0, 4.0]) == pytest.approx(2.0)
     assert geomean([]) is None
@@ -35,34 +47,65 @@ def test_geomean():
 
 def test_one_tiny_row_and_streaming_step_against_torch_render_to_markdown():
     torch = pytest.importorskip("torch")
-    before = (openblas_controls()[1](), torch.get_num_threads()) if openblas_controls()[1] else None
-    set_threads(1, torch)
+    before = torch.get_num_threads()
     try:
         _tiny_row_and_streaming(torch)
-    finally:
-        if before:  # the thread counts are process-wide: leave them as the other tests found them
-            set_threads(before[0])
-            torch.set_num_threads(before[1])
+    finally:  # the thread counts are process-wide: leave them as the other tests found them
+        threads.set_threads(None)
+        torch.set_num_threads(before)
 
 
 def _tiny_row_and_streaming(torch):
     peak = matmul_peak(torch, n=64, reps=1)
-    rows = run_grid([Config("lstm", 3, 2, 4, 5)], torch, reps=1, peak=peak["peak_gflops"], log=lambda s: None)
+    counts, defaults = (1, 2), {"unrolled": 2, "torch": 1}
+    rows = run_grid(
+        [Config("lstm", 3, 2, 4, 5)], torch, 1, peak["peak_gflops"], lambda s: None, counts, defaults
+    )
     assert [r["mode"] for r in rows] == ["train", "infer"]
     for r in rows:
-        assert r["unrolled_s"] > 0 and r["torch_s"] > 0 and r["ratio"] == r["unrolled_s"] / r["torch_s"]
-    stream = run_streaming(torch, reps=1, hs=(4,), log=lambda s: None)
+        for lib in ("unrolled", "torch"):
+            assert r[f"{lib}_1t_s"] > 0 and r[f"{lib}_2t_s"] > 0
+            assert r[f"{lib}_s"] == min(r[f"{lib}_1t_s"], r[f"{lib}_2t_s"])  # each at its faster count
+            assert r[f"{lib}_speedup"] == r[f"{lib}_1t_s"] / r[f"{lib}_2t_s"]
+        assert r["ratio"] == r["unrolled_s"] / r["torch_s"]
+        assert r["ratio_default"] == r["unrolled_2t_s"] / r["torch_1t_s"]
+        assert r["ratio_1t"] == r["unrolled_1t_s"] / r["torch_1t_s"]
+    stream = run_streaming(torch, 1, (4,), lambda s: None, counts, defaults)
     assert {r["cell"] for r in stream} == {"lstm", "gru", "rnn"}
     res = {
         "machine": {"cpu": "Test CPU", "logical_cpus": 2, "numpy": np.__version__, "torch": torch.__version__,
-                    "threads": {"numpy_blas": 1, "torch": 1}, "load_average_start": None},
-        "unrolled": {"path": "fast"}, "reps": 1, "clock": "thread_cpu", "load_average_end": None,
+                    "threads": {"numpy_blas": 1, "torch": 1}, "load_average_start": None,
+                    "thread_counts": list(counts), "default_threads": defaults},
+        "unrolled": {"path": "fast"}, "reps": 1, "clock": "wall", "load_average_end": None,
         "matmul_peak": peak, "rows": rows, "streaming": stream, "scaling": [], "memory": [],
         "summary": summarize(rows, stream),
     }  # fmt: skip
     json.dumps(res)  # JSON-ready
     md = render_markdown(res)
-    assert "Test CPU" in md and "| LSTM L1 T=3 B=2 I=4 H=5 | train |" in md and "Geometric mean" in md
+    assert (
+        "Test CPU" in md and "| LSTM L1 T=3 B=2 I=4 H=5 | train |" in md and "defaults against defaults" in md
+    )
+    assert "unrolled 1t ms | unrolled 2t ms | torch 1t ms | torch 2t ms" in md
+
+
+def test_summary_names_rows_slower_at_more_threads_and_the_lstm_speedups():
+    def row(cell, B, u1, u2, t1, t2):
+        r = {"config": f"{cell} B={B}", "cell": cell, "B": B, "H": 8, "mode": "train"}
+        _fill(r, {("unrolled", 1): u1, ("unrolled", 2): u2, ("torch", 1): t1, ("torch", 2): t2}, (1, 2), {})
+        return r
+
+    rows = [row("lstm", 32, 10.0, 5.0, 12.0, 6.0), row("gru", 32, 4.0, 5.0, 8.0, 2.0)]
+    s = summarize(rows, [])
+    assert s["train_unrolled_slower_at_N"] == ["gru B=32"]
+    assert s["train_lstm_b16_speedup"] == {"lstm B=32": [2.0, 2.0]}
+    assert s["train_geomean_ratio"] == pytest.approx(geomean([5.0 / 6.0, 4.0 / 2.0]))  # best against best
+    assert s["train_default_geomean_ratio"] == pytest.approx(geomean([5.0 / 6.0, 5.0 / 2.0]))  # both at 2
+    assert s["train_1t_worst_ratio"] == pytest.approx(10.0 / 12.0)
+
+
+def test_thread_counts_compare_one_thread_with_every_core():
+    assert thread_counts(None) == tuple(sorted({1, threads.available_cores()}))
+    assert 3 in thread_counts(3) and 1 in thread_counts(3)
 
 
 def test_bench_cli_rejects_bad_options_in_one_line(capsys, tmp_path):

@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unrolled import GRU, LSTM, RNN, kernels
+from unrolled import GRU, LSTM, RNN, kernels, threads
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.kernels.gru import CompiledGRUCell, FastGRUCell
 from unrolled.kernels.lstm import CompiledLSTMCell, FastLSTMCell
 from unrolled.kernels.rnn import CompiledRNNCell, FastRNNCell
+
+from conftest import assert_close
 
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
 
@@ -81,28 +83,45 @@ def _run(layer, c, fast: bool, jit: bool = True):
 def _paths():
     """(configuration, path) pairs: every configuration on every path that runs its dtype."""
     for c in _configs():
-        for jit in ("dnnl-sequence", "numba-sequence", "numba-step", "numpy"):
+        for jit in ("dnnl-sequence", "numba-sequence", "numba-step", "split-dnnl", "split", "numpy"):
             if jit == "numpy" or c["dtype"] == np.float32:  # the compiled paths are float32 only
+                if jit.startswith("split") and c["B"] < 2:
+                    continue  # one row: nothing to split
                 yield pytest.param(c, jit, id="{kind}-{dtype.__name__}-L{num_layers}-".format(**c) + jit)
 
 
+@pytest.fixture
+def split_in_two(monkeypatch):
+    """Every compiled layer with B ≥ 2 splits its batch across two workers, whatever its size and the
+    machine's cores (the budget is restored after)."""
+    monkeypatch.setattr(kernels, "MIN_SLICE_ROWS", 1)
+    monkeypatch.setattr(kernels, "MIN_SLICE_MACS", 0)
+    threads.set_threads(2)
+    yield
+    threads.set_threads(None)
+
+
 @pytest.mark.parametrize(("c", "jit"), list(_paths()))
-def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, monkeypatch):
+def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, request, monkeypatch):
     """dnnl-sequence: the whole walk in one compiled call with oneDNN's product (extra ``onednn``);
     numba-sequence: the same with matmul_nt; numba-step: a BLAS product and one compiled gate kernel per
-    step; numpy: the NumPy fast path (float64, or float32 with Numba switched off)."""
+    step; split-dnnl / split: the batch split across two workers, each walking its rows (on oneDNN's
+    walks / on the walks chosen by the slice's size); numpy: the NumPy fast path (float64, or float32
+    with Numba switched off)."""
     if jit != "numpy":
         _jit = pytest.importorskip("unrolled.kernels._jit")
-        if jit == "dnnl-sequence":
+        if jit.startswith("split"):
+            request.getfixturevalue("split_in_two")
+        if jit in ("dnnl-sequence", "split-dnnl"):
             if kernels.dnnl_walks() is None:
                 pytest.skip("oneDNN (the extra onednn) is not installed")
             monkeypatch.setattr(_jit, "SMALL_MACS", 0)  # every size counts as large: oneDNN's walks
-        else:
+        elif jit != "split":
             whole = jit == "numba-sequence"
             monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
     layer = _layer(c)
     ref = _run(layer, c, fast=False)
-    with kernels.using(dnnl=jit == "dnnl-sequence"):
+    with kernels.using(dnnl=jit in ("dnnl-sequence", "split-dnnl", "split")):
         fast = _run(layer, c, fast=True, jit=jit != "numpy")
     assert set(ref) == set(fast)
     tol = TOL[c["dtype"]]
@@ -255,3 +274,41 @@ def test_reference_env_switch_is_read_at_import(tmp_path):
             [sys.executable, "-c", code], capture_output=True, text=True, env={"UNROLLED_REFERENCE": env}
         )
         assert out.stdout.strip().startswith(want), out.stderr
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_two_workers_give_the_one_worker_outputs_and_gradients(kind, split_in_two):
+    """The split walks equal the unsplit ones up to float32 summation order (the weight gradients sum
+    the slices' rows in another order), with lengths, two layers, both directions and odd slice sizes."""
+    pytest.importorskip("unrolled.kernels._jit")
+    c = dict(kind=kind, dtype=np.float32, num_layers=2, bidirectional=True, lengths=True, batch_first=False,
+             bias=True, T=9, B=7, I=5, H=6, seed=3)  # fmt: skip
+    layer = _layer(c)
+    split = _run(layer, c, fast=True)
+    caches = layer.last_caches()
+    assert all(type(cache).__name__ == "SplitCache" for cache in caches.values())
+    gates = {k: getattr(cache, "gates", getattr(cache, "dact", None)).copy() for k, cache in caches.items()}
+    threads.set_threads(1)
+    assert kernels.workers_for(c["T"], c["B"], c["I"], 4, c["H"]) == 1
+    whole = _run(layer, c, fast=True)
+    assert set(split) == set(whole)
+    for k in whole:
+        assert_close(split[k], whole[k], 1e-5, err_msg=k)
+    for k, cache in layer.last_caches().items():  # a split cache reads as the unsplit one
+        assert type(cache).__name__ != "SplitCache"
+        assert_close(gates[k], getattr(cache, "gates", getattr(cache, "dact", None)), 1e-6, err_msg=str(k))
+
+
+def test_workers_follow_the_budget_and_never_split_small_work(monkeypatch):
+    monkeypatch.setattr(kernels, "MIN_SLICE_ROWS", 4)
+    monkeypatch.setattr(kernels, "MIN_SLICE_MACS", 1000)
+    try:
+        threads.set_threads(3)
+        assert kernels.workers_for(10, 64, 8, 4, 8) == 3  # 64 rows, plenty of work per slice
+        assert kernels.workers_for(10, 8, 8, 4, 8) == 2  # 4 rows per slice at least
+        assert kernels.workers_for(10, 1, 8, 4, 8) == 1  # one row (streaming, B = 1): never
+        assert kernels.workers_for(1, 64, 1, 1, 1) == 1  # 128 multiply-adds in all: not worth a worker
+        threads.set_threads(1)
+        assert kernels.workers_for(10, 64, 8, 4, 8) == 1
+    finally:
+        threads.set_threads(None)

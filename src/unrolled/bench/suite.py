@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from unrolled.bench import memory
+from unrolled.bench import memory, timing
 from unrolled.bench.timing import (
     cpu_model,
     interleaved,
@@ -126,36 +127,91 @@ def step_fns(cfg: Config, torch, train: bool):
     return fns
 
 
-def run_grid(grid, torch, reps: int, peak: float, log=print) -> list[dict]:
+def _use(lib: str, n: int, torch) -> Callable[[], None]:
+    """Set ``lib``'s threads to n (untimed, before each of its samples)."""
+    if lib == "torch":
+        return lambda: torch.set_num_threads(n)
+    from unrolled import threads
+
+    return lambda: threads.set_threads(n)
+
+
+RETAKE = 3  # a sample taken while other processes kept a core busy is taken again, up to this many times
+
+
+def time_contenders(fns: dict, torch, counts, reps: int, warmup: int = 2, inner: int = 1) -> dict:
+    """Each library's callable at each thread count in ``counts``, interleaved; {(lib, n): median s}."""
+    runs = {f"{lib}@{n}": fn for lib, fn in fns.items() for n in counts}
+    before = {f"{lib}@{n}": _use(lib, n, torch) for lib in fns for n in counts}
+    samples = interleaved(runs, reps, warmup=warmup, inner=inner, before=before, retake=RETAKE)
+    return {(name.split("@")[0], int(name.split("@")[1])): median(v) for name, v in samples.items()}
+
+
+def _fill(row: dict, times: dict, counts, defaults: dict) -> None:
+    """Per-count times and ratios, each library at its best count, the defaults, and the 1 → N speed-ups.
+
+    ``unrolled_s`` / ``torch_s`` / ``ratio``: each at its faster count (best against best);
+    ``ratio_default``: each at its own default count; ``ratio_{n}t``: both at n threads."""
+    N = max(counts)
+    for lib in ("unrolled", "torch"):
+        mine = {n: t for (name, n), t in times.items() if name == lib}
+        if not mine:
+            continue
+        for n, t in mine.items():
+            row[f"{lib}_{n}t_s"] = t
+        best = min(mine, key=mine.get)
+        row[f"{lib}_s"], row[f"{lib}_threads"] = mine[best], best
+        row[f"{lib}_speedup"] = mine[1] / mine[N] if 1 in mine and N != 1 else None
+        row[f"{lib}_default_s"] = mine.get(defaults.get(lib, N))
+    if "torch_s" in row:
+        row["ratio"] = row["unrolled_s"] / row["torch_s"]
+        for n in counts:
+            row[f"ratio_{n}t"] = row[f"unrolled_{n}t_s"] / row[f"torch_{n}t_s"]
+        if row["unrolled_default_s"] is not None and row["torch_default_s"] is not None:
+            row["ratio_default"] = row["unrolled_default_s"] / row["torch_default_s"]
+
+
+def run_grid(grid, torch, reps: int, peak: float, log=print, counts=(1,), defaults=None) -> list[dict]:
+    """Every row of ``grid``, training step and inference, each library at each thread count of ``counts``
+    (interleaved, wall clock); ``defaults``: {library: its default thread count}, else the largest count."""
+    counts = tuple(sorted(set(counts)))
+    defaults = defaults or {}
     rows = []
     for cfg in grid:
         for train in (True, False):
-            samples = interleaved(step_fns(cfg, torch, train), reps)
+            times = time_contenders(step_fns(cfg, torch, train), torch, counts, reps)
             flops = cfg.forward_flops() * (3 if train else 1)
             row = {"config": cfg.name, **asdict(cfg), "mode": "train" if train else "infer", "flops": flops}
-            for lib, s in samples.items():
-                t = median(s)
-                row[f"{lib}_s"] = t
-                row[f"{lib}_gflops"] = flops / t / 1e9
-                row[f"{lib}_peak_frac"] = flops / t / 1e9 / peak
+            _fill(row, times, counts, defaults)
+            row["unrolled_gflops"] = flops / row["unrolled_s"] / 1e9
+            row["unrolled_peak_frac"] = row["unrolled_gflops"] / peak
             if "torch_s" in row:
-                row["ratio"] = row["unrolled_s"] / row["torch_s"]
+                row["torch_gflops"] = flops / row["torch_s"] / 1e9
+                row["torch_peak_frac"] = row["torch_gflops"] / peak
             rows.append(row)
-            log(_fmt_row(row))
+            log(_fmt_row(row, counts))
     return rows
 
 
-def _fmt_row(row: dict) -> str:
-    s = f"  {row['config']:<42} {row['mode']:<5} unrolled {row['unrolled_s'] * 1e3:9.2f} ms"
-    if "torch_s" in row:
-        s += f"  torch {row['torch_s'] * 1e3:9.2f} ms  ratio {row['ratio']:.2f}"
-    return s + f"  {row['unrolled_gflops']:.1f} GFLOP/s"
+def _fmt_row(row: dict, counts) -> str:
+    s = f"  {row['config']:<42} {row['mode']:<5}"
+    for lib in ("unrolled", "torch"):
+        for n in counts:
+            if f"{lib}_{n}t_s" in row:
+                s += f" {lib} {n}t {row[f'{lib}_{n}t_s'] * 1e3:8.2f} ms"
+    if "ratio" in row:
+        s += f"  best/best {row['ratio']:.2f}"
+    if row.get("ratio_default") is not None:
+        s += f"  default/default {row['ratio_default']:.2f}"
+    return s
 
 
-def run_streaming(torch, reps: int, hs=STREAM_H, log=print) -> list[dict]:
-    """One ``step()`` at B = 1 (I = H) against torch.nn.LSTMCell / GRUCell / RNNCell under no_grad."""
+def run_streaming(torch, reps: int, hs=STREAM_H, log=print, counts=(1,), defaults=None) -> list[dict]:
+    """One ``step()`` at B = 1 (I = H) against torch.nn.LSTMCell / GRUCell / RNNCell under no_grad, each
+    library at each thread count of ``counts`` (a step never splits: the counts should not matter)."""
     import unrolled
 
+    counts = tuple(sorted(set(counts)))
     rows = []
     for cell in ("lstm", "gru", "rnn"):
         for H in hs:
@@ -176,12 +232,11 @@ def run_streaming(torch, reps: int, hs=STREAM_H, log=print) -> list[dict]:
 
                 fns["torch"] = theirs
             inner = 200 if H <= 128 else 20
-            samples = interleaved(fns, reps, warmup=1, inner=inner)
-            row = {"cell": cell, "H": H, "B": 1, **{f"{k}_s": median(v) for k, v in samples.items()}}
-            if "torch_s" in row:
-                row["ratio"] = row["unrolled_s"] / row["torch_s"]
+            times = time_contenders(fns, torch, counts, reps, warmup=1, inner=inner)
+            row = {"cell": cell, "H": H, "B": 1}
+            _fill(row, times, counts, defaults or {})
             rows.append(row)
-            r = f"  ratio {row['ratio']:.2f}" if "ratio" in row else ""
+            r = f"  ratio 1t {row['ratio_1t']:.2f} best/best {row['ratio']:.2f}" if "ratio" in row else ""
             t = f"  torch {row['torch_s'] * 1e6:8.1f} us" if "torch_s" in row else ""
             log(f"  step {cell.upper():<4} H={H:<4} B=1  unrolled {row['unrolled_s'] * 1e6:8.1f} us{t}{r}")
     return rows
@@ -215,28 +270,59 @@ def geomean(xs) -> float | None:
 
 
 def summarize(rows, streaming) -> dict:
+    """Geometric means and worst rows per mode: best against best (``ratio``), defaults against defaults
+    (``ratio_default``) and at each equal thread count (``ratio_{n}t``); the rows where unrolled at N
+    threads is slower than at one; the 1 → N speed-ups of the LSTM rows with B ≥ 16."""
     out = {}
+    keys = sorted({k for r in rows for k in r if k.startswith("ratio")})
     for mode in ("train", "infer"):
-        ratios = [r["ratio"] for r in rows if r["mode"] == mode and "ratio" in r]
-        if ratios:
-            out[f"{mode}_geomean_ratio"] = geomean(ratios)
-            out[f"{mode}_worst_ratio"] = max(ratios)
-    s = [r["ratio"] for r in streaming if "ratio" in r]
-    if s:
-        out["stream_geomean_ratio"] = geomean(s)
-        out["stream_worst_ratio"] = max(s)
+        mine = [r for r in rows if r["mode"] == mode]
+        for key in keys:
+            ratios = [r[key] for r in mine if r.get(key) is not None]
+            if ratios:  # train_geomean_ratio, train_default_geomean_ratio, train_1t_geomean_ratio, ...
+                out[f"{mode}{key.removeprefix('ratio')}_geomean_ratio"] = geomean(ratios)
+                out[f"{mode}{key.removeprefix('ratio')}_worst_ratio"] = max(ratios)
+        slower = [
+            r["config"] for r in mine if r.get("unrolled_speedup") is not None and r["unrolled_speedup"] < 1
+        ]
+        out[f"{mode}_unrolled_slower_at_N"] = slower
+        lstm = [r for r in mine if r["cell"] == "lstm" and r["B"] >= 16 and r.get("unrolled_speedup")]
+        if lstm:
+            out[f"{mode}_lstm_b16_speedup"] = {
+                r["config"]: [r["unrolled_speedup"], r.get("torch_speedup")] for r in lstm
+            }
+    for key in ("ratio", "ratio_1t", "ratio_default"):
+        s = [r[key] for r in streaming if r.get(key) is not None]
+        if s:
+            out[f"stream{key.removeprefix('ratio')}_geomean_ratio"] = geomean(s)
+            out[f"stream{key.removeprefix('ratio')}_worst_ratio"] = max(s)
     big = [r for r in rows if r["H"] >= 512]
     if big:
         out["large_min_peak_frac"] = {r["mode"]: r["unrolled_peak_frac"] for r in big}
     return out
 
 
+def thread_counts(threads: int | None) -> tuple[int, ...]:
+    """The thread counts a run compares: 1, every core this process may use, and ``threads`` if given."""
+    from unrolled.threads import available_cores
+
+    return tuple(sorted({1, available_cores(), *(() if threads is None else (int(threads),))}))
+
+
 def run_suite(
-    quick: bool = False, threads: int = 1, with_torch: bool = True, memory_too: bool = True, log=print
+    quick: bool = False,
+    threads: int | None = None,
+    with_torch: bool = True,
+    memory_too: bool = True,
+    log=print,
+    scaling_too: bool = True,
 ) -> dict:
-    """Run everything and return the results as a JSON-ready dict."""
+    """Run everything and return the results as a JSON-ready dict: the grid and the streaming steps with
+    each library at 1 thread and at every core (and at ``threads``, if given), side by side, wall clock;
+    the scaling grid and peak memory at each library's default."""
     import unrolled
     from unrolled import kernels
+    from unrolled import threads as unrolled_threads
 
     torch = None
     if with_torch:
@@ -246,35 +332,46 @@ def run_suite(
             log("torch is not installed: timing unrolled alone (pip install 'unrolled[torch]')")
     reps = 5 if quick else 9
     started, load_start = time.time(), load_average()
-    threads_set = set_threads(threads, torch)
-    clock = "thread_cpu" if threads == 1 else "wall"
-    set_clock(clock)
-    log(f"threads {threads_set}; clock {clock}; unrolled path: {kernels.describe()}")
+    unrolled_threads.set_threads(None)
+    defaults = {"unrolled": unrolled_threads.get_threads()}  # each library as a user meets it
+    if torch is not None:
+        defaults["torch"] = torch.get_num_threads()  # before anything here sets it
+    counts = tuple(sorted({*thread_counts(threads), *defaults.values()}))
+    set_clock("wall")
+    N = max(counts)
+    threads_set = set_threads(N, torch)
+    log(f"threads {counts}, defaults {defaults}; clock wall; unrolled path: {kernels.describe()}")
     peak = matmul_peak(torch, n=512 if quick else 1024, reps=reps)
-    log(f"float32 matrix-product peak: {peak['peak_gflops']:.1f} GFLOP/s {peak}")
-    rows = run_grid(QUICK_GRID if quick else GRID, torch, reps, peak["peak_gflops"], log=log)
-    streaming = run_streaming(torch, reps, hs=STREAM_H[:2] if quick else STREAM_H, log=log)
-    scaling = run_scaling(torch, max(3, reps - 4), quick, log=log)
+    log(f"float32 matrix-product peak ({N} threads): {peak['peak_gflops']:.1f} GFLOP/s {peak}")
+    rows = run_grid(QUICK_GRID if quick else GRID, torch, reps, peak["peak_gflops"], log, counts, defaults)
+    streaming = run_streaming(torch, reps, STREAM_H[:2] if quick else STREAM_H, log, counts, defaults)
+    set_threads(None, torch)
+    if torch is not None:
+        torch.set_num_threads(defaults["torch"])
+    scaling = run_scaling(torch, max(3, reps - 4), quick, log=log) if scaling_too else []
     mem = []
     if memory_too:
         for cfg in MEMORY_GRID[:1] if quick else MEMORY_GRID:
-            mem.append(memory.compare(cfg, threads, with_torch=torch is not None))
+            mem.append(memory.compare(cfg, N, with_torch=torch is not None))
             log(f"  memory {mem[-1]}")
     return {
         "machine": {
             "cpu": cpu_model(),
             "logical_cpus": __import__("os").cpu_count(),
+            "available_cores": unrolled_threads.available_cores(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "torch": torch.__version__ if torch is not None else None,
             "threads": threads_set,
+            "thread_counts": list(counts),
+            "default_threads": defaults,
             "load_average_start": load_start,
         },
         "unrolled": {"version": unrolled.__version__, "path": kernels.describe()},
         "quick": quick,
         "reps": reps,
-        "clock": clock,
+        "clock": "wall",
         "matmul_peak": peak,
         "rows": rows,
         "streaming": streaming,
@@ -282,5 +379,6 @@ def run_suite(
         "memory": mem,
         "summary": summarize(rows, streaming),
         "seconds": round(time.time() - started, 1),
+        "samples_retaken": timing.retaken,  # taken again: other processes were busy (see timing.interleaved)
         "load_average_end": load_average(),
     }

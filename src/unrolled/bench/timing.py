@@ -3,9 +3,9 @@
 Timings are medians of repetitions that alternate between the contenders (unrolled, torch, unrolled, …),
 so a burst of load from other processes hits both sides alike instead of one whole series.
 
-The clock: with one thread (the default), all the work of both libraries runs on the calling thread, so
-its CPU time (``time.thread_time``) is the measure; on a shared, loaded machine wall-clock time also
-counts the time the process waited for a core. With several threads, wall-clock time (``perf_counter``).
+The clock: wall-clock time (``perf_counter``). With several threads, thread CPU time would hide the time
+a worker waited for a core; with one thread it would flatter a loaded machine, so one clock for all.
+``"thread_cpu"`` (``time.thread_time``) stays available for one-thread checks.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from unrolled.threads import openblas_controls, set_blas_threads
+from unrolled import threads as unrolled_threads
+from unrolled.threads import openblas_controls
 
 
-def set_threads(n: int, torch=None) -> dict:
-    """Set NumPy's BLAS (OpenBLAS, and oneDNN where loaded) and torch (intra-op) to ``n`` threads; return
-    what each reports now."""
-    setter, getter = openblas_controls()
-    if setter is not None:
-        set_blas_threads(int(n))
-    if torch is not None:
+def set_threads(n: int | None, torch=None) -> dict:
+    """unrolled's thread budget (:func:`unrolled.threads.set_threads`: its workers, BLAS and oneDNN on one
+    thread each; None: its default) and torch's intra-op threads (None: left as they are) to ``n``;
+    return what each reports now."""
+    unrolled_threads.set_threads(n)
+    if torch is not None and n is not None:
         torch.set_num_threads(int(n))
+    getter = openblas_controls()[1]
     return {
+        "unrolled": unrolled_threads.get_threads(),
         "numpy_blas": int(getter()) if getter is not None else None,
         "torch": int(torch.get_num_threads()) if torch is not None else None,
     }
@@ -44,24 +46,71 @@ def set_clock(name: str) -> None:
     _clock = CLOCKS[name]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2, inner: int = 1):
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(CPU ticks used by every process, by this one) since boot, from /proc (Linux), else None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+        return sum(v) - v[3] - v[4], int(own[11]) + int(own[12])  # all but idle and iowait; utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+FOREIGN_LIMIT = 0.25  # a sample during which other processes used more than this many cores is retaken
+retaken = 0  # samples retaken in this process (reported with the results)
+
+
+def _others_busy(t0: tuple[int, int] | None, seconds: float) -> bool:
+    """Whether other processes used more than FOREIGN_LIMIT cores during a sample (clock ticks: coarse)."""
+    t1 = _cpu_ticks()
+    if t0 is None or t1 is None or seconds <= 0:
+        return False
+    foreign = ((t1[0] - t0[0]) - (t1[1] - t0[1])) / os.sysconf("SC_CLK_TCK")
+    return foreign > FOREIGN_LIMIT * max(seconds, 0.01)
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 2,
+    inner: int = 1,
+    before: dict[str, Callable[[], object]] | None = None,
+    retake: int = 0,
+):
     """Time each callable ``reps`` times, alternating between them and their order; seconds per call.
 
     ``inner`` calls are made per sample (for microsecond-scale work, to get above the clock's resolution).
-    Returns {name: [seconds per call, ...]}.
+    ``before[name]``, where given, runs untimed before each of that callable's warm-ups and samples (to set
+    its thread count). ``retake``: a sample during which other processes kept more than
+    :data:`FOREIGN_LIMIT` cores busy (a shared machine) is taken again, up to that many times; the last
+    one counts. Returns {name: [seconds per call, ...]}.
     """
+    global retaken
     names = list(fns)
+    before = before or {}
     for _ in range(warmup):
         for n in names:
+            if n in before:
+                before[n]()
             fns[n]()
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
         for n in names if r % 2 == 0 else names[::-1]:
             fn = fns[n]
-            t0 = _clock()
-            for _ in range(inner):
-                fn()
-            samples[n].append((_clock() - t0) / inner)
+            for attempt in range(retake + 1):
+                if n in before:
+                    before[n]()
+                ticks = _cpu_ticks() if retake else None
+                t0 = _clock()
+                for _ in range(inner):
+                    fn()
+                t = _clock() - t0
+                if attempt == retake or not _others_busy(ticks, t):
+                    break
+                retaken += 1
+            samples[n].append(t / inner)
     return samples
 
 

@@ -169,10 +169,14 @@ def _main(argv: list[str] | None) -> int:
 
     apply_quick(args)  # UNROLLED_QUICK (tests only): every --steps/--time/--epochs capped
     try:
-        from unrolled.threads import set_blas_threads
+        from unrolled import threads
 
-        # One BLAS thread by default (see unrolled.threads); a command's own --threads overrides it.
-        set_blas_threads(int(os.environ.get("UNROLLED_BLAS_THREADS", "1")))
+        # The library's thread policy (unrolled.threads): the layers' workers on every core, BLAS and
+        # oneDNN on one thread each; UNROLLED_BLAS_THREADS or a command's own --threads sets BLAS's count.
+        if os.environ.get("UNROLLED_BLAS_THREADS"):
+            threads.set_blas_threads(int(os.environ["UNROLLED_BLAS_THREADS"]))
+        else:
+            threads.apply_defaults()
         _phase["running"] = True
         return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, OSError, RuntimeError, ImportError, KeyError) as e:

@@ -20,6 +20,7 @@ import numpy as np
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
 from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._split import BatchSplit
 
 
 class FastGRUCache(NamedTuple):
@@ -158,7 +159,7 @@ class CompiledGRUCache(FastGRUCache):
     __slots__ = ()
 
 
-class CompiledGRUCell:
+class CompiledGRUCell(BatchSplit):
     """Same signatures and results as :class:`unrolled.cells.GRUCell` with ``reset_after=True``, float32
     only, on the Numba kernels of :mod:`unrolled.kernels._jit`."""
 
@@ -185,7 +186,7 @@ class CompiledGRUCell:
         self.jit.gru_step(xa, ha, as_vector(p, "b_h", h.dtype), as_vector(p, "b_hn", h.dtype), h, h_new)
         return (h_new,)
 
-    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+    def _forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache. Per step: the recurrent product, then one
         fused kernel for all gate arithmetic (the whole walk in one compiled call where it pays)."""
         jit = self.jit
@@ -210,7 +211,7 @@ class CompiledGRUCell:
                 jit.gru_forward_step(t, xp, rec, b_h, b_hn, hs, hn, valid)
         return hs[1:], (hs[T].copy(),), CompiledGRUCache(x, hs, xp, hn, mask)
 
-    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledGRUCache, p: dict):
+    def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledGRUCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
         jit = self.jit
         x, hs, gates, hn, mask = cache

@@ -30,6 +30,7 @@ import numpy as np
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
 from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._split import BatchSplit
 
 
 class FastLSTMCache(NamedTuple):
@@ -158,7 +159,7 @@ class CompiledLSTMCache(FastLSTMCache):
     __slots__ = ()
 
 
-class CompiledLSTMCell:
+class CompiledLSTMCell(BatchSplit):
     """Same signatures and results as :class:`unrolled.cells.LSTMCell`, float32 only, on the Numba kernels
     of :mod:`unrolled.kernels._jit` (built by :func:`unrolled.kernels.pick` only where they are in use)."""
 
@@ -186,7 +187,7 @@ class CompiledLSTMCell:
         self.jit.lstm_step(xa, ha, as_vector(p, "b_h", h.dtype), scale, offset, c, h_new, c_new)
         return h_new, c_new
 
-    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+    def _forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), cache. Per step: the recurrent product, then
         one fused kernel for all gate arithmetic (the whole walk in one compiled call where it pays)."""
         jit = self.jit
@@ -214,7 +215,7 @@ class CompiledLSTMCell:
                 jit.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
         return hs[1:], (hs[T].copy(), cs[T].copy()), CompiledLSTMCache(x, hs, cs, gates, tanh_c, mask)
 
-    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledLSTMCache, p: dict):
+    def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledLSTMCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT, d_cT) -> dx (T, B, I), (d_h0, d_c0), grads."""
         jit = self.jit
         x, hs, cs, gates, tanh_c, mask = cache

@@ -18,6 +18,7 @@ import numpy as np
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
 from unrolled.kernels._common import bias_or_zeros, step_masks, transpose, valid_steps
+from unrolled.kernels._split import BatchSplit
 
 
 class FastRNNCache(NamedTuple):
@@ -119,7 +120,7 @@ class CompiledRNNCache(FastRNNCache):
     __slots__ = ()
 
 
-class CompiledRNNCell:
+class CompiledRNNCell(BatchSplit):
     """Same signatures and results as :class:`unrolled.cells.RNNCell` (tanh or ReLU), float32 only, on the
     Numba kernels of :mod:`unrolled.kernels._jit`."""
 
@@ -143,7 +144,7 @@ class CompiledRNNCell:
         """One time step: x_t (B, I), (h,) -> (h_t,)."""
         return _step(x_t, state, p, self.tanh)
 
-    def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+    def _forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache. One fused kernel per step: a_t, σ(a_t),
         σ'(a_t), the length mask (the whole walk in one compiled call where it pays)."""
         T, B, _ = x.shape
@@ -168,7 +169,7 @@ class CompiledRNNCell:
                 self.jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
         return hs[1:], (hs[T].copy(),), CompiledRNNCache(x, hs, dact, mask)
 
-    def backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledRNNCache, p: dict):
+    def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledRNNCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
         x, hs, dact, mask = cache
         T, B, H = d_hs.shape
