@@ -14,6 +14,7 @@ The calling thread runs the first slice itself, so a split over k slices uses k 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -55,6 +56,17 @@ def _executor(n: int) -> ThreadPoolExecutor:
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """After fork the child has none of the parent's threads, but would keep the parent's executor, whose
+    dead threads it counts as workers: a split there would queue its slices forever. Start afresh."""
+    global _pool, _size, _lock
+    _pool, _size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _task(fn: Callable, i: int):
