@@ -38,6 +38,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=100, help="truncated BPTT length (default 100)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout (default 0)")
+    ap.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule (cosine decays to 0 at --steps; default constant)",
+    )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="also stop after this many steps (cosine decays over them; default: the time budget alone)",
+    )
     ap.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=DATA, help=f"the text (default {DATA})")
@@ -57,7 +69,8 @@ def main(argv=None) -> int:
         sys.exit(f"{args.out} already holds a run; remove it or pass another --out")
     cfg = CharLMConfig(
         cell="lstm", layers=args.layers, hidden=args.hidden, embed=args.embed, dropout=args.dropout,
-        seq_len=args.seq_len, batch=args.batch, steps=None, time=args.minutes, lr=args.lr, clip=5.0,
+        seq_len=args.seq_len, batch=args.batch, steps=args.steps, time=args.minutes, lr=args.lr, clip=5.0,
+        schedule=args.schedule,
         seed=args.seed, val_fraction=0.1, val_every=args.val_every, val_chars=10**9,
     )  # fmt: skip
     load_before = os.getloadavg()

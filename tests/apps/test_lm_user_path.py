@@ -334,3 +334,24 @@ def test_bad_penalty_is_one_line(run):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "unrolled: error: --repetition-penalty: expected a number >= 1 (1 = off), got 0.5"
     ]
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+def test_cosine_schedule_decays_the_learning_rate_to_zero_at_the_last_step(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    cfg = CharLMConfig(
+        layers=1, hidden=8, embed=4, seq_len=8, batch=2, steps=6, val_every=3, schedule="cosine"
+    )
+    fit(cfg, [tmp_path / "t.txt"], tmp_path / "run", log=lambda s: None)
+    lrs = [json.loads(r)["lr"] for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [lr for lr in lrs if lr is not None]
+    expected = [cfg.lr * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert lrs[0] == cfg.lr and lrs[-1] < 0.07 * cfg.lr  # step 5 of 6: ½(1 + cos(5π/6)) = 0.067
+
+
+def test_cosine_schedule_without_steps_is_refused_naming_the_options():
+    with pytest.raises(ValueError, match=r"--schedule cosine: needs --steps"):
+        CharLMConfig(steps=None, time=1.0, schedule="cosine")
+    with pytest.raises(ValueError, match=r"--schedule"):
+        CharLMConfig(schedule="linear")

@@ -88,6 +88,12 @@ class CharLMConfig:
         metavar="MINUTES",
     )
     lr: float = option(2e-3, "Adam learning rate")
+    schedule: str = option(
+        "constant",
+        "learning-rate schedule: constant, or cosine (lr·½(1 + cos(π·step/steps)), decaying to 0 at --steps; "
+        "needs --steps)",
+        choices=("constant", "cosine"),
+    )
     clip: float = option(5.0, "clip the gradient to this global L2 norm (0 = no clipping)")
     seed: int = option(0, "seed of the initial weights and the dropout masks")
     val_fraction: float = option(0.1, "fraction of the text (its end) held out for validation")
@@ -107,6 +113,9 @@ class CharLMConfig:
         for name in positive:
             positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
         one_of("--cell", self.cell, ("lstm", "gru", "rnn"))
+        one_of("--schedule", self.schedule, ("constant", "cosine"))
+        if self.schedule == "cosine" and self.steps is None:
+            raise ValueError("--schedule cosine: needs --steps (the learning rate decays to 0 over them)")
         if self.steps is not None:
             positive_int("--steps", self.steps)
         if self.time is not None:
@@ -401,7 +410,7 @@ def fit(
 
 def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> RunSummary:
     from unrolled import kernels
-    from unrolled.optim import Adam
+    from unrolled.optim import Adam, CosineLR
     from unrolled.tbptt import TokenStreams, lm_loss
     from unrolled.train import LossBound, Trainer
 
@@ -440,6 +449,7 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
     trainer = Trainer(
         model, Adam(model.params, lr=cfg.lr), streams, lm_loss, val_fn=validate,
         max_steps=cfg.steps, max_time=None if cfg.time is None else 60.0 * cfg.time,
+        schedule=CosineLR(cfg.lr, cfg.steps) if cfg.schedule == "cosine" else None,
         clip_norm=cfg.clip or None, eval_every=cfg.val_every, checkpoint_dir=out,
         checkpoint_every=cfg.val_every, metrics_path=run.path("metrics.jsonl"), progress=progress,
         progress_loss=("bits", 1.0 / LN2), carry_state=True, meta=meta,
