@@ -224,7 +224,6 @@ class MPIComm(Communicator):
             polls += 1
             if polls > 64:
                 if time.monotonic() > deadline:
-                    req.Cancel() if hasattr(req, "Cancel") else None
                     self.abort(
                         f"rank {self.rank}: no answer from the other ranks within {self.timeout:g} s at "
                         f"{what} (a rank failed, was killed or hangs); ending the job"

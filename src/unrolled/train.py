@@ -409,7 +409,8 @@ class Trainer:
         if names != sorted(arrays):
             comm.abort(f"rank {comm.rank}: the optimizer's state differs from rank 0's")
         comm.broadcast_arrays(arrays, "the start (optimizer state from rank 0)")
-        self.optimizer.load_state_dict({**comm.broadcast_json(osd, "the start (optimizer)"), "arrays": arrays})
+        osd = comm.broadcast_json(osd, "the start (optimizer)")
+        self.optimizer.load_state_dict({**osd, "arrays": arrays})
         comm.check_same(self.step, "the start (every rank at the same step)")
 
     def _allreduce(self, loss: float, n_tokens: int, flags: tuple[bool, bool]):

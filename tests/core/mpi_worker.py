@@ -20,7 +20,7 @@ from unrolled.optim import Adam
 from unrolled.tbptt import TokenStreams, lm_loss
 from unrolled.train import Trainer
 
-V, B, K = 7, 4, 6  # vocabulary, global batch (streams), chunk length
+V, B, K = 7, 5, 6  # vocabulary, global batch (5 streams: 3 on rank 0, 2 on rank 1), chunk length
 
 
 def corpus() -> np.ndarray:
