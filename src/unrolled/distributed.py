@@ -44,6 +44,7 @@ __all__ = [
     "Local",
     "MPIComm",
     "abort_on_exception",
+    "current",
     "jump_rng_state",
     "launched_under_mpi",
     "shard",
@@ -140,9 +141,10 @@ class Communicator:
     def barrier(self, what: str = "barrier") -> None:
         """Wait until every rank is here."""
 
-    def abort(self, message: str, code: int = 1) -> None:
-        """End the whole job: print ``unrolled: error: <message>`` and exit with `code`."""
-        _say(f"unrolled: error: {message}")
+    def abort(self, message: str | None, code: int = 1) -> None:
+        """End the whole job: print ``unrolled: error: <message>`` (unless None) and exit with `code`."""
+        if message is not None:
+            _say(f"unrolled: error: {message}")
         raise SystemExit(code)
 
     # ----------------------------------------------------------------- built on the above
@@ -265,8 +267,9 @@ class MPIComm(Communicator):
     def barrier(self, what: str = "barrier") -> None:
         self._wait(self.comm.Ibarrier(), what)
 
-    def abort(self, message: str, code: int = 1) -> None:
-        _say(f"unrolled: error: {message}")
+    def abort(self, message: str | None, code: int = 1) -> None:
+        if message is not None:
+            _say(f"unrolled: error: {message}")
         sys.stderr.flush()
         self.comm.Abort(code)
 
@@ -307,6 +310,11 @@ def world(timeout: float | None = None) -> Communicator:
             _world = MPIComm(timeout=timeout)
         else:
             _world = Local(timeout)
+    return _world
+
+
+def current() -> Communicator | None:
+    """The communicator :func:`world` made, or None before its first call (nothing is initialised here)."""
     return _world
 
 
