@@ -30,7 +30,7 @@ def _why_not() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=f"MPI tests: {_why_not()}")
-SMALL = ["--hidden", "16", "--layers", "1", "--embed", "8", "--batch", "5", "--seq-len", "12", "--val-every", "3"]
+SMALL = "--hidden 16 --layers 1 --embed 8 --batch 5 --seq-len 12 --val-every 3".split()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def text(tmp_path_factory) -> Path:
 
 
 def unrolled(*args, ranks=2) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "UNROLLED_QUICK"))}
+    launcher = ("PMI_", "OMPI_", "PMIX_", "UNROLLED_QUICK")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
     cmd = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "unrolled.commands", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 

@@ -415,11 +415,10 @@ def _silent(*args, **kwargs) -> None:
 
 def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown, comm) -> RunSummary:
     from unrolled import kernels
+    from unrolled.distributed import shard
     from unrolled.optim import Adam
     from unrolled.tbptt import TokenStreams, lm_loss
     from unrolled.train import LossBound, Trainer
-
-    from unrolled.distributed import shard
 
     out = Path(run) if not comm.is_root else run.root
     set_blas_threads(cfg.threads)
