@@ -161,7 +161,8 @@ class Trainer:
     checkpoint_dir : write ``<dir>/last`` every ``checkpoint_every`` steps, at the end and on Ctrl-C, and
         ``<dir>/best`` on each validation improvement.
     metrics_path : JSONL, one line per step: step, epoch, loss, grad_norm, lr, tokens, tokens_per_s,
-        wall_time, and val_loss on validation steps.
+        wall_time, val_loss on validation steps, and allreduce_s (seconds in the step's Allreduce) under
+        several ranks.
     progress : show a tqdm bar (loss, tokens/s, ETA) on stderr.
     progress_loss : (name, factor) of the loss and best validation shown on the bar, e.g. ``("bits",
         1 / ln 2)`` for a language model whose loss is in nats; the metrics file keeps the loss as it is.
@@ -429,7 +430,9 @@ class Trainer:
             at += g.size
         # n_r as (n_r >> 12, n_r & 4095): both sums exact in float32 while Σ n_r < 2^36 tokens
         buf[P:] = (loss * w, w >> 12, w & 4095, float(flags[0]), float(flags[1]))
+        t0 = time.perf_counter()
         self.comm.allreduce_(buf, f"the gradient Allreduce of step {self.step + 1}")
+        self._allreduce_s = time.perf_counter() - t0  # the wait for the slowest rank included
         n = int(round(float(buf[P + 1]))) * 4096 + int(round(float(buf[P + 2])))
         at = 0
         for k in names:
@@ -676,6 +679,8 @@ class Trainer:
         self.step, self.pos, self.state = step, self.pos + 1, new_state
         self.tokens += int(n_tokens)
         record.update(tokens=int(n_tokens), tokens_per_s=round(n_tokens / dt, 1) if dt > 0 else None)
+        if self.comm.size > 1:
+            record["allreduce_s"] = round(self._allreduce_s, 6)
         return loss, record
 
     def _after_broken_update(self, step: int, bad: str, record: dict[str, Any]) -> dict[str, Any]:
