@@ -3,6 +3,8 @@ DistributedDataParallel on 2 processes over gloo), and the Allreduce's time on t
 
 python benchmarks/distributed.py run [--reps 3] [--steps 16] [--hidden 256] [--batch 32] [--seq-len 100]
     -> benchmarks/results/distributed.json and distributed.md
+python benchmarks/distributed.py project [--rate R]  the cost model's table for 8, 64, 512 ranks
+    (docs/distributed.md; R = a rank's sustained training FLOP/s, default the 1-rank run measured by `run`)
 python benchmarks/distributed.py allreduce         (started by `run` under mpiexec -n 2: Allreduce timings)
 python benchmarks/distributed.py torch-step ...    (started by `run`: one torch run, 1 or 2 processes)
 
@@ -204,6 +206,75 @@ def cmd_run(a) -> None:
     print("\n".join(md))
 
 
+# ----------------------------------------------------------------------------- the cost model
+def lstm_params(vocab: int, embed: int, hidden: int, layers: int) -> int:
+    """P of embedding → LSTM stack → linear head: 4H(I + H + 1) per layer (W_xh, W_hh, b_h)."""
+    rec = sum(4 * hidden * ((embed if k == 0 else hidden) + hidden + 1) for k in range(layers))
+    return vocab * embed + rec + hidden * vocab + vocab
+
+
+def step_seconds(P: int, tokens_per_rank: int, p: int, rate: float, bandwidth: float, latency: float):
+    """(compute, allreduce) seconds of one data-parallel step (docs/distributed.md):
+
+    compute   = 6 · P · tokens_per_rank / rate                  (forward 2P, backward 4P flops a token)
+    allreduce = 2(p − 1) · latency + 2(p − 1)/p · 4P / bandwidth  (ring: reduce-scatter + all-gather of
+                                                                   P float32; 0 on one rank)
+    """
+    compute = 6 * P * tokens_per_rank / rate
+    ring = 0.0 if p == 1 else 2 * (p - 1) * latency + 2 * (p - 1) / p * 4 * P / bandwidth
+    return compute, ring
+
+
+MODELS = {  # name: (vocab, embed, hidden, layers)
+    "2×256 LSTM (README's Shakespeare model)": (65, 64, 256, 2),
+    "3×1024 LSTM": (256, 256, 1024, 3),
+    "4×2048 LSTM": (32_000, 512, 2048, 4),
+}
+NETWORKS = {  # name: (bytes/s per link, seconds per message)
+    "10 GbE": (1.25e9, 25e-6),
+    "100 Gb/s InfiniBand": (12.5e9, 2e-6),
+}
+
+
+def cmd_project(a) -> None:
+    """Per model, network and rank speed: the efficiency at the per-rank batch given, and the tokens per
+    rank and step at which the Allreduce costs as much as the compute (50% efficiency)."""
+    rates = {"R = 1e11 (a 32-64-core node, assumed)": 1e11, "R = 1e13 (GPU-class, for contrast)": 1e13}
+    if a.rate is not None:
+        rates = {f"R = {a.rate:.3g}": a.rate, **rates}
+    elif (RESULTS / "distributed.json").exists():
+        res = json.loads((RESULTS / "distributed.json").read_text())
+        c = res["config"]
+        P = lstm_params(65, c["embed"], c["hidden"], c["layers"])
+        tps = res["tokens_per_s"]["unrolled 1 rank"]
+        rates = {
+            f"R = {6 * P * tps:.3g} (measured here: 1 rank, {tps:,.0f} tokens/s × 6P)": 6 * P * tps,
+            **rates,
+        }
+    tokens = a.batch * a.seq_len
+    lines = [f"per-rank batch b = {a.batch} sequences × T = {a.seq_len} steps = {tokens:,} tokens a step; "
+             "each cell: efficiency = compute / (compute + ring Allreduce) at that batch, in brackets the "
+             "tokens per rank and step below which the Allreduce costs more than the compute", "",
+             "| model (P) | rank speed R (FLOP/s) | network | p = 8 | p = 64 | p = 512 |",
+             "|---|---|---|---:|---:|---:|"]  # fmt: skip
+    for name, shape in MODELS.items():
+        P = lstm_params(*shape)
+        for rname, rate in rates.items():
+            for net, (bw, lat) in NETWORKS.items():
+                cells = []
+                for p in (8, 64, 512):
+                    comp, ring = step_seconds(P, tokens, p, rate, bw, lat)
+                    even = ring * rate / (6 * P)  # tokens per rank at which compute = Allreduce
+                    cells.append(f"{comp / (comp + ring):.0%} ({even:,.0f})")
+                row = f"| {name} ({P / 1e6:.2f} M) | {rname} | {net} | "
+                lines.append(row + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+
+def _t(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms" if seconds < 1 else f"{seconds:,.2f} s"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -218,8 +289,18 @@ def main() -> None:
         q.add_argument("--batch", type=int, default=32)
         q.add_argument("--seq-len", type=int, default=100)
     sub.add_parser("allreduce")
+    j = sub.add_parser("project")
+    j.add_argument("--rate", type=float, help="a rank's sustained training FLOP/s (default: measured)")
+    j.add_argument("--seq-len", type=int, default=100)
+    j.add_argument("--batch", type=int, default=32, help="sequences per rank and step")
     a = p.parse_args()
-    {"run": cmd_run, "torch-step": cmd_torch_step, "allreduce": cmd_allreduce}[a.cmd](a)
+    commands = {
+        "run": cmd_run,
+        "torch-step": cmd_torch_step,
+        "allreduce": cmd_allreduce,
+        "project": cmd_project,
+    }
+    commands[a.cmd](a)
 
 
 if __name__ == "__main__":
