@@ -175,6 +175,19 @@ def test_a_killed_rank_ends_the_job_and_resume_equals_the_uninterrupted_run(tmp_
 
 
 @needs_mpi
+def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
+    """The checkpoint's carried state is global (all 5 streams): one process continues the 2-rank run of
+    4 steps to 8 and ends where the 2 ranks end, up to summation order (dropout off)."""
+    assert run_ranks(tmp_path / "two", 4).returncode == 0
+    shutil.copytree(tmp_path / "two", tmp_path / "one")
+    assert run_ranks(tmp_path / "two", 8, "--resume").returncode == 0
+    one = mpi_worker.train(tmp_path / "one", 8, resume=True)
+    two = weights(tmp_path / "two")
+    for k, v in one.model.params.items():
+        np.testing.assert_allclose(two[f"model/{k}"], v, rtol=2e-5, atol=2e-5, err_msg=k)
+
+
+@needs_mpi
 def test_a_rank_that_raises_ends_every_rank_with_its_message(tmp_path):
     done = run_ranks(tmp_path / "r", 8, "--raise-rank", 1, "--raise-at", 3, timeout=60)
     assert done.returncode != 0
