@@ -10,10 +10,11 @@ python benchmarks/distributed.py torch-step ...    (started by `run`: one torch 
 
 Each configuration is run `reps` times, interleaved (1 rank, 2 ranks, torch 1, torch 2, then again), and
 the median of its steps' tokens/s after the first 3 (warm-up, compilation) is kept; the table gives the
-median over the repetitions. unrolled's runs are `unrolled train charlm` on Tiny Shakespeare (the shared
-data; else this package's own source), throughput as its metrics record it (global tokens / rank 0's step
-time, the Allreduce included). Run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`` as a user's
-machine has them; say the load (`uptime`), the machine being shared.
+median over the repetitions. torch runs in one process at every core and at 1 thread (on a busy machine
+its OpenMP threads can lose far more than they gain). unrolled's runs are `unrolled train charlm` on Tiny
+Shakespeare (the shared data; else this package's own source), throughput as its metrics record it
+(global tokens / rank 0's step time, the Allreduce included). Run with ``env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE`` as a user's machine has them; say the load (`uptime`), the machine being shared.
 """
 
 from __future__ import annotations
@@ -74,9 +75,11 @@ def unrolled_run(ranks: int, text: Path, a, tmp: Path) -> dict:
     }
 
 
-def torch_run(ranks: int, a) -> dict:
+def torch_run(ranks: int, a, threads: int | None = None) -> dict:
     cmd = [sys.executable, str(HERE), "torch-step", "--ranks", str(ranks), "--steps", str(a.steps),
            "--hidden", str(a.hidden), "--batch", str(a.batch), "--seq-len", str(a.seq_len)]  # fmt: skip
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_clean_env())
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -87,7 +90,7 @@ def cmd_torch_step(a) -> None:
     import torch.multiprocessing as mp
 
     if a.ranks == 1:
-        print(json.dumps(_torch_worker(0, 1, a, torch.get_num_threads())))
+        print(json.dumps(_torch_worker(0, 1, a, a.threads or torch.get_num_threads())))
         return
     with tempfile.TemporaryDirectory() as d:
         ctx = mp.get_context("spawn")
@@ -173,12 +176,14 @@ def cmd_run(a) -> None:
         tmp = Path(d)
         text = _text(tmp)
         samples: dict[str, list[dict]] = {"unrolled 1 rank": [], "unrolled 2 ranks": [],
-                                          "torch 1 process": [], "torch DDP 2 processes": []}  # fmt: skip
+                                          "torch 1 process": [], "torch 1 process, 1 thread": [],
+                                          "torch DDP 2 processes": []}  # fmt: skip
         for rep in range(a.reps):
             samples["unrolled 1 rank"].append(unrolled_run(1, text, a, tmp))
             samples["unrolled 2 ranks"].append(unrolled_run(2, text, a, tmp))
             if not a.no_torch:
                 samples["torch 1 process"].append(torch_run(1, a))
+                samples["torch 1 process, 1 thread"].append(torch_run(1, a, threads=1))
                 samples["torch DDP 2 processes"].append(torch_run(2, a))
             print(f"rep {rep + 1}/{a.reps}: " + ", ".join(
                 f"{k} {v[-1]['tokens_per_s']:.0f}" for k, v in samples.items() if v), flush=True)  # fmt: skip
@@ -283,6 +288,7 @@ def main() -> None:
     r.add_argument("--no-torch", action="store_true")
     t = sub.add_parser("torch-step")
     t.add_argument("--ranks", type=int, default=1)
+    t.add_argument("--threads", type=int, help="torch's threads in one process (default: every core)")
     for q in (r, t):
         q.add_argument("--steps", type=int, default=16)
         q.add_argument("--hidden", type=int, default=256)

@@ -24,8 +24,9 @@ under MPI (the extra ``mpi``).
 No hang. Every collective is non-blocking (``Iallreduce``, ``Ibcast``, ``Igatherv``…) and polled against
 a deadline (``timeout`` seconds, default :data:`DEFAULT_TIMEOUT` or ``UNROLLED_MPI_TIMEOUT``): a rank
 that waits longer — another rank died, hung, or raised — prints one ``unrolled: error: rank r: …`` line
-and aborts the job (``MPI_Abort``), which ends every rank. A rank that raises calls :meth:`abort` (the
-command line and :func:`abort_on_exception` do), so the others never wait for it.
+and aborts the job (``MPI_Abort``), which ends every rank. A rank that raises ends the job too: the
+command line aborts after its error line, and under several ranks :func:`world` installs an exception hook
+that aborts after the traceback of an exception nobody caught, so the others never wait for it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ __all__ = [
     "Communicator",
     "Local",
     "MPIComm",
-    "abort_on_exception",
     "current",
     "jump_rng_state",
     "launched_under_mpi",
@@ -308,21 +308,28 @@ def world(timeout: float | None = None) -> Communicator:
 
             require("a run under mpiexec", "mpi4py", "mpi")
             _world = MPIComm(timeout=timeout)
+            if _world.size > 1:
+                _abort_on_uncaught(_world)
         else:
             _world = Local(timeout)
     return _world
 
 
+def _abort_on_uncaught(comm: Communicator) -> None:
+    """An exception nobody caught on one rank ends the job after its traceback (else the other ranks
+    would wait for this one in their next collective until the timeout)."""
+    before = sys.excepthook
+
+    def hook(kind, value, tb):
+        before(kind, value, tb)
+        comm.abort(f"rank {comm.rank}: {kind.__name__}: {value}".splitlines()[0], 1)
+
+    sys.excepthook = hook
+
+
 def current() -> Communicator | None:
     """The communicator :func:`world` made, or None before its first call (nothing is initialised here)."""
     return _world
-
-
-def abort_on_exception(comm: Communicator, message: str, code: int = 1) -> None:
-    """Where a rank failed: end the whole job (other ranks included) with one error line. Under a single
-    process only the line is printed (the caller returns its exit code as usual)."""
-    if comm.size > 1:
-        comm.abort(message, code)
 
 
 def _say(line: str) -> None:

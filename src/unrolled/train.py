@@ -181,7 +181,8 @@ class Trainer:
         Rank 0 alone writes metrics, checkpoints and the progress bar, and validates (its value is
         broadcast); a checkpoint holds the global carried state and every rank's generator states, and
         resumes on the same number of ranks exactly (on another number, or in one process, with the
-        generators of rank 0 jumped per rank). None: one process.
+        generators of rank 0 jumped per rank). ``fit``, ``save`` and ``load`` are then collective: every
+        rank calls them together. None: one process.
     """
 
     def __init__(

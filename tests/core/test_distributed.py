@@ -191,7 +191,7 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
 def test_a_rank_that_raises_ends_every_rank_with_its_message(tmp_path):
     done = run_ranks(tmp_path / "r", 8, "--raise-rank", 1, "--raise-at", 3, timeout=60)
     assert done.returncode != 0
-    assert "unrolled: error: rank 1: rank 1 failed on purpose at step 3" in done.stderr
+    assert "unrolled: error: rank 1: RuntimeError: rank 1 failed on purpose at step 3" in done.stderr
 
 
 @needs_mpi

@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("unrolled: interrupted", file=sys.stderr)
+        sys.stderr.write("unrolled: interrupted\n")
+        _end_every_rank(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     finally:
         _phase["running"] = False
