@@ -56,7 +56,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
 
 
-def unrolled_run(ranks: int, text: Path, a, tmp: Path) -> dict:
+def unrolled_run(ranks: int, text: Path, a, tmp: Path, threads: int | None = None) -> dict:
     out = tmp / f"u{ranks}_{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "unrolled.commands", "train", "charlm", "--text", str(text),
            "--out", str(out), "--steps", str(a.steps), "--hidden", str(a.hidden), "--layers", "2",
@@ -65,7 +65,8 @@ def unrolled_run(ranks: int, text: Path, a, tmp: Path) -> dict:
            "--val-chars", "2000", "--quiet"]  # fmt: skip
     if ranks > 1:
         cmd = [_mpiexec(), "-n", str(ranks), *cmd]
-    subprocess.run(cmd, check=True, capture_output=True, env=_clean_env())
+    env = _clean_env() | ({"UNROLLED_THREADS": str(threads)} if threads else {})
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("tokens_per_s")][3:]
     waits = [r["allreduce_s"] for r in rows if "allreduce_s" in r]
@@ -158,6 +159,8 @@ def cmd_allreduce(a) -> None:
     out = {}
     for n in (1, 1_000, 100_000, 1_000_000, 4_000_000):
         buf = np.ones(n, np.float32)
+        for _ in range(3):  # warm-up: the first calls set up the shared-memory channels
+            comm.allreduce_(buf)
         times = []
         for _ in range(30 if n < 1_000_000 else 10):
             comm.barrier()
@@ -175,11 +178,13 @@ def cmd_run(a) -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         text = _text(tmp)
-        samples: dict[str, list[dict]] = {"unrolled 1 rank": [], "unrolled 2 ranks": [],
+        samples: dict[str, list[dict]] = {"unrolled 1 rank": [], "unrolled 1 rank, 1 thread": [],
+                                          "unrolled 2 ranks": [],
                                           "torch 1 process": [], "torch 1 process, 1 thread": [],
                                           "torch DDP 2 processes": []}  # fmt: skip
         for rep in range(a.reps):
             samples["unrolled 1 rank"].append(unrolled_run(1, text, a, tmp))
+            samples["unrolled 1 rank, 1 thread"].append(unrolled_run(1, text, a, tmp, threads=1))
             samples["unrolled 2 ranks"].append(unrolled_run(2, text, a, tmp))
             if not a.no_torch:
                 samples["torch 1 process"].append(torch_run(1, a))
@@ -205,6 +210,9 @@ def cmd_run(a) -> None:
           f"{os.cpu_count()} cores", "",
           "| run | tokens/s | vs unrolled 1 rank |", "|---|---:|---:|"]  # fmt: skip
     md += [f"| {k} | {v:,.0f} | {v / base:.2f}× |" for k, v in rows.items()]
+    if res["allreduce_wait_median_s"] is not None:
+        md += ["", f"unrolled 2 ranks: median time in the step's Allreduce (the wait for the other rank "
+               f"included) {res['allreduce_wait_median_s'] * 1e3:.1f} ms"]  # fmt: skip
     md += ["", "| Allreduce of n float32 (2 ranks, loopback) | median |", "|---|---:|"]
     md += [f"| {int(n):,} | {t * 1e6:,.0f} µs |" for n, t in allreduce.items()]
     (RESULTS / "distributed.md").write_text("\n".join(md) + "\n")
