@@ -218,8 +218,9 @@ class MPIComm(Communicator):
         return f"MPIComm(rank={self.rank}, size={self.size}, timeout={self.timeout:g})"
 
     def _wait(self, req, what: str) -> None:
-        """Poll `req` until done; past the deadline, abort the job. Sleeps grow from 0 to 1 ms so that a
-        rank waiting for a slower one leaves the core to it (2 ranks on 2 busy cores)."""
+        """Poll `req` until done; past the deadline, abort the job. After 64 quick polls (a fast collective
+        returns within them), sleeps between polls grow from 10 µs to 1 ms, so that a rank waiting for a
+        slower one leaves the core to it (2 ranks on 2 busy cores)."""
         deadline = time.monotonic() + self.timeout
         polls = 0
         while not req.Test():
@@ -241,8 +242,8 @@ class MPIComm(Communicator):
         return buf
 
     def gather_bytes(self, b: bytes, what: str = "gather") -> list[bytes] | None:
-        sizes = np.zeros(self.size, np.int64)
-        self._wait(self.comm.Iallgather(np.array([len(b)], np.int64), sizes), what)
+        mine, sizes = np.array([len(b)], np.int64), np.zeros(self.size, np.int64)  # alive until done
+        self._wait(self.comm.Iallgather(mine, sizes), what)
         send = np.frombuffer(b, np.uint8) if b else np.empty(0, np.uint8)
         if self.is_root:
             recv = np.empty(int(sizes.sum()), np.uint8)
