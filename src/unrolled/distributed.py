@@ -175,8 +175,9 @@ class Communicator:
         self.broadcast_(buf, what)
         return json.loads(buf.tobytes().decode())
 
-    def check_same(self, value: float, what: str) -> None:
-        """Abort the job unless every rank passes the same number `value` (a consistency check)."""
+    def check_same(self, value: float, what: str, hint: str = "") -> None:
+        """Abort the job unless every rank passes the same number `value` (a consistency check): ``<what>:
+        the ranks disagree (rank 0: …, rank 1: …)<hint>``."""
         if self.size == 1:
             return
         seen = self.gather_bytes(np.array([value], np.float64).tobytes(), what)
@@ -184,7 +185,7 @@ class Communicator:
             values = [float(np.frombuffer(b, np.float64)[0]) for b in seen]
             if len(set(values)) > 1:
                 each = ", ".join(f"rank {i}: {v:g}" for i, v in enumerate(values))
-                self.abort(f"{what}: the ranks disagree ({each})")
+                self.abort(f"{what}: the ranks disagree ({each}){hint}")
         self.barrier(what)
 
 

@@ -402,6 +402,12 @@ class Trainer:
         """Every rank from rank 0's parameters and optimizer state, at the same position; on a fresh
         start, rank r's generators jumped r times (its own dropout masks)."""
         comm, m = self.comm, self.model
+        # A rank that did not find the checkpoint (no shared file system) would start afresh: refuse.
+        comm.check_same(
+            self.step,
+            "the step to start from",
+            "; is the checkpoint folder on a file system every rank sees?",
+        )
         if fresh and hasattr(m, "rng_state") and hasattr(m, "set_rng_state"):
             m.set_rng_state(jump_rng_state(m.rng_state(), comm.rank))
         comm.broadcast_arrays(self.model.params, "the start (parameters from rank 0)")
@@ -413,7 +419,6 @@ class Trainer:
         comm.broadcast_arrays(arrays, "the start (optimizer state from rank 0)")
         osd = comm.broadcast_json(osd, "the start (optimizer)")
         self.optimizer.load_state_dict({**osd, "arrays": arrays})
-        comm.check_same(self.step, "the start (every rank at the same step)")
 
     def _allreduce(self, loss: float, n_tokens: int, flags: tuple[bool, bool]):
         """One in-place Allreduce of [n_r·g_r (every gradient), n_r·L_r, n_r split exactly in two, flags]:

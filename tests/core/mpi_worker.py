@@ -2,7 +2,7 @@
 runs :func:`train` in one process): a tiny character model trained by the Trainer over TokenStreams.
 
 ``python mpi_worker.py OUT STEPS [--dtype float64] [--resume] [--dropout P] [--kill-rank R --kill-at S]
-[--raise-rank R --raise-at S] [--hang-rank R --hang-at S]``
+[--raise-rank R --raise-at S] [--hang-rank R --hang-at S] [--blind-rank R]``
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--blind-rank", type=int, help="this rank sees no run (no shared disk)")
     for what in ("kill", "raise", "hang"):
         p.add_argument(f"--{what}-rank", type=int)
         p.add_argument(f"--{what}-at", type=int)
@@ -67,7 +68,8 @@ def main() -> None:
             time.sleep(60)
 
     # An exception is not caught: world()'s hook aborts the job after its traceback.
-    train(a.out, a.steps, comm=comm, dtype=a.dtype, resume=a.resume, dropout=a.dropout, hook=hook)
+    out = f"{a.out}_blind" if comm.rank == a.blind_rank else a.out
+    train(out, a.steps, comm=comm, dtype=a.dtype, resume=a.resume, dropout=a.dropout, hook=hook)
 
 
 if __name__ == "__main__":

@@ -175,11 +175,18 @@ def test_a_killed_rank_ends_the_job_and_resume_equals_the_uninterrupted_run(tmp_
 
 
 @needs_mpi
-def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
+def test_a_two_rank_checkpoint_resumes_in_one_process_and_ranks_that_disagree_are_refused(tmp_path):
     """The checkpoint's carried state is global (all 5 streams): one process continues the 2-rank run of
     4 steps to 8 and ends where the 2 ranks end, up to summation order (dropout off)."""
     assert run_ranks(tmp_path / "two", 4).returncode == 0
     shutil.copytree(tmp_path / "two", tmp_path / "one")
+    # A rank that cannot see the run (no shared file system) would start afresh: the job refuses at once.
+    shutil.copytree(tmp_path / "two", tmp_path / "blind")
+    blind = run_ranks(tmp_path / "blind", 8, "--resume", "--blind-rank", 1)
+    assert blind.returncode != 0
+    said = "unrolled: error: the step to start from: the ranks disagree (rank 0: 4, rank 1: 0); is the "
+    said += "checkpoint folder on a file system every rank sees?"
+    assert said in blind.stderr
     assert run_ranks(tmp_path / "two", 8, "--resume").returncode == 0
     one = mpi_worker.train(tmp_path / "one", 8, resume=True)
     two = weights(tmp_path / "two")
