@@ -91,12 +91,20 @@ class TokenStreams(Sequence):
     chunk's bounds are computed when it is asked for, never listed (a list of N/k tuples was ~125 bytes
     per character with ``k = B = 1``), and a chunk's (k, B) int64 arrays exist only while it is used.
 
+    Data-parallel (:mod:`unrolled.distributed`): ``streams=(lo, hi)`` serves only streams lo … hi − 1 of
+    the B (a rank's share, ``distributed.shard(B, rank, size)``), chunk i being columns lo … hi − 1 of the
+    whole chunk i; it keeps a copy of just the ids those streams read, ``ids[lo·L : hi·L + 1]``, so the
+    caller may drop the whole array.
+
     Parameters
     ----------
     ids : (N,) integer token ids.  batch_size : B.  k : chunk length (the truncation horizon).
+    streams : (lo, hi), the streams to serve (default all B).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, k: int) -> None:
+    def __init__(
+        self, ids: np.ndarray, batch_size: int, k: int, streams: tuple[int, int] | None = None
+    ) -> None:
         ids = np.asarray(ids)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(
@@ -108,10 +116,15 @@ class TokenStreams(Sequence):
             raise ValueError(
                 f"ids: {len(ids)} tokens are too few for {batch_size} streams (need ≥ {batch_size + 1})"
             )
-        self.k, self.batch_size, self.stream_len = positive_int("k", k), batch_size, L
-        starts = np.arange(batch_size) * L
-        self._ids = ids
-        self._cols = starts[None, :]  # (1, B) where each stream begins
+        lo, hi = (0, batch_size) if streams is None else streams
+        if isinstance(lo, bool) or isinstance(hi, bool) or not 0 <= lo < hi <= batch_size:
+            raise ValueError(f"streams: expected (lo, hi) with 0 <= lo < hi <= {batch_size}, got {streams!r}")
+        self.k, self.stream_len, self.streams = positive_int("k", k), L, (int(lo), int(hi))
+        self.batch_size = hi - lo  # the streams served here
+        self.global_batch_size = batch_size
+        # Only what these streams read: positions lo·L … hi·L (the last stream's last target included).
+        self._ids = ids if streams is None else ids[lo * L : hi * L + 1].copy()
+        self._cols = (np.arange(hi - lo) * L)[None, :]  # (1, B) where each stream begins in self._ids
 
     def __len__(self) -> int:
         return -(-self.stream_len // self.k)  # ceil(L / k)
@@ -131,7 +144,8 @@ class TokenStreams(Sequence):
         t = np.arange(start, stop)[:, None] + self._cols  # (k, B) positions in ids
         x = self._ids[t].astype(np.int64)
         y = self._ids[t + 1].astype(np.int64)
-        return Batch(x, y, np.full(self.batch_size, stop - start, dtype=np.int64), np.arange(self.batch_size))
+        lengths = np.full(self.batch_size, stop - start, dtype=np.int64)
+        return Batch(x, y, lengths, np.arange(*self.streams))
 
     def __call__(self, epoch: int) -> TokenStreams:
         """The same chunks every epoch (the Trainer's batch factory interface)."""

@@ -3,8 +3,13 @@
 The policy (one threading runtime, never more threads at work than cores):
 
 - The **thread budget** is the number of cores this process may use (:func:`available_cores`: its CPU
-  affinity, capped by a cgroup CPU quota), overridden by ``UNROLLED_THREADS`` (environment, read at each
-  call until :func:`set_threads` is called) or :func:`set_threads`.
+  affinity, capped by a cgroup CPU quota, shared among the MPI ranks on this machine), overridden by
+  ``UNROLLED_THREADS`` (environment, read at each call until :func:`set_threads` is called) or
+  :func:`set_threads`.
+- **Ranks of a data-parallel job** (:mod:`unrolled.distributed`) on one machine share its cores: where the
+  launcher left each rank the whole machine (no binding: MPICH's Hydra by default), each gets
+  ``cores // local ranks`` (2 ranks on 2 cores: one worker each); where it bound each rank to its own cores
+  (Open MPI's default, ``srun --cpu-bind``), the rank's affinity already says how many.
 - Parallelism comes from unrolled's own workers (:mod:`unrolled.kernels._pool`): a compiled recurrent
   layer splits its batch across them, each worker running the whole time walk over its rows.
 - The libraries underneath run on **one thread**: OpenBLAS (NumPy's BLAS) and oneDNN's OpenMP, inside
@@ -50,16 +55,38 @@ def _cgroup_cpus() -> float | None:
         return None
 
 
+# How many ranks of this MPI job run on this machine, as the launchers say: MPICH's Hydra and Intel MPI,
+# Open MPI, PMIx.
+_LOCAL_RANKS_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE")
+
+
+def local_ranks(environ=None) -> int:
+    """The ranks of an MPI job on this machine (1 outside MPI), from the launcher's environment."""
+    env = os.environ if environ is None else environ
+    for var in _LOCAL_RANKS_VARS:
+        try:
+            n = int(env.get(var, "").strip())
+        except ValueError:
+            continue
+        if n >= 1:
+            return n
+    return 1
+
+
 def available_cores() -> int:
     """The cores this process may run on: its CPU affinity (``os.sched_getaffinity``), capped by a cgroup
-    CPU quota rounded up (a quota of 1.5 cores lets 2 threads share them)."""
+    CPU quota rounded up (a quota of 1.5 cores lets 2 threads share them); divided among the MPI ranks on
+    this machine (:func:`local_ranks`) unless the launcher already bound each rank to its own cores."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         n = os.cpu_count() or 1
+    unbound = n >= (os.cpu_count() or n)  # the whole machine: the launcher did not share it out
     quota = _cgroup_cpus()
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
+    if unbound:
+        n //= local_ranks()
     return max(1, n)
 
 

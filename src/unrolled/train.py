@@ -62,6 +62,7 @@ from unrolled.checkpoint import (
     write_atomic,
 )
 from unrolled.clip import clip_grad_norm, clip_grad_value, global_norm
+from unrolled.distributed import Communicator, Local, jump_rng_state, shard
 from unrolled.optim import ConstantLR, schedule_to_dict
 
 __all__ = ["DivergenceError", "LossBound", "NonFiniteError", "Trainer", "TrainResult"]
@@ -160,7 +161,8 @@ class Trainer:
     checkpoint_dir : write ``<dir>/last`` every ``checkpoint_every`` steps, at the end and on Ctrl-C, and
         ``<dir>/best`` on each validation improvement.
     metrics_path : JSONL, one line per step: step, epoch, loss, grad_norm, lr, tokens, tokens_per_s,
-        wall_time, and val_loss on validation steps.
+        wall_time, val_loss on validation steps, and allreduce_s (seconds in the step's Allreduce) under
+        several ranks.
     progress : show a tqdm bar (loss, tokens/s, ETA) on stderr.
     progress_loss : (name, factor) of the loss and best validation shown on the bar, e.g. ``("bits",
         1 / ln 2)`` for a language model whose loss is in nats; the metrics file keeps the loss as it is.
@@ -171,6 +173,16 @@ class Trainer:
         ``record -> str | None`` called with every metrics record (step, loss, val_loss on validation
         steps), returning the one-line reason to stop (e.g. :class:`LossBound`). Crossing it raises
         :class:`DivergenceError` and writes no checkpoint (None: no bound).
+    comm : data-parallel training (:mod:`unrolled.distributed`, e.g. ``distributed.world()``): every rank
+        runs this Trainer over its own share of each global batch (`batches` are the rank's; a carried
+        state's batch axis 1 holds the rows ``distributed.shard(B, rank, size)`` of the global batch).
+        Per step one Allreduce makes the gradient of the global mean loss (each rank's weighted by its
+        ``n_tokens``), so the run equals one process over the global batch up to float32 summation order.
+        Rank 0 alone writes metrics, checkpoints and the progress bar, and validates (its value is
+        broadcast); a checkpoint holds the global carried state and every rank's generator states, and
+        resumes on the same number of ranks exactly (on another number, or in one process, with the
+        generators of rank 0 jumped per rank). ``fit``, ``save`` and ``load`` are then collective: every
+        rank calls them together. None: one process.
     """
 
     def __init__(
@@ -200,6 +212,7 @@ class Trainer:
         carry_state: bool = False,
         meta: dict[str, Any] | None = None,
         max_loss: float | Callable[[dict[str, Any]], str | None] | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         if max_steps is None and epochs is None and max_time is None:
             raise ValueError("max_steps / epochs / max_time: expected at least one of them, got none")
@@ -230,6 +243,11 @@ class Trainer:
         self.progress_loss = (str(progress_loss[0]), float(progress_loss[1]))
         self.carry_state, self.meta = carry_state, dict(meta or {})
         self.max_loss = _loss_bound(max_loss)
+        self.comm = comm if comm is not None else Local()
+        if not self.comm.is_root:  # rank 0 alone writes and shows the run
+            self.metrics_path, self.progress = None, False
+        self._agreed: str | None = None  # a stop every rank agreed on in the last Allreduce
+        self._t_start = 0.0
         # The run's position and counters: everything a checkpoint needs besides model and optimizer.
         self.step = 0  # updates so far (a skipped step counts)
         self.epoch = 0  # completed epochs
@@ -264,11 +282,17 @@ class Trainer:
         if path is None:
             raise ValueError("path: no checkpoint_dir given to the Trainer and no path given to save")
         m = self.model
+        distributed = self._gather_for_checkpoint()  # every rank: the collectives
+        if not self.comm.is_root:
+            if path == self.last_path:
+                self.last_checkpoint_step = self.step
+            return path
         arrays = {f"model/{k}": v for k, v in m.params.items()}
         osd = self.optimizer.state_dict()
         arrays.update({f"optim/{k}": v for k, v in osd.pop("arrays").items()})
-        if self.state is not None:
-            for i, s in enumerate(self.state if isinstance(self.state, tuple) else (self.state,)):
+        state = self.state if distributed is None else distributed.pop("state")
+        if state is not None:
+            for i, s in enumerate(state if isinstance(state, tuple) else (state,)):
                 arrays[f"state/{i}"] = s
         meta = {
             **self.meta,
@@ -280,6 +304,8 @@ class Trainer:
         }
         if hasattr(m, "config"):
             meta["config"] = m.config.to_dict()
+        if distributed is not None:
+            meta["distributed"] = distributed
         save_checkpoint(path, arrays, meta)
         if path == self.last_path:
             self.last_checkpoint_step = self.step
@@ -330,7 +356,97 @@ class Trainer:
         self.state = (
             None if t["state_kind"] is None else (tuple(states) if t["state_kind"] == "tuple" else states[0])
         )
+        if self.comm.size > 1 or "distributed" in meta:
+            self._take_share(meta, where)
         self.last_checkpoint_step = self.step
+
+    # ----------------------------------------------------------------- data parallel
+    def _gather_for_checkpoint(self) -> dict[str, Any] | None:
+        """Under several ranks: the global carried state (rank 0) and every rank's generator states,
+        gathered for rank 0's checkpoint (collectives: every rank calls this at the same step)."""
+        comm, m = self.comm, self.model
+        if comm.size == 1:
+            return None
+        state = None
+        if self.state is not None:
+            parts = self.state if isinstance(self.state, tuple) else (self.state,)
+            rows = [comm.gather_rows(s, 1, "checkpoint (carried state)") for s in parts]
+            state = tuple(rows) if isinstance(self.state, tuple) else rows[0]
+        rng = m.rng_state() if hasattr(m, "rng_state") else None
+        rngs = comm.gather_bytes(json.dumps(rng).encode(), "checkpoint (generator states)")
+        if not comm.is_root:
+            return None
+        return {"size": comm.size, "rng": [json.loads(b) for b in rngs], "state": state}
+
+    def _take_share(self, meta: dict[str, Any], where: str) -> None:
+        """After :meth:`load`: this rank's rows of the global carried state and its generator states (the
+        saved ones on as many ranks as wrote them; else rank 0's jumped ``rank`` times)."""
+        comm, m = self.comm, self.model
+        if self.state is not None and comm.size > 1:
+            parts = self.state if isinstance(self.state, tuple) else (self.state,)
+            lo, hi = shard(parts[0].shape[1], comm.rank, comm.size)
+            mine = tuple(s[:, lo:hi].copy() for s in parts)
+            self.state = mine if isinstance(self.state, tuple) else mine[0]
+        if not (hasattr(m, "rng_state") and hasattr(m, "set_rng_state")):
+            return
+        saved = meta.get("distributed")
+        rngs = saved.get("rng") if isinstance(saved, dict) else None
+        if isinstance(rngs, list) and len(rngs) == comm.size:
+            rng = rngs[comm.rank]
+        else:
+            rng = jump_rng_state(meta.get("rng"), comm.rank)
+        check_rng_state(rng, m.rng_state(), where)
+        m.set_rng_state(rng)
+
+    def _start_equal(self, fresh: bool) -> None:
+        """Every rank from rank 0's parameters and optimizer state, at the same position; on a fresh
+        start, rank r's generators jumped r times (its own dropout masks)."""
+        comm, m = self.comm, self.model
+        # A rank that did not find the checkpoint (no shared file system) would start afresh: refuse.
+        comm.check_same(
+            self.step,
+            "the step to start from",
+            "; is the checkpoint folder on a file system every rank sees?",
+        )
+        if fresh and hasattr(m, "rng_state") and hasattr(m, "set_rng_state"):
+            m.set_rng_state(jump_rng_state(m.rng_state(), comm.rank))
+        comm.broadcast_arrays(self.model.params, "the start (parameters from rank 0)")
+        osd = self.optimizer.state_dict()
+        arrays = osd.pop("arrays")
+        names = comm.broadcast_json(sorted(arrays), "the start (optimizer state from rank 0)")
+        if names != sorted(arrays):
+            comm.abort(f"rank {comm.rank}: the optimizer's state differs from rank 0's")
+        comm.broadcast_arrays(arrays, "the start (optimizer state from rank 0)")
+        osd = comm.broadcast_json(osd, "the start (optimizer)")
+        self.optimizer.load_state_dict({**osd, "arrays": arrays})
+
+    def _allreduce(self, loss: float, n_tokens: int, flags: tuple[bool, bool]):
+        """One in-place Allreduce of [n_r·g_r (every gradient), n_r·L_r, n_r split exactly in two, flags]:
+        the gradient and loss of the global mean, the global token count, and the agreed stop."""
+        grads, names = self.model.grads, list(self.model.params)
+        dtype = np.result_type(*(grads[k].dtype for k in names))
+        P = sum(grads[k].size for k in names)
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.size != P + 5 or buf.dtype != dtype:
+            buf = self._buf = np.empty(P + 5, dtype)
+        w, at = int(n_tokens), 0
+        for k in names:
+            g = grads[k]
+            np.multiply(g.reshape(-1), dtype.type(w), out=buf[at : at + g.size])
+            at += g.size
+        # n_r as (n_r >> 12, n_r & 4095): both sums exact in float32 while Σ n_r < 2^36 tokens
+        buf[P:] = (loss * w, w >> 12, w & 4095, float(flags[0]), float(flags[1]))
+        t0 = time.perf_counter()
+        self.comm.allreduce_(buf, f"the gradient Allreduce of step {self.step + 1}")
+        self._allreduce_s = time.perf_counter() - t0  # the wait for the slowest rank included
+        n = int(round(float(buf[P + 1]))) * 4096 + int(round(float(buf[P + 2])))
+        at = 0
+        for k in names:
+            size, shape = grads[k].size, grads[k].shape
+            grads[k] = (buf[at : at + size] / dtype.type(n)).reshape(shape)
+            at += size
+        self._agreed = "interrupted" if buf[P + 3] > 0 else ("max_time" if buf[P + 4] > 0 else None)
+        return float(buf[P]) / n, n
 
     # ----------------------------------------------------------------- the loop
     def _epoch_batches(self, epoch: int):
@@ -347,12 +463,32 @@ class Trainer:
                 return f"the gradient of {k!r} has {int(bad.sum())} non-finite values ({kinds})"
         return None
 
-    def _validate(self) -> float:
-        self.model.eval()
-        try:
-            return float(self.val_fn(self.model))
-        finally:
-            self.model.train()
+    def _validate(self, share: bool = True) -> float:
+        """val_fn in eval mode; under several ranks computed by rank 0 and, with `share`, broadcast (every
+        rank then makes the same early-stopping and checkpoint decisions)."""
+        val = None
+        if self.comm.is_root:
+            self.model.eval()
+            try:
+                val = float(self.val_fn(self.model))
+            finally:
+                self.model.train()
+        if self.comm.size > 1 and share:
+            val = self.comm.broadcast_json(
+                None if val is None or not math.isfinite(val) else val, f"validation at step {self.step}"
+            )
+            val = math.nan if val is None else float(val)
+        return val
+
+    def _stop_now(self) -> bool:
+        """A signal stops the run: in one process as soon as it came; under several ranks after the step
+        whose Allreduce carried it (so that every rank stops after the same step)."""
+        return self._agreed == "interrupted" if self.comm.size > 1 else self._stop_requested
+
+    def _time_up(self, wall: float) -> bool:
+        if self.max_time is None:
+            return False
+        return self._agreed == "max_time" if self.comm.size > 1 else wall >= self.max_time
 
     def _total(self, data) -> int | None:
         if self.max_steps is not None:
@@ -407,10 +543,14 @@ class Trainer:
         old_handlers = self._install_signals()  # first: a signal during the resume already stops cleanly
         reason, loss, bar, ckpt = None, None, None, None
         try:
-            if resume and (self.last_path / "meta.json").exists():
+            loaded = resume and (self.last_path / "meta.json").exists()
+            if loaded:
                 self.load()
+            self._agreed = None
+            if self.comm.size > 1:
+                self._start_equal(fresh=not loaded)
             self._open_metrics(resume)
-            t_start = time.perf_counter()
+            t_start = self._t_start = time.perf_counter()
             wall = self.wall_offset
             self.model.train()
             data = self._epoch_batches(self.epoch)
@@ -428,13 +568,13 @@ class Trainer:
                 consumed, rolled_back = 0, False
                 for batch in it:
                     consumed += 1
-                    if self._stop_requested:
+                    if self._stop_now():
                         reason = "interrupted"
                         break
                     if self.max_steps is not None and self.step >= self.max_steps:
                         reason = "max_steps"
                         break
-                    if self.max_time is not None and wall >= self.max_time:
+                    if self._time_up(wall):
                         reason = "max_time"
                         break
                     loss, record = self._train_step(batch)
@@ -460,7 +600,7 @@ class Trainer:
                         and self.checkpoint_dir
                     ):
                         self.save(wall=wall)
-                    if self._stop_requested:
+                    if self._stop_now():
                         reason = "interrupted"
                     if reason is not None:
                         break
@@ -472,15 +612,16 @@ class Trainer:
                     self.state = None
                 if rolled_back:  # the position came back with the checkpoint: iterate from there
                     continue
-                if reason is None and self._stop_requested:  # a signal between the last batch and here
+                if reason is None and self._stop_now():  # a signal between the last batch and here
                     reason = "interrupted"
             if (
                 reason != "interrupted"
                 and self.val_fn is not None
+                and self.comm.is_root  # no other rank waits for it
                 and not (self.eval_every and self.step % self.eval_every == 0)
             ):
                 # Informational only: it changes no counter, so where a run stops cannot change its course.
-                val = self._validate()
+                val = self._validate(share=False)
                 self._log({"step": self.step, "epoch": self.epoch, "val_loss": val, "final": True}, None)
             ckpt = self.save(wall=wall) if self.checkpoint_dir else None
         finally:
@@ -513,6 +654,10 @@ class Trainer:
             loss, n_tokens = self.loss_fn(self.model, batch)
             new_state = None
         loss = float(loss)
+        if self.comm.size > 1:  # the global batch's loss and gradient, and whether every rank goes on
+            wall = self.wall_offset + time.perf_counter() - self._t_start
+            time_up = self.max_time is not None and wall >= self.max_time
+            loss, n_tokens = self._allreduce(loss, int(n_tokens), (self._stop_requested, time_up))
         bad = self._nonfinite(loss)
         step = self.step + 1
         record: dict[str, Any] = {"step": step, "epoch": self.epoch, "loss": loss, "lr": lr}
@@ -540,6 +685,8 @@ class Trainer:
         self.step, self.pos, self.state = step, self.pos + 1, new_state
         self.tokens += int(n_tokens)
         record.update(tokens=int(n_tokens), tokens_per_s=round(n_tokens / dt, 1) if dt > 0 else None)
+        if self.comm.size > 1:
+            record["allreduce_s"] = round(self._allreduce_s, 6)
         return loss, record
 
     def _after_broken_update(self, step: int, bad: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -614,6 +761,8 @@ class Trainer:
             bar.set_postfix(post, refresh=False)
 
     def _warn(self, msg: str) -> None:
+        if not self.comm.is_root:  # every rank makes the same decision: rank 0 says it
+            return
         import sys
 
         from tqdm.auto import tqdm

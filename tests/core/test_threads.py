@@ -122,3 +122,20 @@ def test_a_split_walk_keeps_no_more_threads_at_work_than_cores():
     assert got["blas"] in (1, None)  # OpenBLAS on one thread (None: another BLAS, nothing to set)
     assert all(n == 1 for n in got["omp"]), got  # oneDNN's OpenMP: one thread in the caller and workers
     assert 1 <= got["busy"] <= got["cores"], got
+
+
+def test_ranks_on_one_machine_share_its_cores(monkeypatch):
+    """2 MPI ranks on 2 unbound cores: one worker each (the launcher's environment says how many ranks)."""
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE", "UNROLLED_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert threads.local_ranks() == 1
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "_cgroup_cpus", lambda: None)
+    assert threads.available_cores() == 8
+    monkeypatch.setenv("MPI_LOCALNRANKS", "2")  # MPICH's Hydra
+    assert threads.local_ranks() == 2 and threads.available_cores() == 4
+    monkeypatch.setenv("MPI_LOCALNRANKS", "16")  # more ranks than cores: still one each
+    assert threads.available_cores() == 1
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {2, 3})  # bound by the launcher
+    assert threads.available_cores() == 2

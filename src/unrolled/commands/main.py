@@ -151,12 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("unrolled: interrupted", file=sys.stderr)
+        sys.stderr.write("unrolled: interrupted\n")
+        _end_every_rank(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     finally:
         _phase["running"] = False
         for sig, handler in old.items():  # a program calling main() gets its own handlers back
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _end_every_rank(code: int) -> None:
+    """Under several MPI ranks, a rank that fails ends the whole job (its line is already printed), so that
+    no other rank waits for it in a collective (see :mod:`unrolled.distributed`)."""
+    distributed = sys.modules.get("unrolled.distributed")
+    comm = distributed.current() if distributed is not None else None
+    if comm is not None and comm.size > 1:
+        comm.abort(None, code)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -185,7 +195,9 @@ def _main(argv: list[str] | None) -> int:
         if _diverged(e):
             msg = error_line(e).replace(": diverged: ", ": ", 1)
             msg = f"at {msg}" if msg.startswith("step ") else msg
-            print(f"unrolled: error: training diverged {msg}", file=sys.stderr)
+            sys.stderr.write(f"unrolled: error: training diverged {msg}\n")  # one write: one line under MPI
+            _end_every_rank(EXIT_DIVERGED)
             return EXIT_DIVERGED
-        print(f"unrolled: error: {error_line(e)}", file=sys.stderr)
+        sys.stderr.write(f"unrolled: error: {error_line(e)}\n")
+        _end_every_rank(EXIT_USER_ERROR)
         return EXIT_USER_ERROR

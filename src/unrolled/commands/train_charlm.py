@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unrolled import distributed
 from unrolled._files import check_regular_file
 from unrolled.apps.charlm import APP, CharLMConfig, fit, report, resume_config
 from unrolled.apps.charlm.text import UNKNOWN_POLICIES, UnknownCharacterError, Vocabulary
@@ -62,18 +63,23 @@ def run(args: argparse.Namespace) -> int:
     CharLMConfig(**{k: v for k, v in given_options(args, CharLMConfig).items() if k not in ("steps", "time")})
     # A demo run from before run.json was its own kind ("demo"); newer demos are charlm runs.
     kind = "demo" if args.resume and run_kind(args.out) == "demo" else APP
+    comm = distributed.world()  # several ranks under mpiexec / srun: a data-parallel run
+    if not comm.is_root:  # rank 0 alone opens, locks and writes --out; the others read it once it holds it
+        comm.barrier("the start (rank 0 opening --out)")
+        return _run(args, Path(args.out), comm)
     with open_out(args, kind) as run_dir:
-        return _run(args, run_dir)
+        comm.barrier("the start (rank 0 opening --out)")
+        return _run(args, run_dir, comm)
 
 
-def _run(args: argparse.Namespace, run_dir) -> int:
+def _run(args: argparse.Namespace, run_dir, comm) -> int:
     given = given_options(args, CharLMConfig)
     if "time" in given:  # --steps and --time exclude each other on the command line
         given["steps"] = None
     elif "steps" in given:
         given["time"] = None
     out = Path(args.out)
-    last = run_dir.path("last")
+    last = run_dir.path("last") if comm.is_root else out / "last"
     vocab = None
     if args.resume:
         if not (last / "meta.json").exists():
@@ -101,7 +107,7 @@ def _run(args: argparse.Namespace, run_dir) -> int:
     try:
         summary = fit(
             cfg, texts, run_dir, vocab=vocab, resume=args.resume, progress=not args.quiet, extra_meta=extra,
-            unknown=unknown,
+            unknown=unknown, comm=comm,
         )  # fmt: skip
     except UnknownCharacterError as e:
         options = "--unknown skip (leave them out)" + (
@@ -113,5 +119,6 @@ def _run(args: argparse.Namespace, run_dir) -> int:
                 "on all your texts (another --out)"
             )  # fmt: skip
         ) from None
-    report(summary)
+    if comm.is_root:
+        report(summary)
     return 130 if summary.reason == "interrupted" else 0  # the shell's code for "stopped by Ctrl-C"

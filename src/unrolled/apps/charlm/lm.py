@@ -382,6 +382,7 @@ def fit(
     extra_meta: dict[str, Any] | None = None,
     log=print,
     unknown: str = "error",
+    comm=None,
 ) -> RunSummary:
     """Train (or, with `resume`, continue) a character-level model on `texts`; checkpoints go to `out`.
 
@@ -399,38 +400,65 @@ def fit(
     Raises :class:`~unrolled.train.DivergenceError` when the run diverges: a non-finite weight, or the
     validation loss above ln V + 1 nats (worse than a uniform guess over the V characters) at 3
     validations in a row; ``out/last`` then holds the last good checkpoint.
+
+    comm : data-parallel over the ranks of a :class:`~unrolled.distributed.Communicator` (``--batch``
+        streams split among them, :func:`~unrolled.distributed.shard`): every rank calls ``fit``; rank 0
+        alone opens `out` (pass the other ranks its path, once rank 0 holds it), logs, validates and writes;
+        each rank keeps only its streams' ids. The other ranks return the summary without a validation.
     """
+    from unrolled.distributed import Local
     from unrolled.rundir import RunDir, open_run
 
+    comm = comm or Local()
     with contextlib.ExitStack() as stack:
-        if not isinstance(out, RunDir):
+        if not isinstance(out, RunDir) and comm.is_root:
             out = stack.enter_context(open_run(out, APP, resume=resume, overwrite=False, what="out"))
-        return _fit(cfg, texts, out, vocab, resume, progress, extra_meta, log, unknown)
+        if not comm.is_root:
+            progress, log = False, _silent
+        return _fit(cfg, texts, out, vocab, resume, progress, extra_meta, log, unknown, comm)
 
 
-def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> RunSummary:
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the run."""
+
+
+def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown, comm) -> RunSummary:
     from unrolled import kernels
+    from unrolled.distributed import shard
     from unrolled.optim import Adam, CosineLR
     from unrolled.tbptt import TokenStreams, lm_loss
     from unrolled.train import LossBound, Trainer
 
-    out = run.root
+    out = Path(run) if not comm.is_root else run.root
     set_blas_threads(cfg.threads)
+    if cfg.batch < comm.size:
+        raise ValueError(
+            f"--batch {cfg.batch}: a data-parallel run over {comm.size} ranks needs at least one stream per "
+            f"rank (--batch {comm.size} or more)"
+        )
     corpus = load_corpus(texts, vocab, unknown)
     train_ids, val_ids = split_validation(corpus.ids, cfg.val_fraction)
-    if len(train_ids) - 1 < cfg.batch:
+    n_train, n_val = len(train_ids), len(val_ids)
+    if n_train - 1 < cfg.batch:
         raise TextError(
-            f"training text: {len(train_ids)} characters are too few for --batch {cfg.batch} streams; "
+            f"training text: {n_train} characters are too few for --batch {cfg.batch} streams; "
             "use a longer text or a smaller --batch"
         )
-    streams = TokenStreams(train_ids, cfg.batch, cfg.seq_len)
+    # One process: all the streams (views of the ids). Several ranks: each copies only its own streams'
+    # ids, rank 0 the validation part too; the whole text is then released.
+    mine = None if comm.size == 1 else shard(cfg.batch, comm.rank, comm.size)
+    streams = TokenStreams(train_ids, cfg.batch, cfg.seq_len, streams=mine)
+    val_part = val_ids[: cfg.val_chars + 1]
+    if comm.size > 1:
+        val_part = val_part.copy() if comm.is_root else val_part[:2].copy()
+        del train_ids, val_ids
+        corpus = dataclasses.replace(corpus, ids=np.empty(0, corpus.ids.dtype))
     model = build(cfg, corpus.vocab.size)
     if corpus.vocab.unk_id is not None:
         # <unk> is never read in training unless a resumed run maps new characters to it: its embedding
         # starts at zero (no information) rather than at a random vector, and gets gradient only then.
         model.params["embed.W"][corpus.vocab.unk_id] = 0.0
     n_params = sum(v.size for v in model.params.values())
-    val_part = val_ids[: cfg.val_chars + 1]
 
     last_val: dict[int, float] = {}  # step -> nats of the periodic validation at that step
 
@@ -451,7 +479,8 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
         max_steps=cfg.steps, max_time=None if cfg.time is None else 60.0 * cfg.time,
         schedule=CosineLR(cfg.lr, cfg.steps) if cfg.schedule == "cosine" else None,
         clip_norm=cfg.clip or None, eval_every=cfg.val_every, checkpoint_dir=out,
-        checkpoint_every=cfg.val_every, metrics_path=run.path("metrics.jsonl"), progress=progress,
+        checkpoint_every=cfg.val_every, progress=progress, comm=comm,
+        metrics_path=run.path("metrics.jsonl") if comm.is_root else None,
         progress_loss=("bits", 1.0 / LN2), carry_state=True, meta=meta,
         # diverged: worse than a uniform guess over the V characters, at 3 validations in a row
         max_loss=LossBound(math.log(corpus.vocab.size) + 1.0, "val_loss", times=3),
@@ -459,13 +488,14 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
     log(
         f"{'resuming' if resume else 'training'} a {cfg.layers}-layer {cfg.cell.upper()} of {cfg.hidden} "
         f"units ({n_params:,} parameters, vocabulary of {corpus.vocab.size} characters) on "
-        f"{len(train_ids):,} characters, validating on {len(val_part):,}"
-        + (f" of the {len(val_ids):,} held out" if len(val_part) < len(val_ids) else "")
+        f"{n_train:,} characters, validating on {len(val_part):,}"
+        + (f" of the {n_val:,} held out" if len(val_part) < n_val else "")
         + "; "
         + (plural(cfg.time, "minute") if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
         + (plural(cfg.steps, "step") if cfg.steps is not None else "")
         + f"; kernels: {kernels.describe()}"
+        + (f"; data-parallel over {comm.size} ranks, {cfg.batch} streams split among them" if mine else "")
     )
     if corpus.counts:
         what = "left out" if corpus.unknown == "skip" else "read as <unk>"
@@ -474,15 +504,17 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
     result = trainer.fit(resume=resume)
     walls = [r["wall_time"] for r in trainer.history if "wall_time" in r]
     seconds = walls[-1] if walls else trainer.wall_offset
-    if result.reason == "interrupted":
+    if result.reason == "interrupted" or not comm.is_root:
         val = None
     elif result.step in last_val:
         val = last_val[result.step]  # the Trainer validated at the last step
     else:
         val = evaluate(model, val_part)
     summary = RunSummary(
-        result.step, result.reason, val, len(val_part), len(train_ids), n_params, round(seconds, 3), str(out)
+        result.step, result.reason, val, len(val_part), n_train, n_params, round(seconds, 3), str(out)
     )
+    if not comm.is_root:
+        return summary
     finite = {
         k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in summary.to_dict().items()
     }
