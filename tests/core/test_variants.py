@@ -295,3 +295,29 @@ def test_config_round_trip_builds_the_same_variant():
         twin = type(layer)(**layer.config)
         assert twin.config == layer.config and twin.cell == layer.cell
         assert {k: v.shape for k, v in twin.params.items()} == {k: v.shape for k, v in layer.params.items()}
+
+
+@pytest.mark.parametrize("cls", [RNN, GRU])
+def test_gradient_flow_of_zoneout_layers_ends_at_the_layers_d_h0(cls):
+    """Zoneout's per-unit update mask enters the step Jacobians (J = diag(m) J̃ + diag(1 − m)): the
+    diagnostics' δ_0 equals the layer's own ∂L/∂h0."""
+    from unrolled.diagnostics import gradient_flow
+
+    rng = np.random.default_rng(0)
+    layer = cls(I, H, bidirectional=True, dtype=np.float64, seed=0, zoneout=0.4)
+    x, h0 = rng.standard_normal((5, B, I)), rng.standard_normal((2, B, H))
+    out, _ = layer(x, h0, lengths=[5, 3])
+    d_out = rng.standard_normal(out.shape)
+    flows = gradient_flow(layer, d_out)
+    _, d_h0 = layer.backward(d_out)
+    for (_, d), fl in flows.items():
+        np.testing.assert_allclose(fl.delta[0], d_h0[d], rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_flow_refuses_the_lstm_variants_by_name():
+    from unrolled.diagnostics import gradient_flow
+
+    layer = LSTM(I, H, seed=0, layer_norm=True)
+    out, _ = layer(np.zeros((T, B, I), np.float32))
+    with pytest.raises(TypeError, match="LSTMVariantCell .*no step Jacobian"):
+        gradient_flow(layer, np.ones_like(out))

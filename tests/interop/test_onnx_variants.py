@@ -118,3 +118,11 @@ def test_a_foreign_graph_with_peepholes_loads_as_the_equal_layer(ort, uo):
 def test_what_onnx_cannot_express_is_refused_by_name(uo, make, option):
     with pytest.raises(ValueError, match=rf"^{option}: ONNX's recurrent operators cannot express"):
         uo.to_onnx(make())
+
+
+def test_keras_weights_refuse_the_variants():
+    from unrolled.interop.keras import to_keras_weights
+
+    for layer, option in ((LSTM(2, 3, peephole=True), "peephole"), (GRU(2, 3, zoneout=0.1), "zoneout")):
+        with pytest.raises(ValueError, match=f"{option} has no keras"):
+            to_keras_weights(layer)
