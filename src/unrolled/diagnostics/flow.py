@@ -59,8 +59,8 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
         )
     if not isinstance(layer.cell, LSTMCell | GRUCell | RNNCell):
         raise TypeError(
-            f"layer: its cell {type(layer.cell).__name__} has no step Jacobian here (the layer-norm, peephole,"
-            " projected and zoneout LSTM and the layer-norm GRU); the diagnostics cover the plain cells"
+            f"layer: its cell {type(layer.cell).__name__} has no step Jacobian here (the layer-norm, "
+            "peephole, projected and zoneout LSTM and the layer-norm GRU); diagnostics cover the plain cells"
         )
     lstm = isinstance(layer.cell, LSTMCell)
     flows: dict[tuple[int, int], GradientFlow] = {}
