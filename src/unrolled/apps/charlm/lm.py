@@ -469,7 +469,7 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> 
         + (plural(cfg.time, "minute") if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
         + (plural(cfg.steps, "step") if cfg.steps is not None else "")
-        + f"; kernels: {kernels.describe()}"
+        + f"; kernels: {_path(model)}"
     )
     if corpus.counts:
         what = "left out" if corpus.unknown == "skip" else "read as <unk>"
@@ -629,6 +629,16 @@ def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
 
 FIXED_ON_RESUME = ("cell", "layers", "hidden", "embed", "batch", "seq_len", "seed", "val_fraction")
 FIXED_ON_RESUME += ("layer_norm", "peephole", "proj_size")  # the architecture; zoneout may change
+
+
+def _path(model: SequenceModel) -> str:
+    """The path the model's recurrent stack runs, in words: the variant cells and zoneout run the reference."""
+    from unrolled import kernels  # as fit does: imported when a run starts
+
+    rnn = model.rnn
+    if kernels.fast_enabled() and (kernels.pick(rnn.cell, rnn.dtype) is rnn.cell or rnn.zoneout):
+        return "reference (NumPy: the layer-norm / peephole / projection / zoneout cells have no compiled path)"
+    return kernels.describe()
 
 
 def resume_config(saved: CharLMConfig, given: dict[str, Any], directory) -> CharLMConfig:
