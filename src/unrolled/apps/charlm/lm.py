@@ -414,7 +414,6 @@ def fit(
 
 
 def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown) -> RunSummary:
-    from unrolled import kernels
     from unrolled.optim import Adam
     from unrolled.tbptt import TokenStreams, lm_loss
     from unrolled.train import LossBound, Trainer
@@ -637,7 +636,9 @@ def _path(model: SequenceModel) -> str:
 
     rnn = model.rnn
     if kernels.fast_enabled() and (kernels.pick(rnn.cell, rnn.dtype) is rnn.cell or rnn.zoneout):
-        return "reference (NumPy: the layer-norm / peephole / projection / zoneout cells have no compiled path)"
+        return (
+            "reference (NumPy: the layer-norm / peephole / projection / zoneout cells have no compiled path)"
+        )
     return kernels.describe()
 
 
