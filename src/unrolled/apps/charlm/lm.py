@@ -631,7 +631,7 @@ FIXED_ON_RESUME += ("layer_norm", "peephole", "proj_size")  # the architecture; 
 
 
 def _path(model: SequenceModel) -> str:
-    """The path the model's recurrent stack runs, in words: the variant cells and zoneout run the reference."""
+    """The path the recurrent stack runs, in words: the variant cells and zoneout run the reference."""
     from unrolled import kernels  # as fit does: imported when a run starts
 
     rnn = model.rnn
