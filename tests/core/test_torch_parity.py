@@ -245,3 +245,21 @@ def test_lstm_variants_without_a_torch_equivalent_are_refused():
     for layer in (LSTM(2, 3, peephole=True), LSTM(2, 3, layer_norm=True), GRU(2, 3, zoneout=0.1)):
         with pytest.raises(ValueError, match="no torch.nn equivalent"):
             to_torch_state_dict(layer)
+
+
+def test_a_projected_lstm_sequence_model_converts_to_torch_and_back():
+    torch = require_torch()
+    from unrolled.interop.torch import from_torch_model, to_torch_model
+    from unrolled.models import ModelConfig, SequenceModel
+
+    cfg = ModelConfig(vocab_size=7, embed_dim=3, hidden_size=5, proj_size=2, num_layers=2, bidirectional=True)
+    model = SequenceModel(ModelConfig(**{**cfg.to_dict(), "output": "last", "output_size": 4})).eval()
+    ids = np.random.default_rng(0).integers(0, 7, size=(6, 3))
+    y, _ = model(ids, lengths=[6, 2, 4])
+    module = to_torch_model(model)
+    with torch.no_grad():
+        ref, _ = module(torch.from_numpy(ids), lengths=[6, 2, 4])
+    assert_close(y, ref.numpy(), 1e-5)
+    back = from_torch_model(module)
+    assert back.config.proj_size == 2
+    np.testing.assert_allclose(back(ids, lengths=[6, 2, 4])[0], y, atol=1e-6)
