@@ -524,19 +524,30 @@ def model_param_shapes(config) -> dict[str, tuple[int, ...]]:
     G = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
     D = 2 if c.bidirectional else 1
     H = c.hidden_size
+    P = getattr(c, "proj_size", 0) or H  # the width of h: an LSTM's projection, else H
     shapes: dict[str, tuple[int, ...]] = {}
     if c.input == "tokens":
         shapes["embed.W"] = (c.vocab_size, c.embed_dim)  # (V, E)
     for layer in range(c.num_layers):
-        I = (c.embed_dim if c.input == "tokens" else c.input_size) if layer == 0 else D * H
+        I = (c.embed_dim if c.input == "tokens" else c.input_size) if layer == 0 else D * P
         for d in range(D):
             s = f"_l{layer}" + ("_reverse" if d else "")
             shapes[f"rnn.W_xh{s}"] = (G * H, I)
-            shapes[f"rnn.W_hh{s}"] = (G * H, H)
+            shapes[f"rnn.W_hh{s}"] = (G * H, P)
             shapes[f"rnn.b_h{s}"] = (G * H,)
             if c.cell == "gru" and c.reset_after:
                 shapes[f"rnn.b_hn{s}"] = (H,)
-    shapes["head.W"] = (c.output_size, D * H)  # (K, D·H)
+            # The variants (unrolled.cells.lstm_variant / gru_variant), in the order the layer makes them.
+            if getattr(c, "peephole", False):
+                shapes.update({f"rnn.p_{g}{s}": (H,) for g in "ifo"})
+            if P != H:
+                shapes[f"rnn.W_hr{s}"] = (P, H)
+            if getattr(c, "layer_norm", False):
+                for part in ("x", "h"):
+                    shapes.update({f"rnn.ln_{part}_{v}{s}": (G * H,) for v in "gb"})
+                if c.cell == "lstm":
+                    shapes.update({f"rnn.ln_c_{v}{s}": (H,) for v in "gb"})
+    shapes["head.W"] = (c.output_size, D * P)  # (K, D·P)
     shapes["head.b"] = (c.output_size,)
     return shapes
 

@@ -26,11 +26,16 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled._checks import check_array, check_lengths, one_of, positive_int, probability
-from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.cells import GRUCell, GRUVariantCell, LSTMCell, LSTMVariantCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
 from unrolled.kernels import streaming
 
-PARAM_NAMES = ("W_xh", "W_hh", "b_h", "b_hn")  # the cells' plain parameter names (b_hn: GRU reset_after)
+# The cells' plain parameter names (b_hn: GRU reset_after; the rest: the variants of cells/lstm_variant.py
+# and cells/gru_variant.py — W_hr the projection, p_* the peepholes, ln_* the layer norms' gains and biases).
+PARAM_NAMES = (
+    "W_xh", "W_hh", "b_h", "b_hn", "W_hr", "p_i", "p_f", "p_o",
+    "ln_x_g", "ln_x_b", "ln_h_g", "ln_h_b", "ln_c_g", "ln_c_b",
+)  # fmt: skip
 
 
 class _DirCache(NamedTuple):
@@ -71,6 +76,7 @@ class RecurrentLayer:
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
         recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
@@ -78,10 +84,14 @@ class RecurrentLayer:
         self.dropout = probability("dropout", dropout)
         # Variational dropout on h_{t-1} where it meets W_hh: one mask per sequence, layer and direction.
         self.recurrent_dropout = probability("recurrent_dropout", recurrent_dropout)
+        # Zoneout (Krueger et al. 2017): each unit of each state keeps its previous value with probability p.
+        self.zoneout = probability("zoneout", zoneout)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected float32 or float64, got {dtype.name}")
         self.cell = cell
+        # Width of h (and of each direction's output): the projection's P for an LSTM with proj_size, else H.
+        self.output_size = getattr(cell, "proj_size", 0) or self.hidden_size
         self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
@@ -99,7 +109,8 @@ class RecurrentLayer:
 
         Parameters
         ----------
-        name : one of ``W_xh``, ``W_hh``, ``b_h``, ``b_hn`` (the cells' names).
+        name : one of :data:`PARAM_NAMES` (the cells' names: ``W_xh``, ``W_hh``, ``b_h``, ``b_hn``, and the
+            variants' ``W_hr``, ``p_i``, ``p_f``, ``p_o``, ``ln_*``).
         layer : 0..num_layers − 1.  direction : 0 (forward) or 1 (reverse, bidirectional layers only).
 
         Returns
@@ -136,6 +147,7 @@ class RecurrentLayer:
             "bidirectional": self.bidirectional,
             "dtype": self.dtype.name,
             "recurrent_dropout": self.recurrent_dropout,
+            "zoneout": self.zoneout,
         }
         cfg.update({name: getattr(self, name) for name in self.cell_options})
         return cfg
@@ -158,24 +170,32 @@ class RecurrentLayer:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
     def _init_params(self) -> None:
-        """W_hh orthogonal per gate block, W_xh Glorot-uniform per gate block, biases zero
-        (LSTM forget-gate bias 1)."""
-        H, G = self.hidden_size, self.cell.gates
+        """W_hh orthogonal per gate block (its first P columns with a projection), W_xh and W_hr
+        Glorot-uniform (per gate block), biases zero (LSTM forget-gate bias 1); the variants' peepholes
+        zero, layer-norm gains one and biases zero."""
+        H, G, P = self.hidden_size, self.cell.gates, self.output_size
+        extra = self.cell.extra_params(H) if hasattr(self.cell, "extra_params") else {}
         for layer in range(self.num_layers):
-            I = self.input_size if layer == 0 else H * self.num_directions
+            I = self.input_size if layer == 0 else P * self.num_directions
             for d in range(self.num_directions):
                 s = self._suffix(layer, d)
                 W_xh = np.concatenate([glorot_uniform(self.rng, H, I) for _ in range(G)])
-                W_hh = np.concatenate([orthogonal(self.rng, H) for _ in range(G)])
+                W_hh = np.concatenate([orthogonal(self.rng, H)[:, :P] for _ in range(G)])
                 self.params["W_xh" + s] = W_xh.astype(self.dtype)
                 self.params["W_hh" + s] = W_hh.astype(self.dtype)
                 if self.bias:
                     b = np.zeros(G * H, dtype=self.dtype)
-                    if isinstance(self.cell, LSTMCell):
+                    if isinstance(self.cell, LSTMCell | LSTMVariantCell):
                         b[H : 2 * H] = 1.0  # forget gate open at the start: gradients flow along c
                     self.params["b_h" + s] = b
-                    if isinstance(self.cell, GRUCell) and self.cell.reset_after:
+                    if isinstance(self.cell, GRUCell | GRUVariantCell) and self.cell.reset_after:
                         self.params["b_hn" + s] = np.zeros(H, dtype=self.dtype)
+                for name, shape in extra.items():
+                    if name == "W_hr":
+                        v = glorot_uniform(self.rng, P, H)
+                    else:
+                        v = np.ones(shape) if name.endswith("_g") else np.zeros(shape)
+                    self.params[name + s] = v.astype(self.dtype)
 
     def _dir_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
         s = self._suffix(layer, direction)
@@ -196,16 +216,44 @@ class RecurrentLayer:
         return len(self.cell.state_names)
 
     # ----------------------------------------------------------------- checks
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """The width of each state: (H,), or (P, H) for an LSTM's (h, c) (P = H without a projection)."""
+        return (self.output_size, self.hidden_size)[: self.num_states]
+
     def _check_state(self, name: str, state, B: int):
-        """Return the initial state as a tuple of (L·D, B, H) arrays (zeros when None)."""
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        """Return the initial state as a tuple of (L·D, B, width) arrays (zeros when None)."""
+        LD, W = self.num_layers * self.num_directions, self.state_sizes
         if state is None:
-            return tuple(np.zeros((LD, B, H), dtype=self.dtype) for _ in range(self.num_states))
+            return tuple(np.zeros((LD, B, w), dtype=self.dtype) for w in W)
         if self.num_states == 2:
             if not isinstance(state, tuple | list) or len(state) != 2:
                 raise ValueError(f"{name}: expected a tuple (h, c) for an LSTM, got {type(state).__name__}")
-            return tuple(check_array(f"{name}[{i}]", s, (LD, B, H), self.dtype) for i, s in enumerate(state))
-        return (check_array(name, state, (LD, B, H), self.dtype),)
+            return tuple(
+                check_array(f"{name}[{i}]", s, (LD, B, W[i]), self.dtype) for i, s in enumerate(state)
+            )
+        return (check_array(name, state, (LD, B, W[0]), self.dtype),)
+
+    def _zoneout_masks(self, mask: np.ndarray | None, T: int, B: int):
+        """The update masks m (T, B, width) of each state for one layer and direction, or None without
+        zoneout (then the cell takes the lengths mask alone).
+
+        Zoneout (Krueger et al. 2017) keeps each unit's previous value with probability p:
+        h_t = d_t ⊙ h_{t−1} + (1 − d_t) ⊙ h̃_t, d_t ~ Bernoulli(p) drawn per step, unit and state from the
+        layer's rng in training; in evaluation the expectation h_t = p·h_{t−1} + (1 − p)·h̃_t. Both are the
+        cells' masked update h_t = h_{t−1} + m_t ⊙ (h̃_t − h_{t−1}) with m = 1 − d (training) or 1 − p
+        (evaluation), times the lengths mask: BPTT needs nothing new (δh_{t−1} gets (1 − m) ⊙ δh_t).
+        """
+        if self.zoneout == 0:
+            return None
+        p, dt = self.zoneout, self.dtype
+        if self.training:
+            ms = tuple((self.rng.random((T, B, w)) >= p).astype(dt) for w in self.state_sizes)
+        else:
+            ms = tuple(np.full((T, B, w), 1.0 - p, dtype=dt) for w in self.state_sizes)
+        if mask is not None:
+            ms = tuple(m * mask for m in ms)
+        return ms if self.num_states == 2 else ms[0]
 
     def _pack_state(self, states: tuple):
         return states if self.num_states == 2 else states[0]
@@ -254,11 +302,17 @@ class RecurrentLayer:
                 rec = {}
                 if self.training and self.recurrent_dropout > 0:
                     keep = 1.0 - self.recurrent_dropout
-                    rm = (self.rng.random((B, self.hidden_size)) < keep).astype(self.dtype)
-                    rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
-                cell = kernels.pick(self.cell, self.dtype, **rec)  # the reference if rec_mask is set
+                    rm = (self.rng.random((B, self.output_size)) < keep).astype(self.dtype)
+                    rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, P), inverted: scaled by 1/keep
+                zone = self._zoneout_masks(mask, T, B)
+                # The reference if rec_mask is set or zoneout is on (per-unit masks); a variant cell always.
+                cell = kernels.pick(self.cell, self.dtype, zoneout=zone is not None, **rec)
                 hs, state_T, cache = cell.forward(
-                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask, **rec
+                    xd,
+                    tuple(s[k] for s in states0),
+                    self._dir_params(layer, d),
+                    mask if zone is None else zone,
+                    **rec,
                 )
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
                 layer_caches.append(_DirCache(cache, rev_index))
@@ -308,7 +362,7 @@ class RecurrentLayer:
         if self._cache is None:
             raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
         dirs, drop_masks, mask, T, B, batch_first = self._cache
-        H, D = self.hidden_size, self.num_directions
+        H, D = self.output_size, self.num_directions
         shape = (B, T, D * H) if batch_first else (T, B, D * H)
         check_array("d_out", d_out, shape, self.dtype)
         d_states_T = self._check_state("d_hn", d_hn, B)
@@ -366,13 +420,14 @@ class RecurrentLayer:
         """One time step for streaming / online use (unidirectional layers only).
 
         x_t (B, input_size); state as h0 of forward (None = zeros). Returns (y_t (B, H), state_t),
-        equal to forward over the whole sequence, one step at a time. No dropout is applied.
+        equal to forward over the whole sequence, one step at a time. No dropout is applied; zoneout takes
+        its evaluation form h_t = p·h_{t−1} + (1 − p)·h̃_t, so step equals forward in eval mode.
 
         float32 with the Numba kernels on runs the lean path (:func:`unrolled.kernels.streaming.lean_step`,
         one compiled call for the whole stack); everything else, and any input the lean path declines,
         runs the cells.
         """
-        out = streaming.lean_step(self, x_t, state)
+        out = streaming.lean_step(self, x_t, state) if self.zoneout == 0 else None
         if out is not None:
             return out
         if self.bidirectional:
@@ -384,7 +439,7 @@ class RecurrentLayer:
         B, LD = x_t.shape[0], self.num_layers
         parts = (state,) if self.num_states == 1 else state if type(state) in (tuple, list) else ()
         if len(parts) != self.num_states or not all(
-            streaming.is_valid(s, LD, B, self.dtype, self.hidden_size) for s in parts
+            streaming.is_valid(s, LD, B, self.dtype, w) for s, w in zip(parts, self.state_sizes, strict=False)
         ):
             states = self._check_state("state", state, B)
         else:
@@ -392,7 +447,11 @@ class RecurrentLayer:
         cell = kernels.pick(self.cell, self.dtype)
         inp, new = x_t, [[] for _ in range(self.num_states)]
         for layer in range(self.num_layers):
-            s = cell.step(inp, tuple(st[layer] for st in states), self._dir_params(layer, 0))
+            prev = tuple(st[layer] for st in states)
+            s = cell.step(inp, prev, self._dir_params(layer, 0))
+            if self.zoneout:
+                keep = self.dtype.type(self.zoneout)
+                s = tuple(new + keep * (old - new) for new, old in zip(s, prev, strict=True))
             for i, v in enumerate(s):
                 new[i].append(v)
             inp = s[0]
@@ -445,6 +504,7 @@ class RNN(RecurrentLayer):
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
         recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
@@ -453,7 +513,17 @@ class RNN(RecurrentLayer):
 
 
 class LSTM(RecurrentLayer):
-    """LSTM layer: gates i, f, g, o; c_t = f⊙c_{t-1} + i⊙g; h_t = o⊙tanh(c_t). State is (h, c)."""
+    """LSTM layer: gates i, f, g, o; c_t = f⊙c_{t-1} + i⊙g; h_t = o⊙tanh(c_t). State is (h, c).
+
+    Variants (any combination; equations in :mod:`unrolled.cells.lstm_variant`): ``proj_size=P`` (> 0, < H)
+    h_t = W_hr (o_t ⊙ tanh(c_t)), h and the output P wide, c H wide (torch.nn.LSTM's ``proj_size``);
+    ``peephole=True`` i, f see c_{t−1} and o sees c_t through diagonal weights p_i, p_f, p_o;
+    ``layer_norm=True`` LN on W_xh x_t, on W_hh h_{t−1} (each over all 4H) and on c_t before its tanh;
+    ``zoneout=p`` (every layer type) each unit of h and of c keeps its previous value with probability p.
+    These run the reference cell (no compiled path).
+    """
+
+    cell_options = ("proj_size", "peephole", "layer_norm")
 
     def __init__(
         self,
@@ -467,14 +537,31 @@ class LSTM(RecurrentLayer):
         dtype=np.float32,
         seed: int | np.random.Generator | None = None,
         recurrent_dropout: float = 0.0,
+        proj_size: int = 0,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        zoneout: float = 0.0,
     ) -> None:
-        super().__init__(LSTMCell(), **_arguments(locals()))
+        if proj_size != 0:
+            positive_int("proj_size", proj_size)
+            if proj_size >= hidden_size:
+                raise ValueError(
+                    f"proj_size: expected 0 or a size below hidden_size={hidden_size}, got {proj_size}"
+                )
+        self.proj_size, self.peephole, self.layer_norm = int(proj_size), bool(peephole), bool(layer_norm)
+        variant = self.proj_size or self.peephole or self.layer_norm or zoneout
+        cell = LSTMVariantCell(self.layer_norm, self.peephole, self.proj_size) if variant else LSTMCell()
+        super().__init__(cell, **_arguments(locals(), *self.cell_options, "variant", "cell"))
 
 
 class GRU(RecurrentLayer):
-    """GRU layer: h_t = (1 − z_t)⊙h_{t-1} + z_t⊙h̃_t; ``reset_after`` picks the candidate's form."""
+    """GRU layer: h_t = (1 − z_t)⊙h_{t-1} + z_t⊙h̃_t; ``reset_after`` picks the candidate's form.
 
-    cell_options = ("reset_after",)
+    ``layer_norm=True`` (reset_after only): LN on W_xh x_t and on W_hh h_{t−1}, each over all 3H
+    (:mod:`unrolled.cells.gru_variant`); ``zoneout=p``: each unit keeps h_{t−1} with probability p.
+    """
+
+    cell_options = ("reset_after", "layer_norm")
 
     def __init__(
         self,
@@ -489,6 +576,13 @@ class GRU(RecurrentLayer):
         seed: int | np.random.Generator | None = None,
         reset_after: bool = True,
         recurrent_dropout: float = 0.0,
+        layer_norm: bool = False,
+        zoneout: float = 0.0,
     ) -> None:
-        self.reset_after = bool(reset_after)
-        super().__init__(GRUCell(self.reset_after), **_arguments(locals(), "reset_after"))
+        self.reset_after, self.layer_norm = bool(reset_after), bool(layer_norm)
+        if self.layer_norm and not self.reset_after:
+            raise ValueError(
+                "layer_norm: the layer-normalised GRU has the reset_after form only; got reset_after=False"
+            )
+        cell = GRUVariantCell() if self.layer_norm else GRUCell(self.reset_after)
+        super().__init__(cell, **_arguments(locals(), *self.cell_options, "cell"))

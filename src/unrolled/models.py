@@ -67,6 +67,10 @@ class ModelConfig:
     input_dropout: float = 0.0  # on the embedded / dense input
     output_dropout: float = 0.0  # on the head's input
     recurrent_dropout: float = 0.0  # variational: one mask per sequence on h_{t-1} where it meets W_hh
+    zoneout: float = 0.0  # each unit keeps its previous state with this probability (training)
+    layer_norm: bool = False  # LSTM / GRU: layer-normalised pre-activations (and LSTM cell state)
+    peephole: bool = False  # LSTM only: peephole connections from c to the gates
+    proj_size: int = 0  # LSTM only: h projected to this width (0: none)
     output_size: int | None = None  # K; defaults to vocab_size for tokens (a language model)
     output: str = (
         "sequence"  # "sequence" (many-to-many) | "last" (last valid step) | "mean" (over valid steps)
@@ -89,8 +93,18 @@ class ModelConfig:
             positive_int("input_size", self.input_size)
         for name in ("hidden_size", "num_layers", "output_size"):
             positive_int(name, getattr(self, name))
-        for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout"):
+        for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout", "zoneout"):
             probability(name, getattr(self, name))
+        for name in ("layer_norm", "peephole"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if self.proj_size != 0:
+            positive_int("proj_size", self.proj_size)
+        lstm_only = [n for n in ("peephole", "proj_size") if getattr(self, n)]
+        if self.cell != "lstm" and lstm_only:
+            raise ValueError(f"{lstm_only[0]}: an LSTM option, but cell is {self.cell!r}")
+        if self.cell == "rnn" and self.layer_norm:
+            raise ValueError("layer_norm: an LSTM / GRU option, but cell is 'rnn'")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed: expected an integer or None, got {self.seed!r}")
 
@@ -142,15 +156,20 @@ class SequenceModel:
         )
         if c.recurrent_dropout:
             common["recurrent_dropout"] = c.recurrent_dropout
+        if c.zoneout:
+            common["zoneout"] = c.zoneout
         if c.cell == "lstm":
-            self.rnn: RecurrentLayer = LSTM(in_size, c.hidden_size, **common)
+            variants = dict(proj_size=c.proj_size, peephole=c.peephole, layer_norm=c.layer_norm)
+            self.rnn: RecurrentLayer = LSTM(in_size, c.hidden_size, **variants, **common)
         elif c.cell == "gru":
-            self.rnn = GRU(in_size, c.hidden_size, reset_after=c.reset_after, **common)
+            self.rnn = GRU(
+                in_size, c.hidden_size, reset_after=c.reset_after, layer_norm=c.layer_norm, **common
+            )
         else:
             self.rnn = RNN(in_size, c.hidden_size, nonlinearity=c.nonlinearity, **common)
         D = 2 if c.bidirectional else 1
         self.head = Linear(
-            D * c.hidden_size, c.output_size, dtype=self.dtype, seed=np.random.default_rng(s_head)
+            D * self.rnn.output_size, c.output_size, dtype=self.dtype, seed=np.random.default_rng(s_head)
         )
         self.rng = np.random.default_rng(s_drop)
         self.training = True
@@ -244,7 +263,7 @@ class SequenceModel:
         if mode == "last":
             u = out[lens - 1, np.arange(B)]  # (B, D·H)
             if self.rnn.num_directions == 2:
-                H = self.rnn.hidden_size
+                H = self.rnn.output_size
                 u[:, H:] = out[0, :, H:]  # the reverse direction's final state sits at t = 0
             return u
         return out.sum(axis=0) / lens[:, None].astype(self.dtype)  # padding is zero in out
@@ -269,7 +288,7 @@ class SequenceModel:
             if mode == "last":
                 d_out[lens - 1, np.arange(B)] = du
                 if self.rnn.num_directions == 2:
-                    H = self.rnn.hidden_size
+                    H = self.rnn.output_size
                     d_out[lens - 1, np.arange(B), H:] = 0
                     d_out[0, :, H:] += du[:, H:]
             else:

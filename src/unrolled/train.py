@@ -70,8 +70,10 @@ __all__ = ["DivergenceError", "LossBound", "NonFiniteError", "Trainer", "TrainRe
 # Fields of ModelConfig that change the shapes or the function (refused on resume when they differ).
 _ARCH_FIELDS = (
     "input", "vocab_size", "input_size", "embed_dim", "cell", "hidden_size", "num_layers", "bidirectional",
-    "nonlinearity", "reset_after", "output_size", "output", "dtype",
+    "nonlinearity", "reset_after", "output_size", "output", "dtype", "layer_norm", "peephole", "proj_size",
 )  # fmt: skip
+# What a checkpoint from before a field existed means by its absence (the cell variants of issue 17).
+_ARCH_ABSENT = {"layer_norm": False, "peephole": False, "proj_size": 0}
 
 
 class DivergenceError(RuntimeError):
@@ -326,8 +328,9 @@ class Trainer:
         if hasattr(self.model, "config") and "config" in meta:
             ours, theirs = self.model.config.to_dict(), meta["config"]
             need(isinstance(theirs, dict), f"{where}: config", "a dict", type(theirs).__name__)
-            diff = [f"{k} {theirs.get(k)!r} (this model: {ours[k]!r})" for k in _ARCH_FIELDS
-                    if k in ours and theirs.get(k) != ours[k]]  # fmt: skip
+            stored = {k: theirs.get(k, _ARCH_ABSENT.get(k)) for k in _ARCH_FIELDS}
+            diff = [f"{k} {stored[k]!r} (this model: {ours[k]!r})" for k in _ARCH_FIELDS
+                    if k in ours and stored[k] != ours[k]]  # fmt: skip
             if diff:
                 raise CheckpointError(f"{where} was written for another architecture: {', '.join(diff)}")
         t = check_trainer_state(meta.get("trainer"), arrays, where)

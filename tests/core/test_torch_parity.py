@@ -179,3 +179,87 @@ def test_state_dict_has_torch_keys_and_shapes():
         assert {k: v.shape for k, v in sd.items()} == {
             k: tuple(v.shape) for k, v in module.state_dict().items()
         }
+
+
+PROJ_CASES = [
+    dict(num_layers=1, bidirectional=False, packed=False, with_h0=False, dtype=np.float64),
+    dict(num_layers=2, bidirectional=True, packed=True, with_h0=True, dtype=np.float64),
+    dict(num_layers=3, bidirectional=False, packed=True, with_h0=True, dtype=np.float64),
+    dict(num_layers=2, bidirectional=True, packed=False, with_h0=True, dtype=np.float32),
+]
+
+
+@pytest.mark.parametrize(
+    "cfg", PROJ_CASES, ids=lambda c: f"L{c['num_layers']}{'bi' if c['bidirectional'] else ''}"
+)
+def test_projected_lstm_matches_torch_proj_size_forward_and_every_gradient(cfg):
+    """LSTM(proj_size=P) equals torch.nn.LSTM(proj_size=P): out (D·P wide), h_n (P), c_n (H), dx, d_h0,
+    d_c0 and every gradient including weight_hr; stacked layers take D·P inputs."""
+    torch = require_torch()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    T, B, I, H, P = 5, 3, 4, 5, 3
+    L, D, dtype = cfg["num_layers"], 2 if cfg["bidirectional"] else 1, cfg["dtype"]
+    module = torch.nn.LSTM(I, H, num_layers=L, bidirectional=cfg["bidirectional"], proj_size=P)
+    module = module.to(torch.float64 if dtype == np.float64 else torch.float32)
+    layer = from_torch(module)
+    assert layer.proj_size == P and layer.output_size == P
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    lengths = np.array([5, 2, 4]) if cfg["packed"] else None
+    h0 = None
+    if cfg["with_h0"]:
+        h0 = (
+            rng.standard_normal((L * D, B, P)).astype(dtype),
+            rng.standard_normal((L * D, B, H)).astype(dtype),
+        )
+    d_out = rng.standard_normal((T, B, D * P)).astype(dtype)
+    d_hn = (
+        rng.standard_normal((L * D, B, P)).astype(dtype),
+        rng.standard_normal((L * D, B, H)).astype(dtype),
+    )
+    ref = _torch_run(torch, module, x, h0, lengths, d_out, d_hn)
+    out, (h_n, c_n) = layer.forward(x, h0, lengths)
+    dx, d_h0 = layer.backward(d_out, d_hn)
+    tol = TOL[dtype]
+    assert_close(out, ref["out"], tol)
+    assert_close(h_n, ref["h_n"], tol)
+    assert_close(c_n, ref["c_n"], tol)
+    assert_close(dx, ref["dx"], tol)
+    if h0 is not None:
+        assert_close(d_h0[0], ref["d_h0"], tol)
+        assert_close(d_h0[1], ref["d_c0"], tol)
+    grads = to_torch_state_dict(layer, grads=True)
+    assert set(grads) == set(ref["grads"]) and any(k.startswith("weight_hr") for k in grads)
+    for k, g in ref["grads"].items():
+        assert_close(grads[k], g, tol, err_msg=k)
+    back = to_torch(layer).state_dict()  # and back: the same weights (the two biases summed into bias_ih)
+    for k, v in module.state_dict().items():
+        if k.startswith("bias_ih"):
+            v = v + module.state_dict()["bias_hh" + k[len("bias_ih") :]]
+        elif k.startswith("bias_hh"):
+            v = 0 * v
+        np.testing.assert_allclose(back[k].numpy(), v.numpy(), atol=1e-6, err_msg=k)
+
+
+def test_lstm_variants_without_a_torch_equivalent_are_refused():
+    for layer in (LSTM(2, 3, peephole=True), LSTM(2, 3, layer_norm=True), GRU(2, 3, zoneout=0.1)):
+        with pytest.raises(ValueError, match="no torch.nn equivalent"):
+            to_torch_state_dict(layer)
+
+
+def test_a_projected_lstm_sequence_model_converts_to_torch_and_back():
+    torch = require_torch()
+    from unrolled.interop.torch import from_torch_model, to_torch_model
+    from unrolled.models import ModelConfig, SequenceModel
+
+    cfg = ModelConfig(vocab_size=7, embed_dim=3, hidden_size=5, proj_size=2, num_layers=2, bidirectional=True)
+    model = SequenceModel(ModelConfig(**{**cfg.to_dict(), "output": "last", "output_size": 4})).eval()
+    ids = np.random.default_rng(0).integers(0, 7, size=(6, 3))
+    y, _ = model(ids, lengths=[6, 2, 4])
+    module = to_torch_model(model)
+    with torch.no_grad():
+        ref, _ = module(torch.from_numpy(ids), lengths=[6, 2, 4])
+    assert_close(y, ref.numpy(), 1e-5)
+    back = from_torch_model(module)
+    assert back.config.proj_size == 2
+    np.testing.assert_allclose(back(ids, lengths=[6, 2, 4])[0], y, atol=1e-6)

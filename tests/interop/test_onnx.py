@@ -294,7 +294,6 @@ def test_foreign_single_node_graph_loads(ort, uo):
 @pytest.mark.parametrize(
     "op_type,G,kw,match",
     [
-        ("LSTM", 4, {"P": True}, "peephole"),
         ("LSTM", 4, {"direction": "reverse"}, "direction 'reverse'"),
         ("GRU", 3, {"clip": 1.0}, "clip"),
         ("RNN", 1, {"activations": ["Sigmoid"]}, "activations"),

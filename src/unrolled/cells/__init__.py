@@ -5,7 +5,9 @@ state are passed in and returned, so the same cell serves every layer and direct
 """
 
 from unrolled.cells.gru import GRUCell
+from unrolled.cells.gru_variant import GRUVariantCell
 from unrolled.cells.lstm import LSTMCell
+from unrolled.cells.lstm_variant import LSTMVariantCell
 from unrolled.cells.rnn import RNNCell
 
-__all__ = ["GRUCell", "LSTMCell", "RNNCell"]
+__all__ = ["GRUCell", "GRUVariantCell", "LSTMCell", "LSTMVariantCell", "RNNCell"]

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from unrolled.cells import LSTMCell
+from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.diagnostics.jacobians import step_jacobian
 from unrolled.layers import RecurrentLayer
 
@@ -56,6 +56,11 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
     if not isinstance(d_out, np.ndarray):
         raise ValueError(
             f"d_out: expected an array shaped like the forward's out, got {type(d_out).__name__}"
+        )
+    if not isinstance(layer.cell, LSTMCell | GRUCell | RNNCell):
+        raise TypeError(
+            f"layer: its cell {type(layer.cell).__name__} has no step Jacobian here (the layer-norm, "
+            "peephole, projected and zoneout LSTM and the layer-norm GRU); diagnostics cover the plain cells"
         )
     lstm = isinstance(layer.cell, LSTMCell)
     flows: dict[tuple[int, int], GradientFlow] = {}

@@ -96,9 +96,13 @@ def step_jacobian(cell, cache, params: dict, t: int) -> np.ndarray:
         if d is not None:
             J = J * d[:, None, :]  # … diag(d)
     else:
-        raise TypeError(f"cell: expected an RNNCell, LSTMCell or GRUCell, got {type(cell).__name__}")
+        raise TypeError(
+            f"cell: expected an RNNCell, LSTMCell or GRUCell, got {type(cell).__name__} (the layer-norm, "
+            "peephole, projected and zoneout LSTM and the layer-norm GRU have no step Jacobian here)"
+        )
     if cache.mask is not None:
-        m = cache.mask[t].astype(np.float64)[:, :, None]  # (B, 1, 1)
+        # (B, 1, 1) lengths, or (B, H, 1) zoneout's per-unit update mask m: J = diag(m) J̃ + diag(1 − m).
+        m = cache.mask[t].astype(np.float64)[:, :, None]
         J = m * J + (1.0 - m) * np.eye(J.shape[-1])
     return J
 

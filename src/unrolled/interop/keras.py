@@ -197,6 +197,9 @@ def to_keras_weights(layer: RecurrentLayer) -> list[list[np.ndarray]]:
     """
     if not isinstance(layer, RecurrentLayer):
         raise TypeError(f"layer: expected an unrolled RNN, LSTM or GRU, got {type(layer).__name__}")
+    for option in ("layer_norm", "peephole", "proj_size", "zoneout"):
+        if getattr(layer, option, 0):
+            raise ValueError(f"layer: {option} has no keras.layers equivalent (Keras ships none)")
     return [
         [a for d in range(layer.num_directions) for a in _direction_to_keras(layer, l, d)]
         for l in range(layer.num_layers)

@@ -14,6 +14,9 @@ RNN, LSTM and GRU operators.
   ``linear_before_reset=1`` with b_hn as ``Rbh`` (inside the reset product); the classic
   ``reset_after=False`` is ``linear_before_reset=0``.
 - RNN: ``activations`` Tanh or Relu; W, R, B as they are.
+- LSTM peepholes (``peephole=True``): ONNX's native input ``P [D, 3·H]``, blocks p_i, p_o, p_f (its i, o, f
+  order); ONNX's o gate sees the new cell C_t and i, f the old, as unrolled's. Layer norm, a projection
+  (``proj_size``) and zoneout have no ONNX operator form: :func:`to_onnx` refuses them, naming the option.
 - Biases: unrolled has one bias per gate, exported as ``Wb`` with ``Rb`` = 0 (GRU reset_after:
   ``Rbh`` = b_hn).
   On import the two are added (``b_h = Wb + Rb``), except the GRU's ``Rbh`` under linear_before_reset.
@@ -96,13 +99,16 @@ def gates_from_onnx(kind: str, a: np.ndarray) -> np.ndarray:
 
 
 def layer_weights_to_onnx(layer: RecurrentLayer, l: int) -> dict[str, np.ndarray | None]:
-    """ONNX's W [D, G·H, I], R [D, G·H, H] and B [D, 2·G·H] (None without bias) for stacked layer ``l``."""
+    """ONNX's W [D, G·H, I], R [D, G·H, H], B [D, 2·G·H] (None without bias) and P [D, 3·H] (None without
+    peepholes) for stacked layer ``l``."""
     kind, H, G = _kind(layer), layer.hidden_size, layer.cell.gates
-    W, R, B = [], [], []
+    W, R, B, P = [], [], [], []
     for d in range(layer.num_directions):
         p = layer.direction_params(l, d)
         W.append(gates_to_onnx(kind, p["W_xh"]))
         R.append(gates_to_onnx(kind, p["W_hh"]))
+        if "p_i" in p:
+            P.append(np.concatenate([p["p_i"], p["p_o"], p["p_f"]]))  # ONNX's P[iof]
         if layer.bias:
             Rb = np.zeros(G * H, dtype=p["b_h"].dtype)
             if kind == "gru" and layer.reset_after:
@@ -113,18 +119,27 @@ def layer_weights_to_onnx(layer: RecurrentLayer, l: int) -> dict[str, np.ndarray
         "W": np.stack(W).astype(f32),
         "R": np.stack(R).astype(f32),
         "B": np.stack(B).astype(f32) if B else None,
+        "P": np.stack(P).astype(f32) if P else None,
     }
 
 
 def layer_weights_from_onnx(
-    kind: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, reset_after: bool
+    kind: str,
+    W: np.ndarray,
+    R: np.ndarray,
+    B: np.ndarray | None,
+    reset_after: bool,
+    P: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Per direction, unrolled's ``W_xh``, ``W_hh``, ``b_h`` (and ``b_hn``) from ONNX's W, R, B."""
+    """Per direction, unrolled's ``W_xh``, ``W_hh``, ``b_h`` (and ``b_hn``; ``p_i``, ``p_f``, ``p_o`` from an
+    LSTM's peepholes P) from ONNX's W, R, B (and P)."""
     out = []
     H = R.shape[2]
     G = R.shape[1] // H
     for d in range(W.shape[0]):
         p = {"W_xh": gates_from_onnx(kind, W[d]), "W_hh": gates_from_onnx(kind, R[d])}
+        if P is not None:
+            p["p_i"], p["p_o"], p["p_f"] = (P[d, k * H : (k + 1) * H].copy() for k in range(3))
         if B is not None:
             Wb, Rb = B[d, : G * H], B[d, G * H :]
             if kind == "gru" and reset_after:
@@ -211,6 +226,10 @@ def _recurrent_stack(
             hi = g.const(f"{prefix}slice_hi_l{l}", np.array([(l + 1) * D], np.int64))
             ax = g.const(f"{prefix}slice_ax_l{l}", np.array([0], np.int64))
             names += [g.op("Slice", [s, lo, hi, ax])[0] for s in states0]
+        else:
+            names += [""] * n_states
+        if w["P"] is not None:  # LSTM input 7: the peepholes
+            names.append(g.const(f"{prefix}P_l{l}", w["P"]))
         while names and names[-1] == "":
             names.pop()
         outs = g.op(op_type, names, n_out=1 + n_states, name=f"{prefix}{op_type.lower()}_l{l}", **attrs)
@@ -240,7 +259,22 @@ def _state_names(layer: RecurrentLayer) -> list[str]:
     return ["h", "c"] if layer.num_states == 2 else ["h"]
 
 
+def check_exportable(layer: RecurrentLayer) -> None:
+    """Refuse, naming the option, what ONNX's RNN / LSTM / GRU operators cannot say: layer norm, an LSTM
+    projection and zoneout (its evaluation form mixes h_{t−1} into h_t). Peepholes are ONNX's input P."""
+    for option, what in (
+        ("layer_norm", "layer normalisation"),
+        ("proj_size", "an LSTM projection"),
+        ("zoneout", "zoneout"),
+    ):
+        if getattr(layer, option, 0):
+            raise ValueError(
+                f"{option}: ONNX's recurrent operators cannot express {what}; export a layer without it"
+            )
+
+
 def _layer_graph(layer: RecurrentLayer, lengths: bool, initial_state: bool):
+    check_exportable(layer)
     g = _Graph()
     F = g.onnx.TensorProto.FLOAT
     LD, H = layer.num_layers * layer.num_directions, layer.hidden_size
@@ -275,6 +309,7 @@ def _model_graph(model, lengths: bool, initial_state: bool):
     F = tp.FLOAT
     cfg = model.config
     rnn: RecurrentLayer = model.rnn
+    check_exportable(rnn)
     LD, H = rnn.num_layers * rnn.num_directions, rnn.hidden_size
     if rnn.batch_first:
         raise ValueError("model: a batch_first recurrent stack inside a SequenceModel is not supported")
@@ -540,12 +575,12 @@ def from_onnx(src):
     if kind == "rnn":
         layer = RNN(nonlinearity=attrs0["nonlinearity"], **kw)
     elif kind == "lstm":
-        layer = LSTM(**kw)
+        layer = LSTM(peephole=first["P"] is not None, **kw)
     else:
         layer = GRU(reset_after=bool(attrs0.get("linear_before_reset", 0)), **kw)
     reset_after = bool(attrs0.get("linear_before_reset", 0))
     for l, r in enumerate(read):
-        for d, p in enumerate(layer_weights_from_onnx(kind, r["W"], r["R"], r["B"], reset_after)):
+        for d, p in enumerate(layer_weights_from_onnx(kind, r["W"], r["R"], r["B"], reset_after, r["P"])):
             live = layer.direction_params(l, d)
             for name, v in p.items():
                 live[name][...] = v
@@ -566,10 +601,12 @@ def _read_recurrent_node(n, consts: dict, at: str) -> dict:
     """One recurrent node's checked attributes and float32 W, R, B, with its sizes."""
     attrs = _check_recurrent_node(n, at)
     ins = list(n.input) + [""] * (8 - len(n.input))
+    P = None
     if ins[7]:
         P = consts.get(ins[7])
-        if P is None or np.any(P != 0):
-            raise ValueError(f"{at}: peephole weights P are not supported")
+        if P is None:
+            raise ValueError(f"{at}: peephole weights P are not a constant initializer")
+        P = P.astype(np.float32) if np.any(P != 0) else None  # all-zero peepholes: the plain LSTM
     missing = [nm for nm in ins[1:3] if nm not in consts]
     if missing or (ins[3] and ins[3] not in consts):
         raise ValueError(f"{at}: weights {missing or [ins[3]]} are not constant initializers")
@@ -585,8 +622,11 @@ def _read_recurrent_node(n, consts: dict, at: str) -> dict:
         )
     if B is not None and B.shape != (D, 2 * G * H):
         raise ValueError(f"{at}: bias shape {B.shape}, expected {(D, 2 * G * H)}")
-    variant = (H, D, B is not None, attrs.get("linear_before_reset", 0), attrs.get("nonlinearity"))
-    return dict(attrs=attrs, W=W, R=R, B=B, H=H, D=D, variant=variant)
+    if P is not None and P.shape != (D, 3 * H):
+        raise ValueError(f"{at}: peephole shape {P.shape}, expected {(D, 3 * H)}")
+    lbr, act = attrs.get("linear_before_reset", 0), attrs.get("nonlinearity")
+    variant = (H, D, B is not None, lbr, act, P is not None)
+    return dict(attrs=attrs, W=W, R=R, B=B, P=P, H=H, D=D, variant=variant)
 
 
 def _meta_config(props: dict, where: str) -> dict:

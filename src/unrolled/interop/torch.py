@@ -9,6 +9,8 @@ torch is optional and imported only here. The conversions:
   unrolled's z weights the candidate, so z = 1 − z' = sigmoid(−a_z'): the z rows of W_xh, W_hh and
   b_h are the *negated* torch rows. torch's n bias inside the reset product is b_hn. torch's GRU is
   the reset_after=True variant; a reset_after=False GRU has no torch equivalent.
+- LSTM ``proj_size`` (Sak et al. 2014): torch's ``weight_hr_l{k}`` is unrolled's ``W_hr_l{k}`` (P, H), and
+  weight_hh is (4H, P) in both. Peepholes, layer norm and zoneout have no torch.nn equivalent: refused.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _TORCH_ARGS = (
     "batch_first",
     "dropout",
     "bidirectional",
+    "proj_size",
 )
 _CLASSES = (("RNN", RNN), ("LSTM", LSTM), ("GRU", GRU))  # torch.nn's class name, unrolled's class
 
@@ -66,12 +69,12 @@ def from_torch(module) -> RecurrentLayer:
     nn = torch.nn
     if not isinstance(module, nn.RNN | nn.LSTM | nn.GRU):
         raise TypeError(f"module: expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
-    if isinstance(module, nn.LSTM) and module.proj_size:
-        raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported (expected 0)")
     sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     dtype = sd["weight_ih_l0"].dtype
     cls = next(c for name, c in _CLASSES if isinstance(module, getattr(nn, name)))
     kw = {k: getattr(module, k) for k in _TORCH_ARGS if hasattr(module, k)}  # nonlinearity: nn.RNN only
+    if not kw.get("proj_size"):
+        kw.pop("proj_size", None)  # torch's RNN and GRU carry proj_size=0 too
     layer = cls(**kw, dtype=dtype)  # a GRU resets after, as torch's does
     H = module.hidden_size
     gru = isinstance(layer, GRU)
@@ -80,6 +83,8 @@ def from_torch(module) -> RecurrentLayer:
         w_ih, w_hh = sd["weight_ih" + s], sd["weight_hh" + s]
         p["W_xh"][...] = _gru_from_torch(w_ih, H) if gru else w_ih
         p["W_hh"][...] = _gru_from_torch(w_hh, H) if gru else w_hh
+        if "weight_hr" + s in sd:
+            p["W_hr"][...] = sd["weight_hr" + s]
         if module.bias:
             b_ih, b_hh = sd["bias_ih" + s], sd["bias_hh" + s]
             if gru:
@@ -103,6 +108,9 @@ def to_torch_state_dict(layer: RecurrentLayer, grads: bool = False) -> dict[str,
         raise ValueError(
             "layer: a GRU with reset_after=False has no torch.nn equivalent (torch resets after)"
         )
+    for option in ("peephole", "layer_norm", "zoneout"):
+        if getattr(layer, option, False):
+            raise ValueError(f"layer: {option} has no torch.nn equivalent (torch.nn.LSTM/GRU have none)")
     src = layer.grads if grads else layer.params
     H = layer.hidden_size
     out: dict[str, np.ndarray] = {}
@@ -111,6 +119,8 @@ def to_torch_state_dict(layer: RecurrentLayer, grads: bool = False) -> dict[str,
         p = {n: src[layer.key(n, l, d)] for n in PARAM_NAMES if layer.key(n, l, d) in src}
         out["weight_ih" + s] = _gru_to_torch(p["W_xh"], H) if gru else p["W_xh"].copy()
         out["weight_hh" + s] = _gru_to_torch(p["W_hh"], H) if gru else p["W_hh"].copy()
+        if "W_hr" in p:
+            out["weight_hr" + s] = p["W_hr"].copy()
         if layer.bias:
             b = p["b_h"]
             out["bias_ih" + s] = _gru_to_torch(b, H) if gru else b.copy()
@@ -183,7 +193,7 @@ def torch_sequence_model_class():
                 out, state_n = self.rnn(e, state)
                 lengths = torch.full((B,), T, dtype=torch.int64)
             if self.output == "last":
-                H = self.rnn.hidden_size
+                H = self.rnn.proj_size or self.rnn.hidden_size
                 u = out[lengths - 1, torch.arange(B)]  # (B, D·H)
                 if self.rnn.bidirectional:  # the reverse direction ends at t = 0
                     u = torch.cat([u[:, :H], out[0, :, H:]], dim=1)
@@ -277,8 +287,9 @@ def from_torch_model(module, output: str | None = None):
     if rnn.batch_first:
         raise ValueError("module: a batch_first recurrent stack is not supported (unrolled is time-major)")
     D = 2 if rnn.bidirectional else 1
-    if head.in_features != D * rnn.hidden_size:
-        raise ValueError(f"module: head takes {head.in_features} features, stack gives {D * rnn.hidden_size}")
+    width = D * (getattr(rnn, "proj_size", 0) or rnn.hidden_size)
+    if head.in_features != width:
+        raise ValueError(f"module: head takes {head.in_features} features, stack gives {width}")
     if embed is not None and rnn.input_size != embed.embedding_dim:
         raise ValueError(
             f"module: stack takes {rnn.input_size} inputs, embedding gives {embed.embedding_dim}"
@@ -302,6 +313,7 @@ def from_torch_model(module, output: str | None = None):
         bidirectional=rnn.bidirectional,
         nonlinearity=getattr(rnn, "nonlinearity", "tanh"),
         reset_after=True,
+        proj_size=getattr(rnn, "proj_size", 0) if cell == "lstm" else 0,
         dropout=float(rnn.dropout),
         output_size=head.out_features,
         output=output,

@@ -228,8 +228,10 @@ def pick(cell, dtype, **options):
     fast cell (float64, or float32 without Numba), or ``cell`` itself.
 
     ``cell`` itself where the fast paths are switched off, for another dtype, for a cell they do not
-    implement (GRU ``reset_after=False``), or when any keyword option is set that they do not implement
-    (a recurrent-dropout ``rec_mask``).
+    implement (GRU ``reset_after=False``; the variant cells ``LSTMVariantCell`` and ``GRUVariantCell`` —
+    layer norm, peepholes, projection — which no compiled walk may stand in for), or when any keyword
+    option is set that they do not implement (a recurrent-dropout ``rec_mask``, ``zoneout=True``: per-unit
+    update masks).
     """
     if not _fast or any(v is not None and v is not False for v in options.values()):
         return cell

@@ -55,7 +55,15 @@ from unrolled.apps.charlm.text import (
     scan_texts,
     split_validation,
 )
-from unrolled.apps.fields import option
+from unrolled.apps.fields import (
+    cell_variants,
+    check_cell_variants,
+    layer_norm_option,
+    option,
+    peephole_option,
+    proj_size_option,
+    zoneout_option,
+)
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.threads import set_blas_threads
 
@@ -75,6 +83,10 @@ class CharLMConfig:
     hidden: int = option(256, "hidden units per layer")
     embed: int = option(64, "width of the learned character embedding")
     dropout: float = option(0.0, "dropout probability between stacked layers and before the output layer")
+    layer_norm: bool = layer_norm_option()
+    peephole: bool = peephole_option()
+    proj_size: int = proj_size_option()
+    zoneout: float = zoneout_option()
     seq_len: int = option(100, "truncated BPTT length: characters the gradient flows back through per chunk")
     batch: int = option(32, "parallel streams of text per training step (the batch size)")
     steps: int | None = option(
@@ -121,6 +133,7 @@ class CharLMConfig:
         if self.time is not None:
             positive_float("--time", self.time)
         probability("--dropout", self.dropout)
+        check_cell_variants(self)
         positive_float("--lr", self.lr)
         positive_float("--clip", self.clip, allow_zero=True)  # 0 = no clipping
         if not 0.0 < self.val_fraction < 1.0:
@@ -138,6 +151,7 @@ class CharLMConfig:
             dropout=self.dropout,
             output_dropout=self.dropout,
             seed=self.seed,
+            **cell_variants(self),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -423,7 +437,6 @@ def _silent(*args, **kwargs) -> None:
 
 
 def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown, comm) -> RunSummary:
-    from unrolled import kernels
     from unrolled.distributed import shard
     from unrolled.optim import Adam, CosineLR
     from unrolled.tbptt import TokenStreams, lm_loss
@@ -494,7 +507,7 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown, com
         + (plural(cfg.time, "minute") if cfg.time is not None else "")
         + (" or " if cfg.time is not None and cfg.steps is not None else "")
         + (plural(cfg.steps, "step") if cfg.steps is not None else "")
-        + f"; kernels: {kernels.describe()}"
+        + f"; kernels: {_path(model)}"
         + (f"; data-parallel over {comm.size} ranks, {cfg.batch} streams split among them" if mine else "")
     )
     if corpus.counts:
@@ -656,6 +669,19 @@ def sample_text(model: SequenceModel, vocab: Vocabulary, cfg: SampleConfig):
 
 
 FIXED_ON_RESUME = ("cell", "layers", "hidden", "embed", "batch", "seq_len", "seed", "val_fraction")
+FIXED_ON_RESUME += ("layer_norm", "peephole", "proj_size")  # the architecture; zoneout may change
+
+
+def _path(model: SequenceModel) -> str:
+    """The path the recurrent stack runs, in words: the variant cells and zoneout run the reference."""
+    from unrolled import kernels  # as fit does: imported when a run starts
+
+    rnn = model.rnn
+    if kernels.fast_enabled() and (kernels.pick(rnn.cell, rnn.dtype) is rnn.cell or rnn.zoneout):
+        return (
+            "reference (NumPy: the layer-norm / peephole / projection / zoneout cells have no compiled path)"
+        )
+    return kernels.describe()
 
 
 def resume_config(saved: CharLMConfig, given: dict[str, Any], directory) -> CharLMConfig:

@@ -41,7 +41,15 @@ from unrolled.apps.classify.sequences import (
     read_text_lines,
     stratified_split,
 )
-from unrolled.apps.fields import option
+from unrolled.apps.fields import (
+    cell_variants,
+    check_cell_variants,
+    layer_norm_option,
+    option,
+    peephole_option,
+    proj_size_option,
+    zoneout_option,
+)
 from unrolled.data.batching import SequenceBatches, pad_sequences
 from unrolled.metrics import accuracy, confusion_matrix, macro_f1, majority_baseline
 from unrolled.models import ModelConfig, SequenceModel
@@ -80,6 +88,10 @@ class ClassifyConfig:
     )
     embed: int = option(32, "embedding width (text input)")
     dropout: float = option(0.0, "dropout between stacked layers and on the head's input")
+    layer_norm: bool = layer_norm_option()
+    peephole: bool = peephole_option()
+    proj_size: int = proj_size_option()
+    zoneout: float = zoneout_option()
     # training
     dedupe: bool = option(False, "drop exact repeats of a (sequence, label) pair before splitting")
     class_weights: str = option(
@@ -110,6 +122,7 @@ class ClassifyConfig:
             positive_int(name, getattr(self, name))
         positive_float("lr", self.lr)
         positive_float("clip", self.clip)
+        check_cell_variants(self)
 
     def load(self) -> SequenceDataset:
         """The labelled data set this configuration names."""
@@ -168,6 +181,7 @@ def build(cfg: ClassifyConfig, ds: SequenceDataset, vocab: CharVocab | None) -> 
         output_size=len(ds.classes),
         output=cfg.pooling,
         seed=cfg.seed,
+        **cell_variants(cfg),
     )
     if vocab is not None:
         return SequenceModel(

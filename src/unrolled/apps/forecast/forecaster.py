@@ -30,7 +30,15 @@ import unrolled.apps.forecast.baselines as baselines
 from unrolled._checks import one_of, positive_float, positive_int
 from unrolled._optional import install_hint
 from unrolled.apps._training import fit_best, model_dir
-from unrolled.apps.fields import option
+from unrolled.apps.fields import (
+    cell_variants,
+    check_cell_variants,
+    layer_norm_option,
+    option,
+    peephole_option,
+    proj_size_option,
+    zoneout_option,
+)
 from unrolled.apps.forecast.timeseries import (
     BUILTIN_DATASETS,
     MISSING_POLICIES,
@@ -92,6 +100,10 @@ class ForecastConfig:
     layers: int = option(1, "stacked recurrent layers")
     hidden: int = option(32, "hidden units per layer")
     dropout: float = option(0.0, "dropout between stacked layers")
+    layer_norm: bool = layer_norm_option()
+    peephole: bool = peephole_option()
+    proj_size: int = proj_size_option()
+    zoneout: float = zoneout_option()
     # training
     epochs: int = option(300, "most passes over the training windows")
     batch: int = option(32, "windows per update")
@@ -116,6 +128,7 @@ class ForecastConfig:
             positive_int(name, getattr(self, name))
         positive_float("lr", self.lr)
         positive_float("clip", self.clip)
+        check_cell_variants(self)
         if self.arima_order is not None:
             parts = self.arima_order.split(",")
             if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
@@ -232,6 +245,7 @@ def build(cfg: ForecastConfig, n_features: int) -> SequenceModel:
         output_size=out,
         output="last",
         seed=cfg.seed,
+        **cell_variants(cfg),
     )
     return SequenceModel(mc)
 
