@@ -247,7 +247,7 @@ class RecurrentLayer:
         dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
         inp = x
         for layer in range(self.num_layers):
-            outs, layer_caches = [], []
+            outs, layer_caches, calls = [], [], []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 xd = inp if d == 0 else _reverse(inp, rev_index)
@@ -257,9 +257,8 @@ class RecurrentLayer:
                     rm = (self.rng.random((B, self.hidden_size)) < keep).astype(self.dtype)
                     rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
                 cell = kernels.pick(self.cell, self.dtype, **rec)  # the reference if rec_mask is set
-                hs, state_T, cache = cell.forward(
-                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask, **rec
-                )
+                calls.append((cell, xd, tuple(s[k] for s in states0), self._dir_params(layer, d), rec))
+            for d, (hs, state_T, cache) in enumerate(_forward_directions(calls, mask)):
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
                 layer_caches.append(_DirCache(cache, rev_index))
                 for i, s in enumerate(state_T):
@@ -319,20 +318,21 @@ class RecurrentLayer:
         for layer in range(self.num_layers - 1, -1, -1):
             if drop_masks[layer] is not None:
                 g = g * drop_masks[layer]
-            dx = None
+            dx, calls = None, []
             for d in range(D):
                 k = layer * D + d
                 cache, rev_index = dirs[layer][d]
                 gd = g[:, :, d * H : (d + 1) * H]
                 gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
-                p = self._dir_params(layer, d)
                 end = tuple(s[k] for s in d_states_T)
                 if on_direction is not None:
                     on_direction(layer, d, gd, end)
                 cell = kernels.owner(self.cell, cache)  # the path that ran the forward
-                dxd, dstate0, gr = cell.backward(gd, end, cache, p)
+                calls.append((cell, gd, end, cache, self._dir_params(layer, d)))
+            for d, (dxd, dstate0, gr) in enumerate(kernels.backward_directions(*zip(*calls, strict=True))):
+                k = layer * D + d
                 if d == 1:
-                    dxd = _reverse(dxd, rev_index)
+                    dxd = _reverse(dxd, dirs[layer][d].rev_index)
                 dx = dxd if dx is None else dx + dxd
                 for i, s in enumerate(dstate0):
                     d_states0[i][k] = s
@@ -408,6 +408,16 @@ class RecurrentLayer:
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})"
         )
+
+
+def _forward_directions(calls: list, mask: np.ndarray | None) -> list:
+    """Each direction's ``cell.forward`` of one layer, calls[d] = (cell, x, state0, params, rec): both at
+    once where :func:`unrolled.kernels.forward_directions` finds it pays; one after the other with a
+    recurrent-dropout mask (the reference cells take it)."""
+    if any(rec for *_, rec in calls):
+        return [cell.forward(x, s, p, mask, **rec) for cell, x, s, p, rec in calls]
+    cells, xs, states0, params, _ = zip(*calls, strict=True)
+    return kernels.forward_directions(list(cells), list(xs), list(states0), list(params), mask)
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:
