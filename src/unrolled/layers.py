@@ -293,8 +293,9 @@ class RecurrentLayer:
         d_out : ∂L/∂out, shaped like out; entries past a sequence's length are ignored.
         d_hn : ∂L/∂h_n (or (∂L/∂h_n, ∂L/∂c_n) for an LSTM); zeros when None.
         on_direction : called as ``on_direction(layer, direction, d_hs, d_state_T)`` for every layer and
-            direction, top layer first, just before that direction's BPTT runs, with exactly what the cell's
-            backward receives: d_hs (T, B, H) the gradient arriving at the direction's outputs from above
+            direction, top layer first, before that direction's BPTT runs (both directions of a layer are
+            observed before either runs: they may run at once), with exactly what the cell's backward
+            receives: d_hs (T, B, H) the gradient arriving at the direction's outputs from above
             (the loss, or the next layer's ∂L/∂x through the dropout mask), in the direction's own time
             order (the reverse direction's is reversed within each length) and zero past a length;
             d_state_T the tuple of (B, H) gradients at its final state (h, and c for an LSTM). The arrays
