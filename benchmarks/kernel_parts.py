@@ -4,6 +4,7 @@ forward walk split into its product and its gate kernels (the numbers behind ker
 
 python benchmarks/kernel_parts.py products   # µs per product: OpenBLAS, matmul_nt, oneDNN sgemm, packed
 python benchmarks/kernel_parts.py walk       # ms per LSTM forward walk: whole, product alone, gates alone
+python benchmarks/kernel_parts.py backward   # ms per LSTM backward walk: whole, product alone, gates alone
 
 One thread, thread CPU time, medians. Needs the extras fast (Numba); oneDNN's columns need onednn.
 """
@@ -80,6 +81,41 @@ def _reads_only(W, T):
     return s
 
 
+@njit
+def _backward_products_only(da, handles, dh_rec):
+    for t in range(da.shape[0] - 1, -1, -1):
+        J.dnnl_product(da[t], handles, dh_rec)
+
+
+@njit
+def _backward_gates_only(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        J.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
+
+
+def backward() -> None:
+    if kernels.dnnl_walks() is None:
+        raise SystemExit("backward: needs oneDNN (pip install -e '.[fast,onednn]')")
+    print("T    B    H    ms per LSTM backward walk: whole  product alone  gates alone")
+    rng = np.random.default_rng(0)
+    for T, B, H in [(100, 32, 128), (64, 16, 512), (50, 64, 256)]:
+        gates = rng.random((T, B, 4 * H), dtype=np.float32)
+        cs = rng.standard_normal((T + 1, B, H), dtype=np.float32)
+        tanh_c = np.tanh(cs[1:])
+        d_hs = rng.standard_normal((T, B, H), dtype=np.float32) * np.float32(0.01)
+        state = [np.zeros((B, H), np.float32) for _ in range(3)]  # dh_rec, carry, dc
+        da, valid = np.empty_like(gates), np.ones((T, B), np.float32)
+        W = (rng.standard_normal((4 * H, H)) * 0.05).astype(np.float32)
+        handles = J.dnnl_backward_weights(W, B)
+        walk = (d_hs, *state, gates, cs, tanh_c, da, valid)
+        cols = (
+            median_ms(lambda: J.lstm_backward_seq_dnnl(*walk, handles)),  # noqa: B023 (called here)
+            median_ms(lambda: _backward_products_only(da, handles, state[0])),  # noqa: B023
+            median_ms(lambda: _backward_gates_only(*walk)),  # noqa: B023
+        )
+        print(f"{T:<4} {B:<4} {H:<4} " + "".join(f"{c:12.2f}" for c in cols))
+
+
 def products() -> None:
     dnnl = kernels.dnnl_walks() is not None
     print("B    H    µs per product h (B×H) · W_hhᵀ (H×4H): OpenBLAS  matmul_nt  oneDNN sgemm  oneDNN packed")
@@ -135,12 +171,12 @@ def _walk_row(T: int, B: int, H: int) -> tuple[float, ...]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["products", "walk"])
+    p.add_argument("part", choices=["products", "walk", "backward"])
     args = p.parse_args()
     set_blas_threads(1)
     kernels.dnnl_walks()  # load oneDNN (if installed) before timing, then one thread for it too
     set_blas_threads(1)
-    {"products": products, "walk": walk}[args.part]()
+    {"products": products, "walk": walk, "backward": backward}[args.part]()
 
 
 if __name__ == "__main__":

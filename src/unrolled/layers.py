@@ -295,7 +295,7 @@ class RecurrentLayer:
         dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
         inp = x
         for layer in range(self.num_layers):
-            outs, layer_caches = [], []
+            outs, layer_caches, calls = [], [], []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 xd = inp if d == 0 else _reverse(inp, rev_index)
@@ -307,13 +307,8 @@ class RecurrentLayer:
                 zone = self._zoneout_masks(mask, T, B)
                 # The reference if rec_mask is set or zoneout is on (per-unit masks); a variant cell always.
                 cell = kernels.pick(self.cell, self.dtype, zoneout=zone is not None, **rec)
-                hs, state_T, cache = cell.forward(
-                    xd,
-                    tuple(s[k] for s in states0),
-                    self._dir_params(layer, d),
-                    mask if zone is None else zone,
-                    **rec,
-                )
+                calls.append((cell, xd, tuple(s[k] for s in states0), self._dir_params(layer, d), rec, zone))
+            for d, (hs, state_T, cache) in enumerate(_forward_directions(calls, mask)):
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
                 layer_caches.append(_DirCache(cache, rev_index))
                 for i, s in enumerate(state_T):
@@ -348,8 +343,9 @@ class RecurrentLayer:
         d_out : ∂L/∂out, shaped like out; entries past a sequence's length are ignored.
         d_hn : ∂L/∂h_n (or (∂L/∂h_n, ∂L/∂c_n) for an LSTM); zeros when None.
         on_direction : called as ``on_direction(layer, direction, d_hs, d_state_T)`` for every layer and
-            direction, top layer first, just before that direction's BPTT runs, with exactly what the cell's
-            backward receives: d_hs (T, B, H) the gradient arriving at the direction's outputs from above
+            direction, top layer first, before that direction's BPTT runs (both directions of a layer are
+            observed before either runs: they may run at once), with exactly what the cell's backward
+            receives: d_hs (T, B, H) the gradient arriving at the direction's outputs from above
             (the loss, or the next layer's ∂L/∂x through the dropout mask), in the direction's own time
             order (the reverse direction's is reversed within each length) and zero past a length;
             d_state_T the tuple of (B, H) gradients at its final state (h, and c for an LSTM). The arrays
@@ -373,20 +369,21 @@ class RecurrentLayer:
         for layer in range(self.num_layers - 1, -1, -1):
             if drop_masks[layer] is not None:
                 g = g * drop_masks[layer]
-            dx = None
+            dx, calls = None, []
             for d in range(D):
                 k = layer * D + d
                 cache, rev_index = dirs[layer][d]
                 gd = g[:, :, d * H : (d + 1) * H]
                 gd = np.ascontiguousarray(gd) if d == 0 else _reverse(gd, rev_index)
-                p = self._dir_params(layer, d)
                 end = tuple(s[k] for s in d_states_T)
                 if on_direction is not None:
                     on_direction(layer, d, gd, end)
                 cell = kernels.owner(self.cell, cache)  # the path that ran the forward
-                dxd, dstate0, gr = cell.backward(gd, end, cache, p)
+                calls.append((cell, gd, end, cache, self._dir_params(layer, d)))
+            for d, (dxd, dstate0, gr) in enumerate(kernels.backward_directions(*zip(*calls, strict=True))):
+                k = layer * D + d
                 if d == 1:
-                    dxd = _reverse(dxd, rev_index)
+                    dxd = _reverse(dxd, dirs[layer][d].rev_index)
                 dx = dxd if dx is None else dx + dxd
                 for i, s in enumerate(dstate0):
                     d_states0[i][k] = s
@@ -467,6 +464,18 @@ class RecurrentLayer:
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
             f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})"
         )
+
+
+def _forward_directions(calls: list, mask: np.ndarray | None) -> list:
+    """Each direction's ``cell.forward`` of one layer, calls[d] = (cell, x, state0, params, rec, zone): both
+    at once where :func:`unrolled.kernels.forward_directions` finds it pays; one after the other with a
+    recurrent-dropout mask or zoneout's per-unit masks `zone` (the reference cells take them)."""
+    if any(rec or zone is not None for *_, rec, zone in calls):
+        return [
+            cell.forward(x, s, p, mask if zone is None else zone, **rec) for cell, x, s, p, rec, zone in calls
+        ]
+    cells, xs, states0, params, _, _ = zip(*calls, strict=True)
+    return kernels.forward_directions(list(cells), list(xs), list(states0), list(params), mask)
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:

@@ -82,10 +82,11 @@ def ticks():  # CPU time (clock ticks) of every thread of this process
             pass
     return out
 
-layer = unrolled.LSTM(64, 128, seed=0)
+bi = sys.argv[2] == "bi"
+layer = unrolled.LSTM(64, 128, seed=0, bidirectional=bi)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((60, 32, 64), dtype=np.float32)
-d = rng.standard_normal((60, 32, 128), dtype=np.float32)
+d = rng.standard_normal((60, 32, 256 if bi else 128), dtype=np.float32)
 layer.forward(x); layer.backward(d)  # compile / load, apply the defaults, start the workers
 before = ticks()
 for _ in range(int(sys.argv[1])):
@@ -93,6 +94,7 @@ for _ in range(int(sys.argv[1])):
 after = ticks()
 busy = sorted(t for t in after if after[t] - before.get(t, 0) > 0)
 getter = threads.openblas_controls()[1]
+pool = len(_pool._pool._threads) if _pool._pool is not None else 0  # the workers started (the caller aside)
 try:
     gomp = ctypes.CDLL("libgomp.so.1")
     omp = [gomp.omp_get_max_threads()] + list(_pool.run(lambda i: gomp.omp_get_max_threads(), 2))
@@ -101,19 +103,22 @@ except OSError:
 print(json.dumps({
     "cores": threads.available_cores(), "budget": threads.get_threads(),
     "workers": kernels.workers_for(60, 32, 64, 4, 128), "blas": int(getter()) if getter else None,
+    "slices": kernels.direction_slices(60, 32, 64, 4, 128), "pool": pool,
     "omp": omp, "busy": len(busy), "threads": len(after),
 }))
 """
 
 
-def test_a_split_walk_keeps_no_more_threads_at_work_than_cores():
+@pytest.mark.parametrize("directions", ["uni", "bi"])
+def test_a_split_walk_keeps_no_more_threads_at_work_than_cores(directions):
     """In a fresh process with nothing set: the library's own choice. Threads that ran during the walks
     are counted from /proc (CPU ticks), not timed; spinning BLAS or OpenMP pools beside the workers would
-    show up as extra busy threads."""
+    show up as extra busy threads. Bidirectional: the two directions at once, each over its share of the
+    workers, still no more threads than cores."""
     pytest.importorskip("unrolled.kernels._jit")
     env = {k: v for k, v in os.environ.items() if k not in ("UNROLLED_THREADS", "OMP_NUM_THREADS")}
     out = subprocess.run(
-        [sys.executable, "-c", _COUNT, "15"], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", _COUNT, "15", directions], capture_output=True, text=True, env=env, timeout=600
     )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,6 +127,9 @@ def test_a_split_walk_keeps_no_more_threads_at_work_than_cores():
     assert got["blas"] in (1, None)  # OpenBLAS on one thread (None: another BLAS, nothing to set)
     assert all(n == 1 for n in got["omp"]), got  # oneDNN's OpenMP: one thread in the caller and workers
     assert 1 <= got["busy"] <= got["cores"], got
+    assert got["pool"] <= got["cores"] - 1, got  # the calling thread is the first worker
+    if directions == "bi" and got["cores"] >= 2:
+        assert got["slices"] == min(got["cores"] // 2, 8)  # a worker per direction, 32 rows in 4-row slices
 
 
 def test_ranks_on_one_machine_share_its_cores(monkeypatch):

@@ -279,11 +279,13 @@ def test_reference_env_switch_is_read_at_import(tmp_path):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_two_workers_give_the_one_worker_outputs_and_gradients(kind, split_in_two):
     """The split walks equal the unsplit ones up to float32 summation order (the weight gradients sum
-    the slices' rows in another order), with lengths, two layers, both directions and odd slice sizes."""
+    the slices' rows in another order), with lengths, two layers, both directions (at once, each over its
+    own two slices: four workers) and odd slice sizes."""
     pytest.importorskip("unrolled.kernels._jit")
     c = dict(kind=kind, dtype=np.float32, num_layers=2, bidirectional=True, lengths=True, batch_first=False,
              bias=True, T=9, B=7, I=5, H=6, seed=3)  # fmt: skip
     layer = _layer(c)
+    threads.set_threads(4)  # the two directions at once, each split across two workers
     split = _run(layer, c, fast=True)
     caches = layer.last_caches()
     assert all(type(cache).__name__ == "SplitCache" for cache in caches.values())
@@ -297,6 +299,65 @@ def test_two_workers_give_the_one_worker_outputs_and_gradients(kind, split_in_tw
     for k, cache in layer.last_caches().items():  # a split cache reads as the unsplit one
         assert type(cache).__name__ != "SplitCache"
         assert_close(gates[k], getattr(cache, "gates", getattr(cache, "dact", None)), 1e-6, err_msg=str(k))
+
+
+_DIRECTION_CELLS = {"lstm": CompiledLSTMCell, "gru": CompiledGRUCell, "rnn": CompiledRNNCell}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_directions_at_once_give_the_one_after_the_other_results_bit_for_bit(kind, split_in_two, monkeypatch):
+    """Two workers, a bidirectional stack: the forward and reverse directions of each layer run at the same
+    time on different threads, each whole (the same arithmetic as one after the other on one thread), so
+    outputs, final states, ∂L/∂x, ∂L/∂state0 and every gradient are bit-equal to the one-worker run."""
+    pytest.importorskip("unrolled.kernels._jit")
+    import threading
+
+    from unrolled.kernels import _pool
+
+    c = dict(kind=kind, dtype=np.float32, num_layers=2, bidirectional=True, lengths=True, batch_first=True,
+             bias=True, T=9, B=7, I=5, H=6, seed=4)  # fmt: skip
+    cls = _DIRECTION_CELLS[kind]
+    ran: dict[str, set] = {"_forward": set(), "_backward": set()}
+    pool_calls: list[int] = []
+    for name in ran:
+        original = getattr(cls, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            ran[_name].add(threading.get_ident())
+            return _original(self, *args)
+
+        monkeypatch.setattr(cls, name, spy)
+    real_run = _pool.run
+    monkeypatch.setattr(_pool, "run", lambda fn, n: pool_calls.append(n) or real_run(fn, n))
+    layer = _layer(c)
+    assert kernels.direction_slices(c["T"], c["B"], c["I"], cls.gates, c["H"]) == 1
+    at_once = _run(layer, c, fast=True)
+    assert pool_calls == [2] * 4  # each layer's forward, then each layer's backward: one task per direction
+    assert len(ran["_forward"]) >= 2 and len(ran["_backward"]) >= 2  # the walks ran on more than one thread
+    assert all(type(cache).__name__ != "SplitCache" for cache in layer.last_caches().values())
+    threads.set_threads(1)
+    pool_calls.clear()
+    one_after_the_other = _run(layer, c, fast=True)
+    assert pool_calls == []  # nothing handed to a worker
+    for k in at_once:
+        np.testing.assert_array_equal(at_once[k], one_after_the_other[k], err_msg=k)
+
+
+def test_directions_run_at_once_only_with_a_worker_each_and_enough_work(monkeypatch):
+    monkeypatch.setattr(kernels, "MIN_SLICE_ROWS", 4)
+    monkeypatch.setattr(kernels, "MIN_SLICE_MACS", 1000)
+    try:
+        threads.set_threads(1)
+        assert kernels.direction_slices(10, 64, 8, 4, 8) == 0  # one worker: one direction after the other
+        threads.set_threads(2)
+        assert kernels.direction_slices(10, 64, 8, 4, 8) == 1  # a worker each, each direction whole
+        assert kernels.direction_slices(10, 64, 8, 4, 8, D=1) == 0  # one direction: the batch split's job
+        assert kernels.direction_slices(1, 2, 1, 1, 1) == 0  # 4 multiply-adds: not worth a worker
+        threads.set_threads(5)
+        assert kernels.direction_slices(10, 64, 8, 4, 8) == 2  # 2 × 2 workers of 5; never more than 5
+        assert kernels.direction_slices(10, 4, 8, 4, 8) == 1  # 4 rows: no slices below 4 rows
+    finally:
+        threads.set_threads(None)
 
 
 def test_workers_follow_the_budget_and_never_split_small_work(monkeypatch):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from unrolled._optional import install_hint
 from unrolled.bench import memory, timing
 from unrolled.bench.timing import (
     cpu_model,
@@ -329,7 +330,7 @@ def run_suite(
         try:
             import torch
         except ImportError:
-            log("torch is not installed: timing unrolled alone (pip install 'unrolled[torch]')")
+            log(f"torch is not installed: timing unrolled alone ({install_hint('torch', 'torch==2.13.0')})")
     reps = 5 if quick else 9
     started, load_start = time.time(), load_average()
     unrolled_threads.set_threads(None)

@@ -196,6 +196,70 @@ def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:
     return max(1, int(k))
 
 
+def direction_slices(T: int, B: int, I: int, G: int, H: int, D: int = 2) -> int:
+    """Whether the D directions of a bidirectional compiled layer run at once, each on its own workers: the
+    number of batch slices per direction (1: each direction whole, on one worker), or 0: one direction
+    after the other (each split by :func:`workers_for`).
+
+    At once where the budget holds a worker per direction and one direction's work is enough to hand to a
+    worker (:data:`MIN_SLICE_MACS`); each direction then splits its batch across ``budget // D`` workers
+    where its slices stay large enough (:data:`MIN_SLICE_ROWS`, :data:`MIN_SLICE_MACS`). Never more
+    workers than the budget: D × slices ≤ budget."""
+    from unrolled import threads
+
+    budget = threads.workers_budget()
+    work = B * T * G * H * (I + H)  # one direction's forward multiply-adds
+    if D < 2 or budget < D or work < MIN_SLICE_MACS:
+        return 0
+    return max(1, int(min(budget // D, B // MIN_SLICE_ROWS, work // max(1, MIN_SLICE_MACS))))
+
+
+def _splittable(cells) -> bool:
+    from unrolled.kernels._split import BatchSplit
+
+    return len(cells) > 1 and all(isinstance(c, BatchSplit) for c in cells)
+
+
+def forward_directions(cells: list, xs: list, states0: list, params: list, mask: np.ndarray | None) -> list:
+    """``cells[d].forward(xs[d], states0[d], params[d], mask)`` for each direction d of one layer, as a
+    list of (hs, state_T, cache): at once on the worker pool where :func:`direction_slices` says it pays
+    (compiled cells only), else one after the other. The same results either way: each direction runs its
+    own cell's code on its own arrays (bit-equal where the slices are the same)."""
+    if _splittable(cells):
+        T, B, I = xs[0].shape
+        m = direction_slices(T, B, I, cells[0].gates, params[0]["W_hh"].shape[1], len(cells))
+        if m:
+            from unrolled.kernels import _split
+
+            jobs = [
+                _split.forward_job(c, m, x, s, p, mask)
+                for c, x, s, p in zip(cells, xs, states0, params, strict=True)
+            ]
+            return _split.run(jobs)
+    return [c.forward(x, s, p, mask) for c, x, s, p in zip(cells, xs, states0, params, strict=True)]
+
+
+def backward_directions(cells: list, d_hss: list, d_states: list, caches: list, params: list) -> list:
+    """``cells[d].backward(d_hss[d], d_states[d], caches[d], params[d])`` for each direction, as a list of
+    (dx, d_state0, grads): at once where :func:`direction_slices` says so for the same sizes (each
+    direction over the slices its forward used), else one after the other."""
+    if _splittable(cells):
+        T, B, H = d_hss[0].shape
+        p = params[0]
+        if direction_slices(T, B, p["W_xh"].shape[1], cells[0].gates, H, len(cells)):
+            from unrolled.kernels import _split
+
+            jobs = [
+                _split.backward_job(c, g, s, cache, p)
+                for c, g, s, cache, p in zip(cells, d_hss, d_states, caches, params, strict=True)
+            ]
+            return _split.run(jobs)
+    return [
+        c.backward(g, s, cache, p)
+        for c, g, s, cache, p in zip(cells, d_hss, d_states, caches, params, strict=True)
+    ]
+
+
 def describe() -> str:
     """Which path the layers run now, in words."""
     if not _fast:

@@ -15,6 +15,10 @@ slices' rows, in another order); a slice may take another walk than the whole ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
 import numpy as np
 
 from unrolled.kernels import _pool
@@ -45,8 +49,23 @@ class SplitCache:
         return joined[name]
 
 
-def forward(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
-    """``cell._forward`` over k slices of the batch at once: hs (T, B, H), state_T, a :class:`SplitCache`."""
+class Job(NamedTuple):
+    """Work for the pool: ``tasks`` run at once, one per worker; ``finish`` turns their results (in order)
+    into the cell's result. A whole forward or backward of one direction is a job of one task."""
+
+    tasks: list[Callable[[], object]]
+    finish: Callable[[list], object]
+
+
+def _whole(call: Callable[[], object]) -> Job:
+    return Job([call], lambda done: done[0])
+
+
+def forward_job(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | None) -> Job:
+    """``cell._forward`` over k slices of the batch (k = 1: the whole batch, no copies); finished, it gives
+    hs (T, B, H), state_T and a :class:`SplitCache` (k = 1: the cell's own cache)."""
+    if k <= 1:
+        return _whole(lambda: cell._forward(x, state0, p, mask))
     T, B, _ = x.shape
     H = p["W_hh"].shape[1]
     rows = bounds(B, k)
@@ -61,16 +80,18 @@ def forward(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | Non
         hs[:, r] = out
         return state_T, cache
 
-    from unrolled import kernels
+    def finish(done: list):
+        state_T = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
+        return hs, state_T, SplitCache(cell, rows, [d[1] for d in done])
 
-    kernels.dnnl_walks()  # oneDNN loaded (where used) before the workers start: each sets its OpenMP to 1
-    done = _pool.run(part, k)
-    state_T = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
-    return hs, state_T, SplitCache(cell, rows, [d[1] for d in done])
+    return Job([partial(part, i) for i in range(k)], finish)
 
 
-def backward(cell, d_hs: np.ndarray, d_stateT, cache: SplitCache, p: dict):
-    """``cell._backward`` over the slices of a split forward: dx (T, B, I), d_state0, grads (summed)."""
+def backward_job(cell, d_hs: np.ndarray, d_stateT, cache, p: dict) -> Job:
+    """``cell._backward`` of a forward job's cache: over its slices for a :class:`SplitCache` (then
+    finished: dx (T, B, I), d_state0, grads summed over the slices), else in one task."""
+    if type(cache) is not SplitCache:
+        return _whole(lambda: cell._backward(d_hs, d_stateT, cache, p))
     rows, parts = cache.bounds, cache.parts
     T, B, _ = d_hs.shape
     x0 = parts[0].x
@@ -84,13 +105,41 @@ def backward(cell, d_hs: np.ndarray, d_stateT, cache: SplitCache, p: dict):
         dx[:, r] = dx_i
         return d_state0, grads
 
-    done = _pool.run(part, len(parts))
-    d_state0 = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
-    grads = done[0][1]  # the first slice's own new arrays: the others are added into them
-    for name, total in grads.items():
-        for d in done[1:]:
-            total += d[1][name]
-    return dx, d_state0, grads
+    def finish(done: list):
+        d_state0 = tuple(np.concatenate([d[0][j] for d in done]) for j in range(len(done[0][0])))
+        grads = done[0][1]  # the first slice's own new arrays: the others are added into them
+        for name, total in grads.items():
+            for d in done[1:]:
+                total += d[1][name]
+        return dx, d_state0, grads
+
+    return Job([partial(part, i) for i in range(len(parts))], finish)
+
+
+def run(jobs: list[Job]) -> list:
+    """Every task of every job at once, one per worker (the calling thread runs the first); then each
+    job's result, in order."""
+    from unrolled import kernels
+
+    tasks = [t for job in jobs for t in job.tasks]
+    if len(tasks) > 1:
+        kernels.dnnl_walks()  # oneDNN loaded (where used) before the workers start: each sets its OpenMP to 1
+    done = _pool.run(lambda i: tasks[i](), len(tasks))
+    out, at = [], 0
+    for job in jobs:
+        out.append(job.finish(list(done[at : at + len(job.tasks)])))
+        at += len(job.tasks)
+    return out
+
+
+def forward(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+    """``cell._forward`` over k slices of the batch at once: hs (T, B, H), state_T, a :class:`SplitCache`."""
+    return run([forward_job(cell, k, x, state0, p, mask)])[0]
+
+
+def backward(cell, d_hs: np.ndarray, d_stateT, cache: SplitCache, p: dict):
+    """``cell._backward`` over the slices of a split forward: dx (T, B, I), d_state0, grads (summed)."""
+    return run([backward_job(cell, d_hs, d_stateT, cache, p)])[0]
 
 
 class BatchSplit:

@@ -236,6 +236,7 @@ class CompiledLSTMCell(BatchSplit):
             for t in range(T - 1, -1, -1):
                 jit.lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
                 np.matmul(da[t], W_hh, out=dh_rec)
-        grads = {"W_hh": da.reshape(T * B, 4 * H).T @ hs[:-1].reshape(T * B, H)}
-        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(gates.dtype))
+        grads: dict[str, np.ndarray] = {}  # W_hh and W_xh from one product
+        matmul = kernels.bulk_matmul(gates.dtype)
+        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=matmul, h_prev=hs[:-1])
         return dx, (dh_rec + carry, dc), grads

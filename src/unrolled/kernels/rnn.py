@@ -186,6 +186,7 @@ class CompiledRNNCell(BatchSplit):
             for t in range(T - 1, -1, -1):
                 self.jit.rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
                 np.matmul(da[t], W_hh, out=dh_rec)
-        grads = {"W_hh": da.reshape(T * B, H).T @ hs[:-1].reshape(T * B, H)}
-        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(dact.dtype))
+        grads: dict[str, np.ndarray] = {}  # W_hh and W_xh from one product
+        matmul = kernels.bulk_matmul(dact.dtype)
+        dx = input_gradients(da, x, p, grads, bias_key="b_h", matmul=matmul, h_prev=hs[:-1])
         return dx, (dh_rec + carry,), grads
