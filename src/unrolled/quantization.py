@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 
 from unrolled.kernels.quantized import KINDS, QuantizedWeights
-from unrolled.layers import RecurrentLayer
+from unrolled.layers import GRU, LSTM, RNN, RecurrentLayer
 from unrolled.models import SequenceModel
 
 __all__ = ["KINDS", "QuantizedWeights", "attach", "quantize", "quantized_kind"]
@@ -57,6 +57,20 @@ def attach(layer: RecurrentLayer, weights: QuantizedWeights) -> None:
     layer._stream = None  # the float step plan: built again on Ŵ where it is used
 
 
+def _copy(model: M) -> M:
+    """A new model or layer of the same configuration holding copies of the parameters (no forward
+    caches, no shared arrays)."""
+    if isinstance(model, SequenceModel):
+        new = SequenceModel(copy.deepcopy(model.config))
+    elif type(model) in (LSTM, GRU, RNN):
+        new = type(model)(**model.config)
+    else:
+        raise TypeError(f"model: expected a SequenceModel, LSTM, GRU or RNN, got {type(model).__name__}")
+    for k, v in model.params.items():
+        new.params[k][...] = v
+    return new
+
+
 def quantize(model: M, to: str) -> M:
     """A quantised copy of `model` (a :class:`~unrolled.models.SequenceModel` or a recurrent layer) for
     inference: W_xh / W_hh of every layer in ``to`` ('int8' or 'bf16'), in eval mode. `model` is unchanged.
@@ -80,7 +94,7 @@ def quantize(model: M, to: str) -> M:
         raise ValueError(f"model: expected float32 weights to quantise, got {layer.dtype.name}")
     if layer.quantized is not None:
         raise ValueError(f"model: already quantised ({layer.quantized.kind}); quantise the float model")
-    out = copy.deepcopy(model)
+    out = _copy(model)
     q_layer = _layer_of(out)
     attach(q_layer, QuantizedWeights.of(q_layer.params, to))
     out.eval()

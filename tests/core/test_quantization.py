@@ -124,3 +124,11 @@ def test_saving_a_float_model_drops_a_stale_quantized_mark(tmp_path):
     save_model(tmp_path / "f", lm(), {"quantized": "int8"})  # meta copied from a quantised checkpoint
     assert "quantized" not in json.loads((tmp_path / "f" / "meta.json").read_text())["meta"]
     assert quantized_kind(load_model(tmp_path / "f")[0]) is None
+
+
+def test_a_model_that_has_run_is_quantised_too():
+    m = lm()
+    y, _ = m(TOKENS)  # its layers now hold forward caches
+    m.backward(np.ones_like(y))
+    q = unrolled.quantize(m, "int8")
+    assert np.abs(q(TOKENS)[0] - m.eval()(TOKENS)[0]).max() < 0.05
