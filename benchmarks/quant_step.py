@@ -2,7 +2,8 @@
 
 For LSTM and GRU at H = 128 and 512 (I = H, one layer), one call of ``layer.step(x, state)`` in float32,
 int8 and bf16 (:func:`unrolled.quantize`) against ``torch.nn.LSTMCell`` / ``GRUCell`` under no_grad, all
-at one thread; wall clock, samples interleaved, medians; ratios to torch. Also the error of each
+at one thread; wall clock, samples interleaved, medians (and minima: the samples least disturbed
+by other processes on a shared machine); ratios to torch. Also the error of each
 quantised step against the float32 step (max |Δh| over the max |h|).
 
 Run it with the OpenBLAS variables of the test machine unset, as a user's machine has them::
@@ -50,7 +51,9 @@ def main() -> None:
 
             fns["torch"] = theirs
             inner = 200 if H <= 128 else 40
-            times = {k: median(v) for k, v in interleaved(fns, args.reps, warmup=3, inner=inner).items()}
+            samples = interleaved(fns, args.reps, warmup=3, inner=inner)
+            times = {k: median(v) for k, v in samples.items()}
+            best = {k: min(v) for k, v in samples.items()}  # least disturbed by other processes
             ref = layer.step(x, state)[0]
             err = {
                 k: float(np.abs(layers[k].step(x, state)[0] - ref).max() / np.abs(ref).max())
@@ -58,6 +61,8 @@ def main() -> None:
             }
             row = {"cell": cell, "H": H, **{f"{k}_us": v * 1e6 for k, v in times.items()}}
             row.update({f"{k}_vs_torch": times[k] / times["torch"] for k in layers})
+            row.update({f"{k}_min_us": v * 1e6 for k, v in best.items()})
+            row.update({f"{k}_vs_torch_min": best[k] / best["torch"] for k in layers})
             row.update({f"{k}_rel_err": e for k, e in err.items()})
             rows.append(row)
             print(
@@ -65,7 +70,11 @@ def main() -> None:
                 + "  ".join(f"{k} {times[k] * 1e6:7.1f} us" for k in fns)
                 + "  vs torch: "
                 + " ".join(f"{k} {row[f'{k}_vs_torch']:.2f}" for k in layers)
-                + f"  rel err int8 {err['int8']:.1e} bf16 {err['bf16']:.1e}",
+                + f"  rel err int8 {err['int8']:.1e} bf16 {err['bf16']:.1e}"
+                + "\n      min: "
+                + "  ".join(f"{k} {best[k] * 1e6:7.1f} us" for k in fns)
+                + "  vs torch: "
+                + " ".join(f"{k} {row[f'{k}_vs_torch_min']:.2f}" for k in layers),
                 flush=True,
             )
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
