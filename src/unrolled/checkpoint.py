@@ -36,6 +36,10 @@ the sizes are known to be real.
 - :func:`load_model` checks the shapes the stored config implies against the stored arrays before it
   builds the model, so a 40 KB checkpoint whose config claims a huge vocabulary allocates nothing.
 
+A quantised model (:func:`unrolled.quantize`) keeps its W_xh / W_hh as int8 (bf16: uint16) arrays with
+float32 row scales beside them, ``meta["quantized"]`` naming the kind (:func:`save_model`); :func:`load_model`
+checks them against the config like every other array.
+
 Loading parses JSON and the safetensors header only — nothing in a checkpoint is ever executed — so a
 truncated or corrupted file, a file that is not a checkpoint, or one of another architecture gives a
 :class:`CheckpointError` (a ValueError) with one message, never another exception. Version 1

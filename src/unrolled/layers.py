@@ -245,7 +245,8 @@ class RecurrentLayer:
                 t = np.arange(T)[:, None]
                 mask = (t < lengths[None, :]).astype(self.dtype)[:, :, None]  # (T, B, 1)
                 rev_index = np.where(t < lengths, lengths - 1 - t, t)  # an involution per column
-        if self.quantized is not None and mask is None and not (self.training and self.dropout > 0):
+        training_only = self.training and (self.dropout > 0 or self.recurrent_dropout > 0)
+        if self.quantized is not None and mask is None and not training_only:
             got = self.quantized.forward(self, x, states0)  # the small weights, or None: the cells on Ŵ
             if got is not None:
                 self._cache = None  # inference only: nothing to walk back
@@ -385,7 +386,8 @@ class RecurrentLayer:
 
         float32 with the Numba kernels on runs the lean path (:func:`unrolled.kernels.streaming.lean_step`,
         one compiled call for the whole stack); everything else, and any input the lean path declines,
-        runs the cells.
+        runs the cells. A quantised layer (:func:`unrolled.quantize`) first tries its own compiled step,
+        which reads the int8 / bf16 weights.
         """
         if self.quantized is not None:  # the small weights in one compiled call, where it applies
             out = self.quantized.step(self, x_t, state)
