@@ -41,6 +41,10 @@ def test_a_quantised_model_is_inference_only():
     out, _ = layer.forward(np.ones((2, 1, 3), np.float32))
     with pytest.raises(RuntimeError, match="backward: this layer's weights are quantised"):
         layer.backward(np.ones_like(out))
+    from unrolled.diagnostics.flow import gradient_flow
+
+    with pytest.raises(RuntimeError, match="diagnose the float model"):
+        gradient_flow(layer, np.ones_like(out))
 
 
 def test_bad_arguments_name_what_was_expected():
