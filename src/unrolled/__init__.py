@@ -17,6 +17,7 @@ _EXPORTS = {
     "cross_entropy": "unrolled.nn",
     "log_softmax": "unrolled.nn",
     "mse": "unrolled.nn",
+    "quantize": "unrolled.quantization",
     "sigmoid": "unrolled.nn",
     "softmax": "unrolled.nn",
 }

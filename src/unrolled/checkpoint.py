@@ -36,6 +36,10 @@ the sizes are known to be real.
 - :func:`load_model` checks the shapes the stored config implies against the stored arrays before it
   builds the model, so a 40 KB checkpoint whose config claims a huge vocabulary allocates nothing.
 
+A quantised model (:func:`unrolled.quantize`) keeps its W_xh / W_hh as int8 (bf16: uint16) arrays with
+float32 row scales beside them, ``meta["quantized"]`` naming the kind (:func:`save_model`); :func:`load_model`
+checks them against the config like every other array.
+
 Loading parses JSON and the safetensors header only — nothing in a checkpoint is ever executed — so a
 truncated or corrupted file, a file that is not a checkpoint, or one of another architecture gives a
 :class:`CheckpointError` (a ValueError) with one message, never another exception. Version 1
@@ -486,9 +490,64 @@ def restore_arrays(
 
 
 def save_model(directory: str | os.PathLike, model, meta: dict[str, Any] | None = None) -> Path:
-    """Save a SequenceModel: weights as ``model/<name>``, config as ``meta["config"]``."""
+    """Save a SequenceModel: weights as ``model/<name>``, config as ``meta["config"]``.
+
+    A quantised model (:func:`unrolled.quantize`) stores its W_xh / W_hh small: ``model/rnn.W_xh_l0``
+    int8 (or bf16 bits as uint16) of the float shape, ``scale/rnn.W_xh_l0`` its float32 row scales (int8
+    only), and ``meta["quantized"]`` the kind; a float model's checkpoint is unchanged."""
     arrays = {f"model/{k}": v for k, v in model.params.items()}
-    return save_checkpoint(directory, arrays, {**(meta or {}), "config": model.config.to_dict()})
+    meta = {k: v for k, v in (meta or {}).items() if k != _QUANTIZED}
+    q = getattr(getattr(model, "rnn", None), "quantized", None)
+    if q is not None:
+        meta[_QUANTIZED] = q.kind
+        for k, small in q.stored.items():
+            arrays[f"model/rnn.{k}"] = small
+            if q.kind == "int8":
+                arrays[f"scale/rnn.{k}"] = q.scales[k]
+    return save_checkpoint(directory, arrays, {**meta, "config": model.config.to_dict()})
+
+
+_QUANTIZED = "quantized"  # meta key of a quantised model's kind
+
+
+def _quantized_weights(arrays: dict[str, np.ndarray], meta: dict[str, Any], implied: dict, where: str):
+    """A quantised checkpoint's small weights, checked against its schema: None for a float checkpoint,
+    else a QuantizedWeights of the W_xh / W_hh entries (popped from `arrays`, with their scales)."""
+    from unrolled.kernels.quantized import KINDS, STORED_DTYPES, QuantizedWeights
+
+    if _QUANTIZED not in meta:
+        stray = sorted(k for k in arrays if k.startswith("scale/"))
+        _expect(not stray, f"{where}: arrays", "no row scales in a float checkpoint", stray[:3])
+        return None
+    kind = meta[_QUANTIZED]
+    _expect(kind in KINDS, f"{where}: meta {_QUANTIZED}", " or ".join(map(repr, KINDS)), kind)
+    keys = [k for k in implied if k.startswith(("rnn.W_xh", "rnn.W_hh"))]
+    want_scales = {f"scale/{k}" for k in keys} if kind == "int8" else set()
+    got_scales = {k for k in arrays if k.startswith("scale/")}
+    _expect(
+        got_scales == want_scales, f"{where}: row scales", sorted(want_scales)[:3], sorted(got_scales)[:3]
+    )
+    stored, scales = {}, {}
+    for k in keys:
+        q = arrays.pop(f"model/{k}", None)
+        dt = STORED_DTYPES[kind]
+        ok = q is not None and q.dtype == dt and q.shape == implied[k]
+        _expect(
+            ok,
+            f"{where}: array {k!r}",
+            f"{dt.name}{implied[k]} ({kind})",
+            None if q is None else f"{q.dtype.name}{q.shape}",
+        )
+        s = arrays.pop(f"scale/{k}") if kind == "int8" else np.ones(q.shape[0], np.float32)
+        ok = s.dtype == np.float32 and s.shape == q.shape[:1] and bool((s > 0).all())
+        _expect(
+            ok, f"{where}: row scales of {k!r}", f"positive float32{q.shape[:1]}", f"{s.dtype.name}{s.shape}"
+        )
+        stored[k[len("rnn.") :]], scales[k[len("rnn.") :]] = q, s
+    try:
+        return QuantizedWeights(kind, stored, scales)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: invalid quantised weights ({e})") from None
 
 
 def _check_field_types(conf: dict[str, Any], cls: type, where: str) -> None:
@@ -573,8 +632,11 @@ def load_model(directory: str | os.PathLike, *, max_bytes: int = MAX_ARRAYS_BYTE
         config = ModelConfig.from_dict(conf)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid model config ({e})") from None
-    stored = {k[len("model/") :]: a.shape for k, a in arrays.items() if k.startswith("model/")}
     implied = model_param_shapes(config)
+    quantized = _quantized_weights(arrays, meta, implied, where)
+    stored = {k[len("model/") :]: a.shape for k, a in arrays.items() if k.startswith("model/")}
+    if quantized is not None:  # the small weights were checked against the implied shapes
+        stored.update({f"rnn.{k}": q.shape for k, q in quantized.stored.items()})
     if stored != implied:
         diff = sorted(k for k in stored.keys() | implied.keys() if stored.get(k) != implied.get(k))
         k = diff[0]
@@ -582,5 +644,18 @@ def load_model(directory: str | os.PathLike, *, max_bytes: int = MAX_ARRAYS_BYTE
             f"{where}: its config implies {k!r} of shape {implied.get(k)}, the arrays hold {stored.get(k)}"
         )
     model = SequenceModel(config)
-    restore_arrays(model.params, arrays, "model/", what=where)
+    if quantized is None:
+        restore_arrays(model.params, arrays, "model/", what=where)
+    else:
+        from unrolled.quantization import attach
+
+        if model.rnn.dtype != np.float32:
+            raise CheckpointError(
+                f"{where}: a quantised model must be float32, its config says {config.dtype}"
+            )
+        small = {f"rnn.{k}" for k in quantized.stored}
+        restore_arrays(
+            {k: v for k, v in model.params.items() if k not in small}, arrays, "model/", what=where
+        )
+        attach(model.rnn, quantized)
     return model.eval(), meta

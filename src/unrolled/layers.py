@@ -29,6 +29,7 @@ from unrolled._checks import check_array, check_lengths, one_of, positive_int, p
 from unrolled.cells import GRUCell, GRUVariantCell, LSTMCell, LSTMVariantCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
 from unrolled.kernels import streaming
+from unrolled.kernels.quantized import QuantizedWeights
 
 # The cells' plain parameter names (b_hn: GRU reset_after; the rest: the variants of cells/lstm_variant.py
 # and cells/gru_variant.py — W_hr the projection, p_* the peepholes, ln_* the layer norms' gains and biases).
@@ -292,6 +293,13 @@ class RecurrentLayer:
                 t = np.arange(T)[:, None]
                 mask = (t < lengths[None, :]).astype(self.dtype)[:, :, None]  # (T, B, 1)
                 rev_index = np.where(t < lengths, lengths - 1 - t, t)  # an involution per column
+        training_only = self.training and (self.dropout > 0 or self.recurrent_dropout > 0)
+        if self.quantized is not None and mask is None and not training_only:
+            got = self.quantized.forward(self, x, states0)  # the small weights, or None: the cells on Ŵ
+            if got is not None:
+                self._cache = None  # inference only: nothing to walk back
+                out, states = got
+                return (out.transpose(1, 0, 2) if self.batch_first else out), self._pack_state(states)
         dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
         inp = x
         for layer in range(self.num_layers):
@@ -355,6 +363,11 @@ class RecurrentLayer:
         -------
         dx : ∂L/∂x shaped like x, d_h0 : ∂L/∂h0 (a tuple for an LSTM). Fills ``self.grads``.
         """
+        if self.quantized is not None:
+            raise RuntimeError(
+                f"backward: this layer's weights are quantised ({self.quantized.kind}), for inference "
+                "only; train the float model and quantise it afterwards"
+            )
         if self._cache is None:
             raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
         dirs, drop_masks, mask, T, B, batch_first = self._cache
@@ -412,6 +425,9 @@ class RecurrentLayer:
 
     # ----------------------------------------------------------------- streaming
     _stream = None  # step()'s cached kernels.streaming.StreamPlan (None until the first step)
+    # The small weights of a quantised layer (unrolled.quantization.quantize), or None: forward and step
+    # read them where the compiled path applies; params hold their dequantised values; no backward.
+    quantized: QuantizedWeights | None = None
 
     def step(self, x_t: np.ndarray, state=None):
         """One time step for streaming / online use (unidirectional layers only).
@@ -422,8 +438,13 @@ class RecurrentLayer:
 
         float32 with the Numba kernels on runs the lean path (:func:`unrolled.kernels.streaming.lean_step`,
         one compiled call for the whole stack); everything else, and any input the lean path declines,
-        runs the cells.
+        runs the cells. A quantised layer (:func:`unrolled.quantize`) first tries its own compiled step,
+        which reads the int8 / bf16 weights.
         """
+        if self.quantized is not None:  # the small weights in one compiled call, where it applies
+            out = self.quantized.step(self, x_t, state)
+            if out is not None:
+                return out
         out = streaming.lean_step(self, x_t, state) if self.zoneout == 0 else None
         if out is not None:
             return out

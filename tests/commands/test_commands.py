@@ -19,8 +19,8 @@ from unrolled.commands import build_parser, main
 from unrolled.commands import eval as eval_command
 
 SRC = Path(unrolled.__file__).parent
-VERBS = ["demo", "train", "sample", "eval", "forecast", "classify", "translate", "export", "diagnose",
-         "experiment", "bench", "data"]  # fmt: skip
+VERBS = ["demo", "train", "sample", "eval", "forecast", "classify", "translate", "export", "quantize",
+         "diagnose", "experiment", "bench", "data"]  # fmt: skip
 TRAIN_KINDS = ["charlm", "forecast", "classify", "translate"]
 
 

@@ -99,3 +99,35 @@ def model_choice(args: argparse.Namespace, directory) -> ModelChoice:
 def say_model(choice: ModelChoice) -> None:
     """The line ``using PATH (DETAIL)`` on standard error: which model the command used."""
     print(choice.describe(), file=sys.stderr, flush=True)
+
+
+# The kinds of unrolled.kernels.quantized.KINDS, spelled here so that building the parser imports no
+# NumPy (tests/commands/test_quantize_cli.py checks that the two agree).
+QUANTIZED_KINDS = ("int8", "bf16")
+
+
+def add_quantized_option(p: argparse.ArgumentParser) -> None:
+    """``--quantized int8|bf16``: quantise the model's recurrent weights on load (see :func:`quantized`)."""
+    p.add_argument(
+        "--quantized",
+        choices=QUANTIZED_KINDS,
+        help="quantise the recurrent weights (W_xh, W_hh) on load, for faster inference: int8 per row with "
+        "a float32 scale, or bf16 (a model written by `unrolled quantize` is used as it is stored)",
+    )
+
+
+def quantized(args: argparse.Namespace, model):
+    """`model` quantised as ``--quantized`` asks (itself when not asked, or when stored so already)."""
+    kind = getattr(args, "quantized", None)
+    if kind is None:
+        return model
+    from unrolled.quantization import quantize, quantized_kind
+
+    have = quantized_kind(model)
+    if have == kind:
+        return model
+    if have is not None:
+        raise CLIError(
+            f"--quantized {kind}: the model is stored quantised as {have}; quantise the float model"
+        )
+    return quantize(model, kind)

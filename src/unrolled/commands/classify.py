@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.apps.classify import load, read_for_prediction
-from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
+from unrolled.commands._common import (
+    add_checkpoint_option,
+    add_quantized_option,
+    model_choice,
+    quantized,
+    say_model,
+)
 from unrolled.metrics import accuracy
 
 
@@ -21,6 +27,7 @@ def register(subparsers) -> None:
         "file", metavar="FILE", help="sequences in the training layout (.npz, .csv, or .txt lines)"
     )
     add_checkpoint_option(q)
+    add_quantized_option(q)
     q.add_argument("--output", metavar="CSV", help="write the predictions here (default: stdout)")
     q.set_defaults(func=run)
 
@@ -28,6 +35,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     choice = model_choice(args, args.directory)
     clf, cfg, meta = load(choice.path)
+    clf.model = quantized(args, clf.model)
     rec = read_for_prediction(args.file, cfg, meta["kind"])
     say_model(choice)
     p = clf.predict_proba(rec.items)

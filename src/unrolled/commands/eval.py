@@ -27,7 +27,14 @@ from unrolled.apps.charlm.lm import plural, scored_predictions
 from unrolled.apps.charlm.text import UNKNOWN_POLICIES, UnknownCharacterError, describe_chars
 from unrolled.apps.classify import APP as CLASSIFY
 from unrolled.apps.forecast import APP as FORECAST
-from unrolled.commands._common import CLIError, add_checkpoint_option, model_choice, say_model
+from unrolled.commands._common import (
+    CLIError,
+    add_checkpoint_option,
+    add_quantized_option,
+    model_choice,
+    quantized,
+    say_model,
+)
 from unrolled.commands._decode import add_columns, add_decode_options, check_decode_options
 from unrolled.seq2seq.text import read_pairs
 
@@ -44,6 +51,7 @@ def register(subparsers) -> None:
     )
     ev.add_argument("dir", metavar="DIR", help="a model directory")
     add_checkpoint_option(ev)
+    add_quantized_option(ev)
     ev.add_argument(
         "--text",
         nargs="+",
@@ -93,6 +101,7 @@ def model_kind(directory) -> str | None:
 def _charlm(args: argparse.Namespace) -> int:
     choice = model_choice(args, args.dir)
     model, vocab, _ = charlm.load(choice.path)
+    model = quantized(args, model)
     if not args.text:
         raise ValueError("eval: a character-level model needs --text FILE")
     for path in args.text:

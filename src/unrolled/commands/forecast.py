@@ -13,7 +13,13 @@ import numpy as np
 from unrolled._checks import positive_int
 from unrolled.apps.forecast import load, network_label, plot_forecast
 from unrolled.apps.forecast.timeseries import Split, TimeSeries, fill_missing
-from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
+from unrolled.commands._common import (
+    add_checkpoint_option,
+    add_quantized_option,
+    model_choice,
+    quantized,
+    say_model,
+)
 from unrolled.metrics import forecast_errors
 
 
@@ -25,6 +31,7 @@ def register(subparsers) -> None:
     )
     q.add_argument("--time-column", metavar="NAME", help="with --csv: a column of time labels")
     add_checkpoint_option(q)
+    add_quantized_option(q)
     q.add_argument("--horizon", type=int, help="steps ahead (default: the trained horizon)")
     q.add_argument(
         "--rollout",
@@ -41,6 +48,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     choice = model_choice(args, args.directory)
     fc, cfg, meta = load(choice.path)
+    fc.model = quantized(args, fc.model)
     if args.csv is not None:
         cols = meta["columns"]
         cfg = dataclasses.replace(

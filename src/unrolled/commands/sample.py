@@ -9,7 +9,13 @@ import sys
 
 from unrolled.apps.charlm import SampleConfig, default_prime, load, sample_text
 from unrolled.apps.charlm.sampling import repeating_period
-from unrolled.commands._common import add_checkpoint_option, model_choice, say_model
+from unrolled.commands._common import (
+    add_checkpoint_option,
+    add_quantized_option,
+    model_choice,
+    quantized,
+    say_model,
+)
 from unrolled.commands._options import add_config_options, given_options
 
 
@@ -25,6 +31,7 @@ def register(subparsers) -> None:
         "dir", metavar="DIR", help="directory written by `unrolled train charlm` or `unrolled demo`"
     )
     add_checkpoint_option(sample)
+    add_quantized_option(sample)
     add_config_options(sample, SampleConfig)
     sample.set_defaults(func=run)
 
@@ -32,6 +39,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     choice = model_choice(args, args.dir)
     model, vocab, _ = load(choice.path)
+    model = quantized(args, model)
     cfg = SampleConfig(**given_options(args, SampleConfig))
     chars = sample_text(model, vocab, cfg)  # checks the options and the prime before printing anything
     first = next(chars, "")

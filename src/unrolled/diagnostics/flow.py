@@ -47,6 +47,11 @@ def gradient_flow(layer: RecurrentLayer, d_out: np.ndarray, d_hn=None) -> dict[t
     {(layer_index, direction): GradientFlow}, direction 0 forward, 1 reverse. The layer's params,
     grads and cache are left untouched.
     """
+    if layer.quantized is not None:
+        raise RuntimeError(
+            f"gradient_flow: the layer's weights are quantised ({layer.quantized.kind}), for inference "
+            "only; diagnose the float model"
+        )
     try:
         caches = layer.last_caches()
     except RuntimeError:
