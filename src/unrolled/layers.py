@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from unrolled import kernels
+from unrolled import grad_mode, kernels
 from unrolled._checks import check_array, check_lengths, one_of, positive_int, probability
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
@@ -211,10 +211,10 @@ class RecurrentLayer:
         return states if self.num_states == 2 else states[0]
 
     # ----------------------------------------------------------------- forward / backward
-    def __call__(self, x: np.ndarray, h0=None, lengths=None):
-        return self.forward(x, h0, lengths)
+    def __call__(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
+        return self.forward(x, h0, lengths, need_grad=need_grad)
 
-    def forward(self, x: np.ndarray, h0=None, lengths=None):
+    def forward(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
         """Run the whole stack over a batch of sequences.
 
         Parameters
@@ -224,11 +224,16 @@ class RecurrentLayer:
         lengths : B integers in 1..T; sequence b ends after lengths[b] steps (packed-sequence
             semantics: out is zero past it, h_n holds its last valid state, and the reverse
             direction starts at its last valid step).
+        need_grad : False runs the inference path: no backward cache is kept (the compiled walks store
+            no per-step gates or cell states and reuse their buffers), the outputs are equal bit for bit,
+            and ``backward`` raises until a forward with the cache runs. None (default): True, except
+            inside ``with unrolled.inference():`` (:mod:`unrolled.grad_mode`).
 
         Returns
         -------
         out : (T, B, D·H) (batch-first if the layer is), h_n : (L·D, B, H) or (h_n, c_n).
         """
+        keep = grad_mode.wants_grad(need_grad)
         check_array("x", x, (None, None, self.input_size), self.dtype)
         if self.batch_first:
             x = x.transpose(1, 0, 2)
@@ -257,15 +262,20 @@ class RecurrentLayer:
                     rm = (self.rng.random((B, self.hidden_size)) < keep).astype(self.dtype)
                     rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
                 cell = kernels.pick(self.cell, self.dtype, **rec)  # the reference if rec_mask is set
-                hs, state_T, cache = cell.forward(
-                    xd, tuple(s[k] for s in states0), self._dir_params(layer, d), mask, **rec
-                )
+                s0, p = tuple(s[k] for s in states0), self._dir_params(layer, d)
+                if keep:
+                    hs, state_T, cache = cell.forward(xd, s0, p, mask, **rec)
+                    layer_caches.append(_DirCache(cache, rev_index))
+                elif hasattr(cell, "infer"):  # the compiled cells' forward-only walks
+                    hs, state_T = cell.infer(xd, s0, p, mask)
+                else:  # the NumPy and reference cells: the same forward, its cache dropped at once
+                    hs, state_T, _ = cell.forward(xd, s0, p, mask, **rec)
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
-                layer_caches.append(_DirCache(cache, rev_index))
                 for i, s in enumerate(state_T):
                     h_n[i].append(s)
-            # A new array, never a view of a cache: the caller may change it in place.
-            out = outs[0] * mask if mask is not None else outs[0].copy()
+            # A new array, never a view of a cache: the caller may change it in place (an inference
+            # forward's outputs belong to no cache).
+            out = outs[0] * mask if mask is not None else outs[0].copy() if keep else outs[0]
             if self.num_directions == 2:
                 out = np.concatenate([out, outs[1] * mask if mask is not None else outs[1]], axis=2)
             dirs.append(layer_caches)
@@ -276,7 +286,8 @@ class RecurrentLayer:
                 out = out * drop
             drop_masks.append(drop)
             inp = out
-        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first)
+        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first) if keep else None
+        self._no_cache = not keep
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
         return out, self._pack_state(tuple(np.stack(s) for s in h_n))
 
@@ -306,7 +317,7 @@ class RecurrentLayer:
         dx : ∂L/∂x shaped like x, d_h0 : ∂L/∂h0 (a tuple for an LSTM). Fills ``self.grads``.
         """
         if self._cache is None:
-            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
+            raise RuntimeError("backward: " + self._why_no_cache())
         dirs, drop_masks, mask, T, B, batch_first = self._cache
         H, D = self.hidden_size, self.num_directions
         shape = (B, T, D * H) if batch_first else (T, B, D * H)
@@ -344,6 +355,16 @@ class RecurrentLayer:
         dx = g.transpose(1, 0, 2) if batch_first else g
         return dx, self._pack_state(tuple(np.stack(s) for s in d_states0))
 
+    _no_cache = False  # the last forward ran the inference path (kept no backward cache)
+
+    def _why_no_cache(self) -> str:
+        if self._no_cache:
+            return (
+                "the last forward kept no backward cache (need_grad=False or inside unrolled.inference()); "
+                "run forward with need_grad=True first"
+            )
+        return "called before forward (no forward pass to differentiate)"
+
     def last_caches(self) -> dict[tuple[int, int], tuple]:
         """The cell caches of the most recent forward, ``{(layer, direction): cache}``.
 
@@ -352,7 +373,7 @@ class RecurrentLayer:
         Jacobians of :mod:`unrolled.diagnostics` read. Read them; the next backward walks these very arrays.
         """
         if self._cache is None:
-            raise RuntimeError("last_caches: no forward pass yet (call forward first)")
+            raise RuntimeError("last_caches: " + self._why_no_cache())
         return {
             (layer, d): dc.cell_cache
             for layer, dirs in enumerate(self._cache.dirs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -65,3 +66,53 @@ def transpose(W: np.ndarray, block: int = 32) -> np.ndarray:
     for i in range(0, R, block):
         WT[:, i : i + block] = W[i : i + block].T
     return WT
+
+
+# The input projections W_xh x_t of a compiled walk are computed a chunk of steps at a time, in the
+# training forward (into its stored gates) and in the inference forward (into one reused buffer) alike:
+# the same products over the same rows, so both paths' outputs are equal bit for bit. A chunk holds at
+# most PROJECT_CHUNK floats (1 MiB), but at least MIN_CHUNK_ROWS rows (T·B) so each product stays large
+# enough to run at the BLAS's speed; small sequences are one chunk.
+PROJECT_CHUNK = 1 << 18
+MIN_CHUNK_ROWS = 256
+
+
+def chunk_steps(T: int, B: int, G: int) -> int:
+    """Steps per chunk of the input projection of a walk of T steps, batch B, G·H = G projected rows."""
+    n = max(-(-MIN_CHUNK_ROWS // B), PROJECT_CHUNK // (B * G))
+    return max(1, min(T, n))
+
+
+def project_into(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul) -> None:
+    """out (Tc, B, G) = W_xh x_t for the Tc steps of x (Tc, B, I), one product (``matmul(a, b, out=)``)."""
+    Tc, B, I = x.shape
+    matmul(x.reshape(Tc * B, I), W_xh.T, out=out.reshape(Tc * B, out.shape[2]))
+
+
+def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul) -> np.ndarray:
+    """W_xh x_t for all T steps of x (T, B, I) -> (T, B, G), computed in the chunks of :func:`chunk_steps`
+    (those of the inference walks)."""
+    T, B, _ = x.shape
+    G = W_xh.shape[0]
+    out = np.empty((T, B, G), dtype=x.dtype)
+    n = chunk_steps(T, B, G)
+    for t0 in range(0, T, n):
+        project_into(x[t0 : t0 + n], W_xh, out[t0 : t0 + n], matmul)
+    return out
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A work buffer of ``shape`` kept between calls in this thread (grown when too small): the inference
+    walks' gate, state and product buffers, which hold nothing once a walk returns. Contents undefined."""
+    bufs = _scratch.__dict__
+    n = 1
+    for s in shape:
+        n *= s
+    key = (name, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < n:
+        buf = bufs[key] = np.empty(n, dtype=dtype)
+    return buf[:n].reshape(shape)
