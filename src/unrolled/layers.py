@@ -249,7 +249,9 @@ class RecurrentLayer:
                 t = np.arange(T)[:, None]
                 mask = (t < lengths[None, :]).astype(self.dtype)[:, :, None]  # (T, B, 1)
                 rev_index = np.where(t < lengths, lengths - 1 - t, t)  # an involution per column
-        dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        h_n = tuple(np.empty((LD, B, H), dtype=self.dtype) for _ in range(self.num_states))
+        dirs, drop_masks = [], []
         inp = x
         for layer in range(self.num_layers):
             outs, layer_caches = [], []
@@ -272,7 +274,7 @@ class RecurrentLayer:
                     hs, state_T, _ = cell.forward(xd, s0, p, mask, **rec)
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
                 for i, s in enumerate(state_T):
-                    h_n[i].append(s)
+                    h_n[i][k] = s
             # A new array, never a view of a cache: the caller may change it in place (an inference
             # forward's outputs belong to no cache).
             out = outs[0] * mask if mask is not None else outs[0].copy() if keep else outs[0]
@@ -289,7 +291,7 @@ class RecurrentLayer:
         self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first) if keep else None
         self._no_cache = not keep
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
-        return out, self._pack_state(tuple(np.stack(s) for s in h_n))
+        return out, self._pack_state(h_n)
 
     def backward(
         self,

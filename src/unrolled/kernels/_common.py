@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
+_scratch = threading.local()  # this thread's reused buffers: scratch() and _ones()
+
 
 @lru_cache(maxsize=64)
 def _gate_affine(pattern: tuple, H: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +41,20 @@ class _AllValid:
 
 
 def valid_steps(mask: np.ndarray | None, T: int, B: int, dtype) -> np.ndarray:
-    """(T, B) with 1 where step t of sequence b is inside the sequence (for the compiled kernels)."""
+    """(T, B) with 1 where step t of sequence b is inside the sequence (for the compiled kernels; without a
+    mask an array of ones this thread keeps between calls: the kernels only read it)."""
     if mask is None:
-        return np.ones((T, B), dtype=dtype)
+        return _ones(T * B, np.dtype(dtype)).reshape(T, B)
     return np.ascontiguousarray(mask[..., 0], dtype=dtype)
+
+
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    bufs = _scratch.__dict__
+    key = ("ones", dtype)
+    buf = bufs.get(key)
+    if buf is None or buf.size < n:
+        buf = bufs[key] = np.ones(max(n, 1024), dtype=dtype)
+    return buf[:n]  # writable (a read-only array would compile every walk again), but never written
 
 
 def bias_or_zeros(p: dict, key: str, n: int, dtype) -> np.ndarray:
@@ -83,10 +95,19 @@ def chunk_steps(T: int, B: int, G: int) -> int:
     return max(1, min(T, n))
 
 
+# Below this many multiply-adds a product goes to NumPy's matmul: oneDNN's dnnl_sgemm costs ~5 µs more per
+# call (measured: (1 × 40)·(40 × 192) 7.4 µs against 2.1; (100 × 40)·(40 × 192) 22.5 against 21.5).
+SMALL_PRODUCT = 1 << 21
+
+
 def project_into(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul) -> None:
-    """out (Tc, B, G) = W_xh x_t for the Tc steps of x (Tc, B, I), one product (``matmul(a, b, out=)``)."""
+    """out (Tc, B, G) = W_xh x_t for the Tc steps of x (Tc, B, I), one product (``matmul(a, b, out=)``; a
+    small one by NumPy's, whatever ``matmul`` is: the same choice in the training and inference walks)."""
     Tc, B, I = x.shape
-    matmul(x.reshape(Tc * B, I), W_xh.T, out=out.reshape(Tc * B, out.shape[2]))
+    G = out.shape[2]
+    if Tc * B * I * G < SMALL_PRODUCT:
+        matmul = np.matmul
+    matmul(x.reshape(Tc * B, I), W_xh.T, out=out.reshape(Tc * B, G))
 
 
 def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul) -> np.ndarray:
@@ -99,9 +120,6 @@ def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul) -> np.ndarray:
     for t0 in range(0, T, n):
         project_into(x[t0 : t0 + n], W_xh, out[t0 : t0 + n], matmul)
     return out
-
-
-_scratch = threading.local()
 
 
 def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
