@@ -144,3 +144,18 @@ def test_an_inference_forward_peaks_at_under_a_third_of_a_training_forward():
     layer._cache = None
     infer = _peak(lambda: layer(x, need_grad=False))
     assert infer <= train / 3, (infer, train)
+
+
+def test_a_sequence_model_runs_the_inference_path_too():
+    from unrolled.models import ModelConfig, SequenceModel
+
+    model = SequenceModel(ModelConfig(vocab_size=6, embed_dim=4, hidden_size=5, seed=0))
+    ids = np.random.default_rng(0).integers(0, 6, (7, 3))
+    y, state = model(ids)
+    y_i, state_i = model(ids, need_grad=False)
+    assert np.array_equal(y_i, y) and all(np.array_equal(a, b) for a, b in zip(state_i, state, strict=True))
+    with pytest.raises(RuntimeError, match="no backward cache"):
+        model.backward(np.ones_like(y))
+    with unrolled.inference():
+        assert np.array_equal(model(ids)[0], y)
+    assert model.rnn._cache is None
