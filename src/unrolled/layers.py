@@ -233,7 +233,7 @@ class RecurrentLayer:
         -------
         out : (T, B, D·H) (batch-first if the layer is), h_n : (L·D, B, H) or (h_n, c_n).
         """
-        keep = grad_mode.wants_grad(need_grad)
+        cached = grad_mode.wants_grad(need_grad)  # keep the backward cache
         check_array("x", x, (None, None, self.input_size), self.dtype)
         if self.batch_first:
             x = x.transpose(1, 0, 2)
@@ -265,7 +265,7 @@ class RecurrentLayer:
                     rec = {"rec_mask": rm / self.dtype.type(keep)}  # (B, H), inverted: scaled by 1/keep
                 cell = kernels.pick(self.cell, self.dtype, **rec)  # the reference if rec_mask is set
                 s0, p = tuple(s[k] for s in states0), self._dir_params(layer, d)
-                if keep:
+                if cached:
                     hs, state_T, cache = cell.forward(xd, s0, p, mask, **rec)
                     layer_caches.append(_DirCache(cache, rev_index))
                 elif hasattr(cell, "infer"):  # the compiled cells' forward-only walks
@@ -277,7 +277,7 @@ class RecurrentLayer:
                     h_n[i][k] = s
             # A new array, never a view of a cache: the caller may change it in place (an inference
             # forward's outputs belong to no cache).
-            out = outs[0] * mask if mask is not None else outs[0].copy() if keep else outs[0]
+            out = outs[0] * mask if mask is not None else outs[0].copy() if cached else outs[0]
             if self.num_directions == 2:
                 out = np.concatenate([out, outs[1] * mask if mask is not None else outs[1]], axis=2)
             dirs.append(layer_caches)
@@ -288,8 +288,8 @@ class RecurrentLayer:
                 out = out * drop
             drop_masks.append(drop)
             inp = out
-        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first) if keep else None
-        self._no_cache = not keep
+        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first) if cached else None
+        self._no_cache = not cached
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
         return out, self._pack_state(h_n)
 

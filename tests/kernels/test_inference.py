@@ -159,3 +159,19 @@ def test_a_sequence_model_runs_the_inference_path_too():
     with unrolled.inference():
         assert np.array_equal(model(ids)[0], y)
     assert model.rnn._cache is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_mode_dropout_runs_the_inference_path_on_every_layer(cell):
+    """With dropout between layers (training mode) the same masks are drawn, the outputs agree, and no
+    layer keeps a cache (recurrent dropout runs the reference cell, its cache dropped)."""
+    layer = CELLS[cell](3, 5, num_layers=3, dropout=0.5, recurrent_dropout=0.25, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3), dtype=np.float32)
+    state = layer.rng.bit_generator.state
+    out, _ = layer(x)
+    layer.rng.bit_generator.state = state
+    out_i, _ = layer(x, need_grad=False)
+    assert np.array_equal(out_i, out)
+    assert layer._cache is None
+    with pytest.raises(RuntimeError, match="no backward cache"):
+        layer.backward(np.ones_like(out))
