@@ -102,7 +102,12 @@ def _as_out(y: np.ndarray, shape) -> np.ndarray:
 
 
 def run_inference(
-    quick: bool = False, threads: int | None = None, log=print, grid=None, reps: int | None = None
+    quick: bool = False,
+    threads: int | None = None,
+    log=print,
+    grid=None,
+    reps: int | None = None,
+    with_torch: bool = True,
 ) -> dict:
     """Every row of the grid (``INFER_GRID``), each library at each thread count, interleaved. Returns a
     JSON-ready dict: per row the medians (``{lib}_{n}t_s``), each library's best, the ratio of unrolled's
@@ -110,9 +115,11 @@ def run_inference(
     from unrolled import kernels
     from unrolled import threads as unrolled_threads
 
-    torch, ort = _optional("torch"), _optional("onnxruntime")
-    if torch is None or ort is None:
-        missing = " and ".join(n for n, m in (("torch", torch), ("onnxruntime", ort)) if m is None)
+    torch, ort = _optional("torch") if with_torch else None, _optional("onnxruntime")
+    if (with_torch and torch is None) or ort is None:
+        missing = " and ".join(
+            n for n, m in (("torch", torch if with_torch else 0), ("onnxruntime", ort)) if m is None
+        )
         log(f"{missing} not installed: timing the others only (pip install 'unrolled[torch,onnx]')")
     reps = reps or (5 if quick else 11)
     counts = thread_counts(threads)

@@ -74,7 +74,7 @@ def _run_inference(args) -> int:
 
     if args.plot:
         raise ValueError("--plot: not available with --inference (no scaling grid)")
-    res = run_inference(quick=args.quick, threads=args.threads)
+    res = run_inference(quick=args.quick, threads=args.threads, with_torch=not args.no_torch)
     md = render_markdown(res)
     print()
     print(md)
