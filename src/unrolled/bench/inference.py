@@ -19,7 +19,7 @@ import numpy as np
 from unrolled.bench.suite import Config, geomean, make_pair, thread_counts
 from unrolled.bench.timing import cpu_model, interleaved, load_average, median, set_clock
 
-# The grid of issue 19: B = 1 and batched, one and two layers.
+# The inference grid: B = 1 and batched, one and two layers, LSTM and GRU.
 INFER_GRID = [
     Config("lstm", 100, 1, 64, 256),
     Config("lstm", 100, 32, 64, 256, layers=2),
