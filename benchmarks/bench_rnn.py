@@ -7,6 +7,10 @@ python benchmarks/bench_rnn.py run --label baseline [--quick] [--threads N] [--r
 python benchmarks/bench_rnn.py render benchmarks/results/<label>.json   # Markdown for the README
 python benchmarks/bench_rnn.py compare a.json b.json ...                 # ratio per row, stage by stage
 python benchmarks/bench_rnn.py grid [--reps 9]                           # the grid alone, nothing saved
+python benchmarks/bench_rnn.py inference --label infer [--quick] [--threads N]
+    (forward only: unrolled's inference path against onnxruntime on the exported graph and torch, each at
+    1 thread and at every core; the same as ``unrolled bench --inference``)
+    -> benchmarks/results/<label>.json and <label>.md
 """
 
 from __future__ import annotations
@@ -80,6 +84,19 @@ def cmd_grid(args) -> None:
         print(f"{mode} geometric mean {geomean([r['ratio'] for r in rows if r['mode'] == mode]):.3f}")
 
 
+def cmd_inference(args) -> None:
+    from unrolled.bench.inference import render_markdown as render_inference
+    from unrolled.bench.inference import run_inference
+
+    res = run_inference(quick=args.quick, threads=args.threads)
+    res["label"] = args.label
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.label}.json").write_text(json.dumps(res, indent=1))
+    md = render_inference(res)
+    (RESULTS / f"{args.label}.md").write_text(md)
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -100,6 +117,11 @@ def main() -> None:
     g = sub.add_parser("grid")
     g.add_argument("--reps", type=int, default=9)
     g.set_defaults(func=cmd_grid)
+    i = sub.add_parser("inference")
+    i.add_argument("--label", required=True)
+    i.add_argument("--quick", action="store_true")
+    i.add_argument("--threads", type=int, default=None, help="a thread count to add to 1 and every core")
+    i.set_defaults(func=cmd_inference)
     args = p.parse_args()
     args.func(args)
 

@@ -15,6 +15,7 @@ _EXPORTS = {
     "RecurrentLayer": "unrolled.layers",
     "Linear": "unrolled.nn",
     "cross_entropy": "unrolled.nn",
+    "inference": "unrolled.grad_mode",
     "log_softmax": "unrolled.nn",
     "mse": "unrolled.nn",
     "quantize": "unrolled.quantization",

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from unrolled import kernels
+from unrolled import grad_mode, kernels
 from unrolled._checks import check_array, check_lengths, one_of, positive_int, probability
 from unrolled.cells import GRUCell, GRUVariantCell, LSTMCell, LSTMVariantCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
@@ -260,10 +260,10 @@ class RecurrentLayer:
         return states if self.num_states == 2 else states[0]
 
     # ----------------------------------------------------------------- forward / backward
-    def __call__(self, x: np.ndarray, h0=None, lengths=None):
-        return self.forward(x, h0, lengths)
+    def __call__(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
+        return self.forward(x, h0, lengths, need_grad=need_grad)
 
-    def forward(self, x: np.ndarray, h0=None, lengths=None):
+    def forward(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
         """Run the whole stack over a batch of sequences.
 
         Parameters
@@ -273,11 +273,16 @@ class RecurrentLayer:
         lengths : B integers in 1..T; sequence b ends after lengths[b] steps (packed-sequence
             semantics: out is zero past it, h_n holds its last valid state, and the reverse
             direction starts at its last valid step).
+        need_grad : False runs the inference path: no backward cache is kept (the compiled walks store
+            no per-step gates or cell states and reuse their buffers), the outputs are equal bit for bit,
+            and ``backward`` raises until a forward with the cache runs. None (default): True, except
+            inside ``with unrolled.inference():`` (:mod:`unrolled.grad_mode`).
 
         Returns
         -------
         out : (T, B, D·H) (batch-first if the layer is), h_n : (L·D, B, H) or (h_n, c_n).
         """
+        cached = grad_mode.wants_grad(need_grad)  # keep the backward cache
         check_array("x", x, (None, None, self.input_size), self.dtype)
         if self.batch_first:
             x = x.transpose(1, 0, 2)
@@ -297,10 +302,12 @@ class RecurrentLayer:
         if self.quantized is not None and mask is None and not training_only:
             got = self.quantized.forward(self, x, states0)  # the small weights, or None: the cells on Ŵ
             if got is not None:
-                self._cache = None  # inference only: nothing to walk back
+                self._cache, self._no_cache = None, True  # inference only: nothing to walk back
                 out, states = got
                 return (out.transpose(1, 0, 2) if self.batch_first else out), self._pack_state(states)
-        dirs, drop_masks, h_n = [], [], [[] for _ in range(self.num_states)]
+        LD = self.num_layers * self.num_directions
+        h_n = tuple(np.empty((LD, B, w), dtype=self.dtype) for w in self.state_sizes)
+        dirs, drop_masks = [], []
         inp = x
         for layer in range(self.num_layers):
             outs, layer_caches, calls = [], [], []
@@ -316,13 +323,24 @@ class RecurrentLayer:
                 # The reference if rec_mask is set or zoneout is on (per-unit masks); a variant cell always.
                 cell = kernels.pick(self.cell, self.dtype, zoneout=zone is not None, **rec)
                 calls.append((cell, xd, tuple(s[k] for s in states0), self._dir_params(layer, d), rec, zone))
-            for d, (hs, state_T, cache) in enumerate(_forward_directions(calls, mask)):
+            if cached:  # both directions at once where it pays (kernels.forward_directions)
+                results = _forward_directions(calls, mask)
+            elif all(hasattr(c[0], "infer") and not c[4] and c[5] is None for c in calls):
+                # the compiled cells' forward-only walks, over the slices the training forward would use
+                cells, xs, s0s, ps, _, _ = zip(*calls, strict=True)
+                results = [(*r, None) for r in kernels.infer_directions(cells, xs, s0s, ps, mask)]
+            else:
+                results = [_infer_direction(call, mask) for call in calls]
+            for d, (hs, state_T, cache) in enumerate(results):
+                k = layer * self.num_directions + d
+                if cached:
+                    layer_caches.append(_DirCache(cache, rev_index))
                 outs.append(hs if d == 0 else _reverse(hs, rev_index))
-                layer_caches.append(_DirCache(cache, rev_index))
                 for i, s in enumerate(state_T):
-                    h_n[i].append(s)
-            # A new array, never a view of a cache: the caller may change it in place.
-            out = outs[0] * mask if mask is not None else outs[0].copy()
+                    h_n[i][k] = s
+            # A new array, never a view of a cache: the caller may change it in place (an inference
+            # forward's outputs belong to no cache).
+            out = outs[0] * mask if mask is not None else outs[0].copy() if cached else outs[0]
             if self.num_directions == 2:
                 out = np.concatenate([out, outs[1] * mask if mask is not None else outs[1]], axis=2)
             dirs.append(layer_caches)
@@ -333,9 +351,10 @@ class RecurrentLayer:
                 out = out * drop
             drop_masks.append(drop)
             inp = out
-        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first)
+        self._cache = _ForwardCache(dirs, drop_masks, mask, T, B, self.batch_first) if cached else None
+        self._no_cache = not cached
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
-        return out, self._pack_state(tuple(np.stack(s) for s in h_n))
+        return out, self._pack_state(h_n)
 
     def backward(
         self,
@@ -369,7 +388,7 @@ class RecurrentLayer:
                 "only; train the float model and quantise it afterwards"
             )
         if self._cache is None:
-            raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
+            raise RuntimeError("backward: " + self._why_no_cache())
         dirs, drop_masks, mask, T, B, batch_first = self._cache
         H, D = self.output_size, self.num_directions
         shape = (B, T, D * H) if batch_first else (T, B, D * H)
@@ -408,6 +427,16 @@ class RecurrentLayer:
         dx = g.transpose(1, 0, 2) if batch_first else g
         return dx, self._pack_state(tuple(np.stack(s) for s in d_states0))
 
+    _no_cache = False  # the last forward ran the inference path (kept no backward cache)
+
+    def _why_no_cache(self) -> str:
+        if self._no_cache:
+            return (
+                "the last forward kept no backward cache (need_grad=False or inside unrolled.inference()); "
+                "run forward with need_grad=True first"
+            )
+        return "called before forward (no forward pass to differentiate)"
+
     def last_caches(self) -> dict[tuple[int, int], tuple]:
         """The cell caches of the most recent forward, ``{(layer, direction): cache}``.
 
@@ -416,7 +445,7 @@ class RecurrentLayer:
         Jacobians of :mod:`unrolled.diagnostics` read. Read them; the next backward walks these very arrays.
         """
         if self._cache is None:
-            raise RuntimeError("last_caches: no forward pass yet (call forward first)")
+            raise RuntimeError("last_caches: " + self._why_no_cache())
         return {
             (layer, d): dc.cell_cache
             for layer, dirs in enumerate(self._cache.dirs)
@@ -497,6 +526,20 @@ def _forward_directions(calls: list, mask: np.ndarray | None) -> list:
         ]
     cells, xs, states0, params, _, _ = zip(*calls, strict=True)
     return kernels.forward_directions(list(cells), list(xs), list(states0), list(params), mask)
+
+
+def _infer_direction(call: tuple, mask: np.ndarray | None) -> tuple:
+    """One direction's forward without a backward cache, call = (cell, x, state0, params, rec, zone): the
+    compiled cells' forward-only walk (``cell.infer``); the NumPy and reference cells (and any masks of
+    recurrent dropout or zoneout) run their forward and drop its cache at once.
+
+    Returns (hs, state_T, None)."""
+    cell, x, s0, p, rec, zone = call
+    if hasattr(cell, "infer") and not rec and zone is None:
+        hs, state_T = cell.infer(x, s0, p, mask)
+    else:
+        hs, state_T, _ = cell.forward(x, s0, p, mask if zone is None else zone, **rec)
+    return hs, state_T, None
 
 
 def _reverse(a: np.ndarray, rev_index: np.ndarray | None) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from unrolled import grad_mode
 from unrolled._checks import positive_int, probability
 from unrolled.config import from_dict as config_from_dict
 from unrolled.config import to_dict as config_to_dict
@@ -207,8 +208,8 @@ class SequenceModel:
         self.rnn.rng.bit_generator.state = state["rnn"]
 
     # ----------------------------------------------------------------- forward / backward
-    def __call__(self, x: np.ndarray, state=None, lengths=None):
-        return self.forward(x, state, lengths)
+    def __call__(self, x: np.ndarray, state=None, lengths=None, *, need_grad: bool | None = None):
+        return self.forward(x, state, lengths, need_grad=need_grad)
 
     def _embed_input(self, x: np.ndarray, lead: str) -> np.ndarray:
         """Token ids (lead) through the embedding, or dense features (lead + (I,)) checked and passed on."""
@@ -224,7 +225,7 @@ class SequenceModel:
             raise ValueError(f"x: expected dtype {self.dtype.name}, got {x.dtype.name}")
         return x
 
-    def forward(self, x: np.ndarray, state=None, lengths=None):
+    def forward(self, x: np.ndarray, state=None, lengths=None, *, need_grad: bool | None = None):
         """Run the model over a batch of sequences.
 
         Parameters
@@ -232,6 +233,8 @@ class SequenceModel:
         x : token ids (T, B) (integers) for input="tokens", or features (T, B, I) for input="dense".
         state : the recurrent stack's initial state, (L·D, B, H) or (h0, c0) for an LSTM; zeros if None.
         lengths : (B,) valid steps per sequence (1..T), or None for all T.
+        need_grad : False: the recurrent stack's inference path (no backward cache, see
+            :mod:`unrolled.grad_mode`); None: True except inside ``with unrolled.inference():``.
 
         Returns
         -------
@@ -245,13 +248,14 @@ class SequenceModel:
         if self.training and c.input_dropout > 0:
             in_mask = _inverted_dropout(self.rng, e.shape, c.input_dropout, self.dtype)
             e = e * in_mask
-        out, state_n = self.rnn.forward(e, state, lengths)  # out (T, B, D·H)
+        keep = grad_mode.wants_grad(need_grad)
+        out, state_n = self.rnn.forward(e, state, lengths, need_grad=keep)  # out (T, B, D·H)
         lens = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
         u = self._pool(out, lens)
         if self.training and c.output_dropout > 0:
             out_mask = _inverted_dropout(self.rng, u.shape, c.output_dropout, self.dtype)
             u = u * out_mask
-        self._cache = _ModelCache(in_mask, out_mask, lens, T, self.embed is not None)
+        self._cache = _ModelCache(in_mask, out_mask, lens, T, self.embed is not None) if keep else None
         return self.head.forward(u), state_n
 
     def _pool(self, out: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -275,6 +279,8 @@ class SequenceModel:
         Returns ∂L/∂state (the initial state), same structure as ``state``.
         """
         if self._cache is None:
+            if self.rnn._cache is None and self.rnn._no_cache:
+                raise RuntimeError("backward: " + self.rnn._why_no_cache())
             raise RuntimeError("backward: called before forward (no forward pass to differentiate)")
         in_mask, out_mask, lens, T, tokens = self._cache
         du = self.head.backward(dy)

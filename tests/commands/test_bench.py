@@ -114,3 +114,35 @@ def test_bench_cli_rejects_bad_options_in_one_line(capsys, tmp_path):
     assert main(["bench", "--json", str(tmp_path / "missing" / "out.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("unrolled: error:") and "does not exist" in err and "\n" not in err
+
+
+def test_bench_inference_times_each_runtime_at_each_thread_count_on_a_tiny_row(capsys, tmp_path, monkeypatch):
+    """``unrolled bench --inference`` on a one-row grid: unrolled, onnxruntime (on the exported graph) and
+    torch each at 1 thread and at every core, their outputs checked against each other, a ratio per row."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from unrolled.bench import inference
+
+    monkeypatch.setattr(inference, "INFER_GRID", [Config("gru", 5, 1, 3, 4, layers=2)])
+    out = tmp_path / "inf.json"
+    try:
+        assert main(["bench", "--inference", "--quick", "--json", str(out)]) == 0
+    finally:
+        threads.set_threads(None)
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    counts = thread_counts(None)
+    for lib in ("unrolled", "onnxruntime", "torch"):
+        assert all(row[f"{lib}_{n}t_s"] > 0 for n in counts)
+    assert row["max_abs_diff"] < 1e-5  # the same weights in all three
+    assert row["ratio"] == pytest.approx(row["unrolled_s"] / min(row["onnxruntime_s"], row["torch_s"]))
+    assert res["geomean_ratio"] == pytest.approx(row["ratio"])
+    printed = capsys.readouterr().out
+    assert "| GRU L2 T=5 B=1 I=3 H=4 |" in printed and "geometric mean" in printed
+
+
+def test_bench_threads_help_says_what_the_default_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 1)" not in text and "1 thread and at every core" in text

@@ -239,6 +239,23 @@ def forward_directions(cells: list, xs: list, states0: list, params: list, mask:
     return [c.forward(x, s, p, mask) for c, x, s, p in zip(cells, xs, states0, params, strict=True)]
 
 
+def infer_directions(cells: list, xs: list, states0: list, params: list, mask: np.ndarray | None) -> list:
+    """The forward-only walks (``cells[d].infer``) of each direction of one layer, as (hs, state_T): over
+    the batch slices :func:`forward_directions` would give each direction, so the outputs equal the
+    training forward's bit for bit; one direction after the other."""
+    if _splittable(cells):
+        T, B, I = xs[0].shape
+        m = direction_slices(T, B, I, cells[0].gates, params[0]["W_hh"].shape[1], len(cells))
+        if m:
+            from unrolled.kernels import _split
+
+            return [
+                _split.infer(c, m, x, s, p, mask) if m > 1 else c._infer(x, s, p, mask)
+                for c, x, s, p in zip(cells, xs, states0, params, strict=True)
+            ]
+    return [c.infer(x, s, p, mask) for c, x, s, p in zip(cells, xs, states0, params, strict=True)]
+
+
 def backward_directions(cells: list, d_hss: list, d_states: list, caches: list, params: list) -> list:
     """``cells[d].backward(d_hss[d], d_states[d], caches[d], params[d])`` for each direction, as a list of
     (dx, d_state0, grads): at once where :func:`direction_slices` says so for the same sizes (each

@@ -68,35 +68,52 @@ def tanh_array(a, out):
 
 
 # ----------------------------------------------------------------------------------------------- LSTM
+@njit(inline="always", **_OPTS)
+def _lstm_cell(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok):
+    """One sequence's LSTM step, shared by the training and the inference walks (so their outputs are
+    equal bit for bit): a (4H,) holds W_xh x_t and becomes the activated gates i, f, g, o (v = s·tanh(s·a)
+    + o per gate: s = ½, o = ½ for the sigmoids, s = 1, o = 0 for g); r (4H,) W_hh h_{t-1}; writes c_t,
+    tanh(c_t) into tc and h_t. A finished sequence (ok False) keeps its state."""
+    G = a.shape[0]
+    H = G // 4
+    for j in range(G):
+        a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
+    if not ok:
+        for j in range(H):
+            tc[j] = tanh(a[H + j] * c_prev[j] + a[j] * a[2 * H + j])
+            c_new[j] = c_prev[j]
+            h_new[j] = h_prev[j]
+        return
+    for j in range(H):
+        c_new[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
+    for j in range(H):
+        tc[j] = tanh(c_new[j])
+    for j in range(H):
+        h_new[j] = a[3 * H + j] * tc[j]
+
+
 @njit(**_OPTS)
 def lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid):
     """gates[t] (B, 4H) holds W_xh x_t, rec (B, 4H) W_hh h_{t-1}, bias (4H,) b_h (zeros without).
-    Writes the activated gates i, f, g, o into gates[t] (v = s·tanh(s·a) + o per gate: s = ½, o = ½
-    for the sigmoids, s = 1, o = 0 for g), then c_t, tanh(c_t), h_t. A sequence with valid[t, b] == 0
-    keeps its state."""
-    B, G = rec.shape
-    H = G // 4
-    for b in range(B):
-        a = gates[t, b]
-        r = rec[b]
-        for j in range(G):
-            a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
-        c_prev = cs[t, b]
-        c_new = cs[t + 1, b]
-        tc = tanh_c[t, b]
-        h_new = hs[t + 1, b]
-        if valid[t, b] == 0:
-            for j in range(H):
-                tc[j] = tanh(a[H + j] * c_prev[j] + a[j] * a[2 * H + j])
-                c_new[j] = c_prev[j]
-                h_new[j] = hs[t, b, j]
-            continue
-        for j in range(H):
-            c_new[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
-        for j in range(H):
-            tc[j] = tanh(c_new[j])
-        for j in range(H):
-            h_new[j] = a[3 * H + j] * tc[j]
+    Writes the activated gates i, f, g, o into gates[t], then c_t, tanh(c_t), h_t (:func:`_lstm_cell`).
+    A sequence with valid[t, b] == 0 keeps its state."""
+    for b in range(rec.shape[0]):
+        _lstm_cell(
+            gates[t, b], rec[b], bias, scale, offset, cs[t, b], cs[t + 1, b], tanh_c[t, b], hs[t, b],
+            hs[t + 1, b], valid[t, b] != 0,
+        )  # fmt: skip
+
+
+@njit(**_OPTS)
+def lstm_infer_step(t, k, gates, rec, bias, scale, offset, hs, cs, tc, valid):
+    """The inference form of :func:`lstm_forward_step` (no backward cache): gates (Tc, B, 4H) holds the
+    projections of a chunk of steps, step t its row k; c_{t-1} and c_t alternate in cs (2, B, H); tanh(c_t)
+    goes to the scratch tc (B, H); h_t to hs[t + 1] (the outputs)."""
+    for b in range(rec.shape[0]):
+        _lstm_cell(
+            gates[k, b], rec[b], bias, scale, offset, cs[t % 2, b], cs[(t + 1) % 2, b], tc[b], hs[t, b],
+            hs[t + 1, b], valid[t, b] != 0,
+        )  # fmt: skip
 
 
 @njit(**_OPTS)
@@ -160,31 +177,41 @@ def lstm_step(xa, ha, bias, scale, offset, c, h_out, c_out):
 
 
 # ----------------------------------------------------------------------------------------------- GRU
+@njit(inline="always", **_OPTS)
+def _gru_cell(a, r_, b_h, b_hn, q, h_prev, h_new, ok):
+    """One sequence's reset_after GRU step, shared by the training and the inference walks: a (3H,) holds
+    W_xh x_t and becomes the activated z, r, h̃; r_ (3H,) W_hh h_{t-1}; q gets W_hn h_{t-1} + b_hn; h_new
+    h_t (h_{t-1} where ok is False)."""
+    H = q.shape[0]
+    for j in range(2 * H):
+        a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
+    for j in range(H):
+        q[j] = r_[2 * H + j] + b_hn[j]
+    for j in range(H):
+        a[2 * H + j] = tanh(a[2 * H + j] + b_h[2 * H + j] + a[H + j] * q[j])
+    if not ok:
+        for j in range(H):
+            h_new[j] = h_prev[j]
+        return
+    for j in range(H):
+        h_new[j] = h_prev[j] + a[j] * (a[2 * H + j] - h_prev[j])
+
+
 @njit(**_OPTS)
 def gru_forward_step(t, gates, rec, b_h, b_hn, hs, hn, valid):
     """reset_after GRU. gates[t] (B, 3H) = W_xh x_t; rec (B, 3H) = W_hh h_{t-1}; b_h (3H,) and b_hn (H,)
-    (zeros without). Writes the
-    activated z, r, h̃ into gates[t], hn[t] = W_hn h_{t-1} + b_hn and h_t."""
-    B = rec.shape[0]
-    H = hs.shape[2]
-    for b in range(B):
-        a = gates[t, b]
-        r_ = rec[b]
-        for j in range(2 * H):
-            a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
-        q = hn[t, b]
-        for j in range(H):
-            q[j] = r_[2 * H + j] + b_hn[j]
-        for j in range(H):
-            a[2 * H + j] = tanh(a[2 * H + j] + b_h[2 * H + j] + a[H + j] * q[j])
-        h_prev = hs[t, b]
-        h_new = hs[t + 1, b]
-        if valid[t, b] == 0:
-            for j in range(H):
-                h_new[j] = h_prev[j]
-            continue
-        for j in range(H):
-            h_new[j] = h_prev[j] + a[j] * (a[2 * H + j] - h_prev[j])
+    (zeros without). Writes the activated z, r, h̃ into gates[t], hn[t] = W_hn h_{t-1} + b_hn and h_t
+    (:func:`_gru_cell`)."""
+    for b in range(rec.shape[0]):
+        _gru_cell(gates[t, b], rec[b], b_h, b_hn, hn[t, b], hs[t, b], hs[t + 1, b], valid[t, b] != 0)
+
+
+@njit(**_OPTS)
+def gru_infer_step(t, k, gates, rec, b_h, b_hn, hs, hn, valid):
+    """The inference form of :func:`gru_forward_step`: gates (Tc, B, 3H) a chunk of steps (step t at row
+    k), hn (B, H) a scratch; h_t to hs[t + 1]."""
+    for b in range(rec.shape[0]):
+        _gru_cell(gates[k, b], rec[b], b_h, b_hn, hn[b], hs[t, b], hs[t + 1, b], valid[t, b] != 0)
 
 
 @njit(**_OPTS)
@@ -249,33 +276,46 @@ def gru_step(xp, rec, b_h, b_hn, h, h_out):
 
 
 # ----------------------------------------------------------------------------------------------- RNN
+@njit(inline="always", **_OPTS)
+def _rnn_cell(x, r, bias, d, h_prev, h_new, relu, ok, with_d):
+    """One sequence's RNN step, shared by the training and the inference walks: x (H,) holds W_xh x_t and
+    becomes σ(a_t); d gets σ'(a_t) when with_d (training); h_new h_t (h_{t-1} where ok is False)."""
+    H = x.shape[0]
+    if relu:
+        for j in range(H):
+            a = x[j] + r[j] + bias[j]
+            x[j] = a if a > 0 else f32(0)
+        if with_d:
+            for j in range(H):
+                d[j] = f32(1) if x[j] > 0 else f32(0)
+    else:
+        for j in range(H):
+            x[j] = tanh(x[j] + r[j] + bias[j])
+        if with_d:
+            for j in range(H):
+                d[j] = f32(1) - x[j] * x[j]
+    if not ok:
+        for j in range(H):
+            h_new[j] = h_prev[j]
+    else:
+        for j in range(H):
+            h_new[j] = x[j]
+
+
 @njit(**_OPTS)
 def rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid):
     """xp[t] (B, H) = W_xh x_t, rec = W_hh h_{t-1}, bias b_h (zeros without):
-    h_t = σ(a_t), dact[t] = σ'(a_t)."""
-    B, H = rec.shape
-    for b in range(B):
-        x = xp[t, b]
-        r = rec[b]
-        d = dact[t, b]
-        if relu:
-            for j in range(H):
-                a = x[j] + r[j] + bias[j]
-                x[j] = a if a > 0 else f32(0)
-            for j in range(H):
-                d[j] = f32(1) if x[j] > 0 else f32(0)
-        else:
-            for j in range(H):
-                x[j] = tanh(x[j] + r[j] + bias[j])
-            for j in range(H):
-                d[j] = f32(1) - x[j] * x[j]
-        h_new = hs[t + 1, b]
-        if valid[t, b] == 0:
-            for j in range(H):
-                h_new[j] = hs[t, b, j]
-        else:
-            for j in range(H):
-                h_new[j] = x[j]
+    h_t = σ(a_t), dact[t] = σ'(a_t) (:func:`_rnn_cell`)."""
+    for b in range(rec.shape[0]):
+        _rnn_cell(xp[t, b], rec[b], bias, dact[t, b], hs[t, b], hs[t + 1, b], relu, valid[t, b] != 0, True)
+
+
+@njit(**_OPTS)
+def rnn_infer_step(t, k, xp, rec, bias, hs, relu, valid):
+    """The inference form of :func:`rnn_forward_step`: xp (Tc, B, H) a chunk of steps (step t at row k),
+    no σ'; h_t to hs[t + 1]."""
+    for b in range(rec.shape[0]):
+        _rnn_cell(xp[k, b], rec[b], bias, rec[b], hs[t, b], hs[t + 1, b], relu, valid[t, b] != 0, False)
 
 
 @njit(**_OPTS)
@@ -623,6 +663,13 @@ def lstm_forward_seq(gates, W_hh, bias, scale, offset, hs, cs, tanh_c, valid, re
 
 
 @njit(**_OPTS)
+def lstm_infer_seq(t0, gates, W_hh, bias, scale, offset, hs, cs, tc, valid, rec):
+    for k in range(gates.shape[0]):
+        matmul_nt(hs[t0 + k], W_hh, rec)
+        lstm_infer_step(t0 + k, k, gates, rec, bias, scale, offset, hs, cs, tc, valid)
+
+
+@njit(**_OPTS)
 def lstm_backward_seq(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, WT):
     for t in range(gates.shape[0] - 1, -1, -1):
         lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
@@ -637,6 +684,13 @@ def gru_forward_seq(gates, W_hh, b_h, b_hn, hs, hn, valid, rec):
 
 
 @njit(**_OPTS)
+def gru_infer_seq(t0, gates, W_hh, b_h, b_hn, hs, hn, valid, rec):
+    for k in range(gates.shape[0]):
+        matmul_nt(hs[t0 + k], W_hh, rec)
+        gru_infer_step(t0 + k, k, gates, rec, b_h, b_hn, hs, hn, valid)
+
+
+@njit(**_OPTS)
 def gru_backward_seq(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, WT):
     for t in range(gates.shape[0] - 1, -1, -1):
         gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
@@ -648,6 +702,13 @@ def rnn_forward_seq(xp, W_hh, bias, hs, dact, relu, valid, rec):
     for t in range(xp.shape[0]):
         matmul_nt(hs[t], W_hh, rec)
         rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
+
+
+@njit(**_OPTS)
+def rnn_infer_seq(t0, xp, W_hh, bias, hs, relu, valid, rec):
+    for k in range(xp.shape[0]):
+        matmul_nt(hs[t0 + k], W_hh, rec)
+        rnn_infer_step(t0 + k, k, xp, rec, bias, hs, relu, valid)
 
 
 @njit(**_OPTS)
@@ -705,6 +766,13 @@ def lstm_forward_seq_dnnl(gates, plan, bias, scale, offset, hs, cs, tanh_c, vali
 
 
 @njit(**_OPTS)
+def lstm_infer_seq_dnnl(t0, gates, plan, bias, scale, offset, hs, cs, tc, valid, rec):
+    for k in range(gates.shape[0]):
+        dnnl_product(hs[t0 + k], plan, rec)
+        lstm_infer_step(t0 + k, k, gates, rec, bias, scale, offset, hs, cs, tc, valid)
+
+
+@njit(**_OPTS)
 def lstm_backward_seq_dnnl(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, plan):
     for t in range(gates.shape[0] - 1, -1, -1):
         lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
@@ -719,6 +787,13 @@ def gru_forward_seq_dnnl(gates, plan, b_h, b_hn, hs, hn, valid, rec):
 
 
 @njit(**_OPTS)
+def gru_infer_seq_dnnl(t0, gates, plan, b_h, b_hn, hs, hn, valid, rec):
+    for k in range(gates.shape[0]):
+        dnnl_product(hs[t0 + k], plan, rec)
+        gru_infer_step(t0 + k, k, gates, rec, b_h, b_hn, hs, hn, valid)
+
+
+@njit(**_OPTS)
 def gru_backward_seq_dnnl(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, plan):
     for t in range(gates.shape[0] - 1, -1, -1):
         gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
@@ -730,6 +805,13 @@ def rnn_forward_seq_dnnl(xp, plan, bias, hs, dact, relu, valid, rec):
     for t in range(xp.shape[0]):
         dnnl_product(hs[t], plan, rec)
         rnn_forward_step(t, xp, rec, bias, hs, dact, relu, valid)
+
+
+@njit(**_OPTS)
+def rnn_infer_seq_dnnl(t0, xp, plan, bias, hs, relu, valid, rec):
+    for k in range(xp.shape[0]):
+        dnnl_product(hs[t0 + k], plan, rec)
+        rnn_infer_step(t0 + k, k, xp, rec, bias, hs, relu, valid)
 
 
 @njit(**_OPTS)
@@ -751,14 +833,19 @@ class Walks(NamedTuple):
     gru_backward_seq: Callable
     rnn_forward_seq: Callable
     rnn_backward_seq: Callable
+    # forward-only walks of a chunk of steps t0..t0 + Tc − 1 (the inference path: no backward cache)
+    lstm_infer_seq: Callable
+    gru_infer_seq: Callable
+    rnn_infer_seq: Callable
 
 
 NT_WALKS = Walks(
     "matmul_nt", nt_forward_weights, nt_backward_weights,
     lstm_forward_seq, lstm_backward_seq, gru_forward_seq, gru_backward_seq, rnn_forward_seq, rnn_backward_seq,
+    lstm_infer_seq, gru_infer_seq, rnn_infer_seq,
 )  # fmt: skip
 DNNL_WALKS = Walks(
     "oneDNN", dnnl_forward_weights, dnnl_backward_weights,
     lstm_forward_seq_dnnl, lstm_backward_seq_dnnl, gru_forward_seq_dnnl, gru_backward_seq_dnnl,
-    rnn_forward_seq_dnnl, rnn_backward_seq_dnnl,
+    rnn_forward_seq_dnnl, rnn_backward_seq_dnnl, lstm_infer_seq_dnnl, gru_infer_seq_dnnl, rnn_infer_seq_dnnl,
 )  # fmt: skip

@@ -87,6 +87,30 @@ def forward_job(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray |
     return Job([partial(part, i) for i in range(k)], finish)
 
 
+def infer(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+    """``cell._infer`` (the forward without a backward cache) over k slices of the batch at once: hs
+    (T, B, H), state_T. The same slices as :func:`forward`, so the outputs equal its bit for bit."""
+    T, B, _ = x.shape
+    H = p["W_hh"].shape[1]
+    rows = bounds(B, k)
+    hs = np.empty((T, B, H), dtype=x.dtype)
+
+    def part(i: int):
+        r = slice(rows[i], rows[i + 1])
+        m = None if mask is None else np.ascontiguousarray(mask[:, r])
+        out, state_T = cell._infer(
+            np.ascontiguousarray(x[:, r]), tuple(np.ascontiguousarray(s[r]) for s in state0), p, m
+        )
+        hs[:, r] = out
+        return state_T
+
+    from unrolled import kernels
+
+    kernels.dnnl_walks()
+    done = _pool.run(part, k)
+    return hs, tuple(np.concatenate([d[j] for d in done]) for j in range(len(done[0])))
+
+
 def backward_job(cell, d_hs: np.ndarray, d_stateT, cache, p: dict) -> Job:
     """``cell._backward`` of a forward job's cache: over its slices for a :class:`SplitCache` (then
     finished: dx (T, B, I), d_state0, grads summed over the slices), else in one task."""
@@ -158,6 +182,17 @@ class BatchSplit:
         if k <= 1:
             return self._forward(x, state0, p, mask)
         return forward(self, k, x, state0, p, mask)
+
+    def infer(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """The forward without a backward cache (the inference path): x (T, B, I), state0 -> hs (T, B, H),
+        state_T, equal bit for bit to :meth:`forward`'s; split across workers exactly as it would be."""
+        from unrolled import kernels
+
+        T, B, I = x.shape
+        k = kernels.workers_for(T, B, I, self.gates, p["W_hh"].shape[1])
+        if k <= 1:
+            return self._infer(x, state0, p, mask)
+        return infer(self, k, x, state0, p, mask)
 
     def backward(self, d_hs: np.ndarray, d_stateT, cache, p: dict):
         """BPTT of a forward of this cell, split or not: dx (T, B, I), d_state0, grads."""

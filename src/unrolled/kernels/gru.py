@@ -19,7 +19,18 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._common import (
+    as_vector,
+    bias_or_zeros,
+    chunk_steps,
+    gate_affine,
+    project_chunked,
+    project_into,
+    scratch,
+    step_masks,
+    transpose,
+    valid_steps,
+)
 from unrolled.kernels._split import BatchSplit
 
 
@@ -193,7 +204,7 @@ class CompiledGRUCell(BatchSplit):
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         # (T, B, 3H); the biases are added in the kernel
-        xp = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
+        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))  # in the inference walk's chunks
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -210,6 +221,37 @@ class CompiledGRUCell(BatchSplit):
                 np.matmul(hs[t], WT, out=rec)
                 jit.gru_forward_step(t, xp, rec, b_h, b_hn, hs, hn, valid)
         return hs[1:], (hs[T].copy(),), CompiledGRUCache(x, hs, xp, hn, mask)
+
+    def _infer(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """The forward without a backward cache: x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), equal bit for
+        bit to :meth:`_forward`'s (:func:`_jit._gru_cell`); the gates of one chunk of steps and W_hn h + b_hn
+        live in this thread's reused buffers."""
+        jit = self.jit
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        G = 3 * H
+        dt = x.dtype
+        hs = np.empty((T + 1, B, H), dtype=dt)
+        hs[0] = state0[0]
+        hn, rec = scratch("hn", (B, H), dt), scratch("rec", (B, G), dt)
+        valid = valid_steps(mask, T, B, dt)
+        b_h = bias_or_zeros(p, "b_h", G, dt)
+        b_hn = bias_or_zeros(p, "b_hn", H, dt)
+        n = chunk_steps(T, B, G)
+        buf = scratch("gates", (n, B, G), dt)
+        matmul = kernels.bulk_matmul(dt)
+        walks = kernels.walks_for(B, 3, H)
+        W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
+        for t0 in range(0, T, n):
+            g = buf[: min(n, T - t0)]
+            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            if walks is not None:
+                walks.gru_infer_seq(t0, g, W, b_h, b_hn, hs, hn, valid, rec)
+            else:
+                for k in range(g.shape[0]):
+                    np.matmul(hs[t0 + k], W, out=rec)
+                    jit.gru_infer_step(t0 + k, k, g, rec, b_h, b_hn, hs, hn, valid)
+        return hs[1:], (hs[T].copy(),)
 
     def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledGRUCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""

@@ -29,7 +29,18 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
-from unrolled.kernels._common import as_vector, bias_or_zeros, gate_affine, step_masks, transpose, valid_steps
+from unrolled.kernels._common import (
+    as_vector,
+    bias_or_zeros,
+    chunk_steps,
+    gate_affine,
+    project_chunked,
+    project_into,
+    scratch,
+    step_masks,
+    transpose,
+    valid_steps,
+)
 from unrolled.kernels._split import BatchSplit
 
 
@@ -193,8 +204,8 @@ class CompiledLSTMCell(BatchSplit):
         jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        # (T, B, 4H); b_h is added in the kernel
-        gates = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
+        # (T, B, 4H), in the chunks the inference walk uses; b_h is added in the kernel
+        gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -214,6 +225,40 @@ class CompiledLSTMCell(BatchSplit):
                 np.matmul(hs[t], WT, out=rec)
                 jit.lstm_forward_step(t, gates, rec, bias, scale, offset, hs, cs, tanh_c, valid)
         return hs[1:], (hs[T].copy(), cs[T].copy()), CompiledLSTMCache(x, hs, cs, gates, tanh_c, mask)
+
+    def _infer(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """The forward without a backward cache: x (T, B, I), (h0, c0) -> hs (T, B, H), (h_T, c_T), equal
+        bit for bit to :meth:`_forward`'s (the same products and gate arithmetic, :func:`_jit._lstm_cell`).
+        Keeps only the outputs: the gates of one chunk of steps, c_{t-1} / c_t and tanh(c_t) live in this
+        thread's reused buffers (:func:`~unrolled.kernels._common.scratch`)."""
+        jit = self.jit
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[1]
+        G = 4 * H
+        dt = x.dtype
+        hs = np.empty((T + 1, B, H), dtype=dt)
+        hs[0] = state0[0]
+        cs = scratch("c", (2, B, H), dt)
+        cs[0] = state0[1]
+        tc, rec = scratch("tanh_c", (B, H), dt), scratch("rec", (B, G), dt)
+        valid = valid_steps(mask, T, B, dt)
+        scale, offset = gate_affine(_PATTERN, H, dt)
+        bias = bias_or_zeros(p, "b_h", G, dt)
+        n = chunk_steps(T, B, G)
+        buf = scratch("gates", (n, B, G), dt)
+        matmul = kernels.bulk_matmul(dt)
+        walks = kernels.walks_for(B, 4, H)
+        W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
+        for t0 in range(0, T, n):
+            g = buf[: min(n, T - t0)]
+            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            if walks is not None:
+                walks.lstm_infer_seq(t0, g, W, bias, scale, offset, hs, cs, tc, valid, rec)
+            else:
+                for k in range(g.shape[0]):
+                    np.matmul(hs[t0 + k], W, out=rec)
+                    jit.lstm_infer_step(t0 + k, k, g, rec, bias, scale, offset, hs, cs, tc, valid)
+        return hs[1:], (hs[T].copy(), cs[T % 2].copy())
 
     def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledLSTMCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT, d_cT) -> dx (T, B, I), (d_h0, d_c0), grads."""

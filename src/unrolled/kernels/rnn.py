@@ -17,7 +17,16 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
-from unrolled.kernels._common import bias_or_zeros, step_masks, transpose, valid_steps
+from unrolled.kernels._common import (
+    bias_or_zeros,
+    chunk_steps,
+    project_chunked,
+    project_into,
+    scratch,
+    step_masks,
+    transpose,
+    valid_steps,
+)
 from unrolled.kernels._split import BatchSplit
 
 
@@ -150,7 +159,7 @@ class CompiledRNNCell(BatchSplit):
         T, B, _ = x.shape
         H = p["W_hh"].shape[0]
         # (T, B, H); the compiled kernel adds b_h itself (cheaper than a bulk pass)
-        xp = project_inputs(x, p["W_xh"], None, kernels.bulk_matmul(x.dtype))
+        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))  # in the inference walk's chunks
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         rec = np.empty((B, H), dtype=x.dtype)
         hs[0] = state0[0]
@@ -168,6 +177,35 @@ class CompiledRNNCell(BatchSplit):
                 np.matmul(hs[t], WT, out=rec)
                 self.jit.rnn_forward_step(t, xp, rec, bias, hs, dact, not self.tanh, valid)
         return hs[1:], (hs[T].copy(),), CompiledRNNCache(x, hs, dact, mask)
+
+    def _infer(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
+        """The forward without a backward cache: x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), equal bit for
+        bit to :meth:`_forward`'s (:func:`_jit._rnn_cell`, without σ'); the projections of one chunk of steps
+        live in this thread's reused buffer."""
+        T, B, _ = x.shape
+        H = p["W_hh"].shape[0]
+        dt = x.dtype
+        hs = np.empty((T + 1, B, H), dtype=dt)
+        hs[0] = state0[0]
+        rec = scratch("rec", (B, H), dt)
+        valid = valid_steps(mask, T, B, dt)
+        bias = bias_or_zeros(p, "b_h", H, dt)
+        relu = not self.tanh
+        n = chunk_steps(T, B, H)
+        buf = scratch("gates", (n, B, H), dt)
+        matmul = kernels.bulk_matmul(dt)
+        walks = kernels.walks_for(B, 1, H)
+        W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
+        for t0 in range(0, T, n):
+            g = buf[: min(n, T - t0)]
+            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            if walks is not None:
+                walks.rnn_infer_seq(t0, g, W, bias, hs, relu, valid, rec)
+            else:
+                for k in range(g.shape[0]):
+                    np.matmul(hs[t0 + k], W, out=rec)
+                    self.jit.rnn_infer_step(t0 + k, k, g, rec, bias, hs, relu, valid)
+        return hs[1:], (hs[T].copy(),)
 
     def _backward(self, d_hs: np.ndarray, d_stateT, cache: CompiledRNNCache, p: dict):
         """BPTT. d_hs (T, B, H), (d_hT,) -> dx (T, B, I), (d_h0,), grads."""
