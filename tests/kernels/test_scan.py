@@ -122,3 +122,31 @@ def test_layer_in_float32_takes_the_blocked_path_and_matches_the_reference(monke
     (o1, h1, dx1, g1), (o2, h2, dx2, g2) = results
     for got, want in [(o2, o1), (h2, h1), (dx2, dx1)] + [(g2[k], g1[k]) for k in g1]:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("log_space", [True, False], ids=["log", "linear"])
+@pytest.mark.parametrize("cls", [MinGRUCell, MinLSTMCell])
+def test_blocked_scan_keeps_saturated_gates_accurate_in_float32(cls, log_space):
+    """Pre-activations of ±120 (e^{−k} overflows float32): the compiled gates, formed from e^{−k} by
+    division, equal the float64 reference to float32 rounding, forward and backward."""
+    cell = cls(log_space)
+    rng = np.random.default_rng(9)
+    T, B, I, H = 12, 2, 3, 4
+    p64 = {"W_xh": 40 * rng.standard_normal((cell.gates * H, I)), "b_h": rng.standard_normal(cell.gates * H)}
+    x64 = rng.standard_normal((T, B, I))
+    x64[:, :, 0] = 3.0 * np.sign(x64[:, :, 0])  # many pre-activations far beyond ±88
+    h0, d_hs = np.abs(rng.standard_normal((B, H))), rng.standard_normal((T, B, H))
+    p32 = {n: v.astype(np.float32) for n, v in p64.items()}
+    p64 = {n: v.astype(np.float64) for n, v in p32.items()}  # the same (float32-representable) weights
+    x32 = x64.astype(np.float32)
+    x64 = x32.astype(np.float64)
+    fast = scan.BlockScanMinCell(cell)
+    hs, _, cache = fast.forward(x32, (h0.astype(np.float32),), p32, None, blocks=2)
+    hs_ref, _, cache_ref = cell.forward(x64, (h0,), p64, None)
+    assert np.isfinite(hs).all()
+    np.testing.assert_allclose(hs, hs_ref, rtol=2e-5, atol=2e-5 * np.abs(hs_ref).max())
+    dx, (dh0,), grads = fast.backward(d_hs.astype(np.float32), (np.zeros((B, H), np.float32),), cache, p32)
+    dx_ref, (dh0_ref,), grads_ref = cell.backward(d_hs, (np.zeros((B, H)),), cache_ref, p64)
+    for got, want in [(dx, dx_ref), (dh0, dh0_ref)] + [(grads[n], grads_ref[n]) for n in grads]:
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))

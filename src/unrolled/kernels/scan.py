@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unrolled.cells.bulk import input_gradients, project_inputs
+from unrolled.cells.minrnn import MinLSTMCell
 from unrolled.kernels import _pool
 
 
@@ -116,6 +117,13 @@ class ScanMinCell:
         return dx, (a[0] * dh[0],), grads
 
 
+def _mask2(mask: np.ndarray | None, dtype) -> tuple[np.ndarray, bool]:
+    """The (T, B) mask the compiled kernels take, and whether there is one (else a 1×1 placeholder)."""
+    if mask is None:
+        return np.ones((1, 1), dtype=dtype), False
+    return np.ascontiguousarray(mask[:, :, 0]), True
+
+
 class BlockScanCache(NamedTuple):
     """What the blocked forward keeps: the reference's fields, a (T, B, H) and the block bounds."""
 
@@ -147,6 +155,7 @@ class BlockScanMinCell(ScanMinCell):
 
     def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None, blocks: int | None = None):
         """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache; ``blocks``: K (else :func:`blocks_for`)."""
+        from unrolled import kernels
         from unrolled.kernels import _scan_jit as jit
 
         cell, h0 = self.cell, state0[0]
@@ -161,22 +170,28 @@ class BlockScanMinCell(ScanMinCell):
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         hs[0] = h0
         h2, a2 = hs[1:].reshape(T, B * H), a.reshape(T, B * H)
-        h0f = np.ascontiguousarray(h0).reshape(B * H)
-        prods = np.empty((K, B * H), dtype=x.dtype)
+        h0 = np.ascontiguousarray(h0)
+        matmul = kernels.bulk_matmul(x.dtype)
+        prods = np.empty((K, B, H), dtype=x.dtype)
+        m2, has_mask = _mask2(mask, x.dtype)
+        lstm = type(cell) is MinLSTMCell
 
         def local(i: int) -> None:
             r = slice(tb[i], tb[i + 1])
-            k[r] = project_inputs(x[r], W, bias)
-            a[r], b = cell.coefficients(k[r], None if mask is None else mask[r])
-            b2 = np.ascontiguousarray(b).reshape(-1, B * H)
-            jit.local_forward(a2[r], b2, h0f, h2[r], prods[i], i == 0)
+            k[r] = project_inputs(x[r], W, bias, matmul=matmul)
+            with np.errstate(over="ignore"):  # e^{−k} = inf is meant: σ(k) = 0
+                E = np.exp(-k[r])
+            mi = m2[r] if has_mask else m2
+            jit.min_forward(
+                k[r], E, mi, has_mask, lstm, cell.log_space, h0, i == 0, a[r], hs[1:][r], prods[i]
+            )
 
         _pool.run(local, K)
         entering = np.empty((K, B * H), dtype=x.dtype)  # the true state entering each block
         end = h2[tb[1] - 1].copy()
         for i in range(1, K):
             entering[i] = end
-            end = h2[tb[i + 1] - 1] + prods[i] * end
+            end = h2[tb[i + 1] - 1] + prods[i].reshape(-1) * end
 
         def fix(i: int) -> None:
             if i > 0:
@@ -189,6 +204,7 @@ class BlockScanMinCell(ScanMinCell):
 
     def backward(self, d_hs: np.ndarray, d_stateT, cache: BlockScanCache, p: dict):
         """(2) blocked from the right, then each block's gates backward, ∂L/∂x and weight gradients."""
+        from unrolled import kernels
         from unrolled.kernels import _scan_jit as jit
 
         x, k, hs, mask, a, tb = cache
@@ -216,14 +232,23 @@ class BlockScanMinCell(ScanMinCell):
             first = y2[tb[i]] + prods[i] * first
         dx = np.empty(x.shape, dtype=x.dtype)
 
+        m2, has_mask = _mask2(mask, a.dtype)
+        lstm = type(self.cell) is MinLSTMCell
+        matmul = kernels.bulk_matmul(x.dtype)
+
         def finish(i: int) -> dict:
             r = slice(tb[i], tb[i + 1])
             if i < K - 1:
                 jit.fixup_reverse(a_next[i], a2[r], y2[r], after[i])
-            m = None if mask is None else mask[r]
-            dk = self.cell.coefficients_backward(k[r], hs[tb[i] : tb[i + 1]], dh[r], m)
+            with np.errstate(over="ignore"):
+                E = np.exp(-k[r])
+            dk = np.empty_like(E)
+            mi = m2[r] if has_mask else m2
+            jit.min_backward(
+                k[r], E, a[r], hs[tb[i] : tb[i + 1]], dh[r], mi, has_mask, lstm, self.cell.log_space, dk
+            )
             grads: dict[str, np.ndarray] = {}
-            dx[r] = input_gradients(dk, x[r], p, grads, bias_key="b_h")
+            dx[r] = input_gradients(dk, x[r], p, grads, bias_key="b_h", matmul=matmul)
             return grads
 
         parts = _pool.run(finish, K)
