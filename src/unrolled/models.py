@@ -42,7 +42,7 @@ def _inverted_dropout(rng: np.random.Generator, shape: tuple, p: float, dtype) -
 
 _CHOICES = {
     "input": ("tokens", "dense"),
-    "cell": ("lstm", "gru", "rnn"),
+    "cell": ("lstm", "gru", "rnn", "mingru", "minlstm"),
     "nonlinearity": ("tanh", "relu"),
     "output": ("sequence", "last", "mean"),
     "dtype": ("float32", "float64"),
@@ -57,7 +57,7 @@ class ModelConfig:
     vocab_size: int | None = None  # V, for input="tokens"
     input_size: int | None = None  # I, for input="dense"
     embed_dim: int = 32  # embedding width E (tokens only)
-    cell: str = "lstm"  # "lstm" | "gru" | "rnn"
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn" | "mingru" | "minlstm" (parallel scan, unrolled.minlayers)
     hidden_size: int = 128  # H per direction
     num_layers: int = 1  # stacked recurrent layers
     bidirectional: bool = False
@@ -91,6 +91,8 @@ class ModelConfig:
             positive_int(name, getattr(self, name))
         for name in ("dropout", "input_dropout", "output_dropout", "recurrent_dropout"):
             probability(name, getattr(self, name))
+        if self.cell in ("mingru", "minlstm") and self.recurrent_dropout:
+            raise ValueError(f"recurrent_dropout: {self.cell} has no recurrent weights for it; expected 0")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed: expected an integer or None, got {self.seed!r}")
 
@@ -146,8 +148,12 @@ class SequenceModel:
             self.rnn: RecurrentLayer = LSTM(in_size, c.hidden_size, **common)
         elif c.cell == "gru":
             self.rnn = GRU(in_size, c.hidden_size, reset_after=c.reset_after, **common)
-        else:
+        elif c.cell == "rnn":
             self.rnn = RNN(in_size, c.hidden_size, nonlinearity=c.nonlinearity, **common)
+        else:
+            from unrolled.minlayers import MinGRU, MinLSTM
+
+            self.rnn = (MinGRU if c.cell == "mingru" else MinLSTM)(in_size, c.hidden_size, **common)
         D = 2 if c.bidirectional else 1
         self.head = Linear(
             D * c.hidden_size, c.output_size, dtype=self.dtype, seed=np.random.default_rng(s_head)

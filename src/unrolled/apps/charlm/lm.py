@@ -70,7 +70,7 @@ class CharLMConfig:
     The command line is built from these fields (``seq_len`` → ``--seq-len``), so every default lives here.
     """
 
-    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn", "mingru", "minlstm"))
     layers: int = option(2, "number of stacked recurrent layers")
     hidden: int = option(256, "hidden units per layer")
     embed: int = option(64, "width of the learned character embedding")
@@ -106,7 +106,7 @@ class CharLMConfig:
         positive = ("layers", "hidden", "embed", "seq_len", "batch", "val_every", "val_chars", "threads")
         for name in positive:
             positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
-        one_of("--cell", self.cell, ("lstm", "gru", "rnn"))
+        one_of("--cell", self.cell, ("lstm", "gru", "rnn", "mingru", "minlstm"))
         if self.steps is not None:
             positive_int("--steps", self.steps)
         if self.time is not None:
