@@ -71,10 +71,13 @@ def test_pick_runs_the_scans():
 numba = pytest.importorskip("numba", reason="the blocked scan is the compiled path (extra 'fast')")
 
 
+@pytest.mark.parametrize("chunk_rows", [1024, 7], ids=["one-chunk", "chunks-of-2-steps"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("blocks", [1, 2, 3, 7])
 @pytest.mark.parametrize("cell", [MinGRUCell(True), MinLSTMCell(False)], ids=["mingru-log", "minlstm-lin"])
-def test_blocked_scan_equals_the_sequential_reference(cell, blocks, dtype):
+def test_blocked_scan_equals_the_sequential_reference(cell, blocks, dtype, chunk_rows, monkeypatch):
+    """Any number of time blocks, each worked through in chunks of steps (the e^{−k} temporaries)."""
+    monkeypatch.setattr(scan, "CHUNK_ROWS", chunk_rows)
     rng = np.random.default_rng(blocks)
     T, B, I, H = 23, 3, 4, 5
     p = {

@@ -87,7 +87,8 @@ def min_forward(k, E, m, has_mask, lstm, log_space, h0, use_h0, a, h, prod):  # 
 @njit(**_OPTS)
 def min_backward(k, E, a, h_prev, dh, m, has_mask, lstm, log_space, dk):  # pragma: no cover
     """One block of the gates' backward: δk (n, B, G·H) from δh_t (the scanned total gradient), h_{t−1},
-    the stored a and E = e^{−k}; zero where m = 0 (see :mod:`unrolled.cells.minrnn` for the formulas)."""
+    the stored a and E = e^{−k}; zero where m = 0 (see :mod:`unrolled.cells.minrnn` for the formulas).
+    ``dk`` may be ``E`` itself: every element's E values are read before its δk values are written."""
     n, B, H = a.shape
     for t in range(n):
         for bi in range(B):

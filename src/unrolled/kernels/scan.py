@@ -117,6 +117,15 @@ class ScanMinCell:
         return dx, (a[0] * dh[0],), grads
 
 
+CHUNK_ROWS = 1024  # rows (steps · B) per e^{−k} / δk temporary: caps a step's peak memory
+
+
+def _chunks(t0: int, t1: int, B: int):
+    """Slices of [t0, t1) of about :data:`CHUNK_ROWS` rows each."""
+    n = max(1, CHUNK_ROWS // max(1, B))
+    return [slice(t, min(t1, t + n)) for t in range(t0, t1, n)]
+
+
 def _mask2(mask: np.ndarray | None, dtype) -> tuple[np.ndarray, bool]:
     """The (T, B) mask the compiled kernels take, and whether there is one (else a 1×1 placeholder)."""
     if mask is None:
@@ -179,12 +188,16 @@ class BlockScanMinCell(ScanMinCell):
         def local(i: int) -> None:
             r = slice(tb[i], tb[i + 1])
             k[r] = project_inputs(x[r], W, bias, matmul=matmul)
-            with np.errstate(over="ignore"):  # e^{−k} = inf is meant: σ(k) = 0
-                E = np.exp(-k[r])
-            mi = m2[r] if has_mask else m2
-            jit.min_forward(
-                k[r], E, mi, has_mask, lstm, cell.log_space, h0, i == 0, a[r], hs[1:][r], prods[i]
-            )
+            prods[i] = 1
+            start = h0 if i == 0 else np.zeros_like(h0)  # the first block from h0, the others from 0
+            for c in _chunks(tb[i], tb[i + 1], B):
+                with np.errstate(over="ignore"):  # e^{−k} = inf is meant: σ(k) = 0
+                    E = np.exp(-k[c])
+                mi = m2[c] if has_mask else m2
+                pc = np.empty((B, H), dtype=x.dtype)
+                jit.min_forward(k[c], E, mi, has_mask, lstm, cell.log_space, start, True, a[c], hs[1:][c], pc)
+                prods[i] *= pc
+                start = hs[c.stop]
 
         _pool.run(local, K)
         entering = np.empty((K, B * H), dtype=x.dtype)  # the true state entering each block
@@ -240,15 +253,18 @@ class BlockScanMinCell(ScanMinCell):
             r = slice(tb[i], tb[i + 1])
             if i < K - 1:
                 jit.fixup_reverse(a_next[i], a2[r], y2[r], after[i])
-            with np.errstate(over="ignore"):
-                E = np.exp(-k[r])
-            dk = np.empty_like(E)
-            mi = m2[r] if has_mask else m2
-            jit.min_backward(
-                k[r], E, a[r], hs[tb[i] : tb[i + 1]], dh[r], mi, has_mask, lstm, self.cell.log_space, dk
-            )
             grads: dict[str, np.ndarray] = {}
-            dx[r] = input_gradients(dk, x[r], p, grads, bias_key="b_h", matmul=matmul)
+            for c in _chunks(tb[i], tb[i + 1], B):
+                with np.errstate(over="ignore"):
+                    E = np.exp(-k[c])
+                mi = m2[c] if has_mask else m2
+                dk = E  # written in place of E: each element's E is read before its δk is written
+                hp = hs[c.start : c.stop]
+                jit.min_backward(k[c], E, a[c], hp, dh[c], mi, has_mask, lstm, self.cell.log_space, dk)
+                g: dict[str, np.ndarray] = {}
+                dx[c] = input_gradients(dk, x[c], p, g, bias_key="b_h", matmul=matmul)
+                for name, v in g.items():
+                    grads[name] = v if name not in grads else grads[name] + v
             return grads
 
         parts = _pool.run(finish, K)
