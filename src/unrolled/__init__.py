@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "GRU": "unrolled.layers",
     "LSTM": "unrolled.layers",
+    "MinGRU": "unrolled.minlayers",
+    "MinLSTM": "unrolled.minlayers",
     "RNN": "unrolled.layers",
     "RecurrentLayer": "unrolled.layers",
     "Linear": "unrolled.nn",

@@ -580,7 +580,7 @@ def model_param_shapes(config) -> dict[str, tuple[int, ...]]:
     name -> shape, the same names as ``SequenceModel(config).params``.
     """
     c = config
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
+    G = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}[c.cell]
     D = 2 if c.bidirectional else 1
     H = c.hidden_size
     P = getattr(c, "proj_size", 0) or H  # the width of h: an LSTM's projection, else H
@@ -592,7 +592,8 @@ def model_param_shapes(config) -> dict[str, tuple[int, ...]]:
         for d in range(D):
             s = f"_l{layer}" + ("_reverse" if d else "")
             shapes[f"rnn.W_xh{s}"] = (G * H, I)
-            shapes[f"rnn.W_hh{s}"] = (G * H, P)
+            if c.cell not in ("mingru", "minlstm"):  # their gates never see h_{t−1}
+                shapes[f"rnn.W_hh{s}"] = (G * H, P)
             shapes[f"rnn.b_h{s}"] = (G * H,)
             if c.cell == "gru" and c.reset_after:
                 shapes[f"rnn.b_hn{s}"] = (H,)

@@ -43,7 +43,7 @@ def _inverted_dropout(rng: np.random.Generator, shape: tuple, p: float, dtype) -
 
 _CHOICES = {
     "input": ("tokens", "dense"),
-    "cell": ("lstm", "gru", "rnn"),
+    "cell": ("lstm", "gru", "rnn", "mingru", "minlstm"),
     "nonlinearity": ("tanh", "relu"),
     "output": ("sequence", "last", "mean"),
     "dtype": ("float32", "float64"),
@@ -58,7 +58,7 @@ class ModelConfig:
     vocab_size: int | None = None  # V, for input="tokens"
     input_size: int | None = None  # I, for input="dense"
     embed_dim: int = 32  # embedding width E (tokens only)
-    cell: str = "lstm"  # "lstm" | "gru" | "rnn"
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn" | "mingru" | "minlstm" (parallel scan, unrolled.minlayers)
     hidden_size: int = 128  # H per direction
     num_layers: int = 1  # stacked recurrent layers
     bidirectional: bool = False
@@ -104,8 +104,12 @@ class ModelConfig:
         lstm_only = [n for n in ("peephole", "proj_size") if getattr(self, n)]
         if self.cell != "lstm" and lstm_only:
             raise ValueError(f"{lstm_only[0]}: an LSTM option, but cell is {self.cell!r}")
-        if self.cell == "rnn" and self.layer_norm:
-            raise ValueError("layer_norm: an LSTM / GRU option, but cell is 'rnn'")
+        if self.cell not in ("lstm", "gru") and self.layer_norm:
+            raise ValueError(f"layer_norm: an LSTM / GRU option, but cell is {self.cell!r}")
+        if self.cell in ("mingru", "minlstm") and self.zoneout:
+            raise ValueError(f"zoneout: an RNN / LSTM / GRU option, but cell is {self.cell!r}")
+        if self.cell in ("mingru", "minlstm") and self.recurrent_dropout:
+            raise ValueError(f"recurrent_dropout: {self.cell} has no recurrent weights for it; expected 0")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed: expected an integer or None, got {self.seed!r}")
 
@@ -166,8 +170,12 @@ class SequenceModel:
             self.rnn = GRU(
                 in_size, c.hidden_size, reset_after=c.reset_after, layer_norm=c.layer_norm, **common
             )
-        else:
+        elif c.cell == "rnn":
             self.rnn = RNN(in_size, c.hidden_size, nonlinearity=c.nonlinearity, **common)
+        else:
+            from unrolled.minlayers import MinGRU, MinLSTM
+
+            self.rnn = (MinGRU if c.cell == "mingru" else MinLSTM)(in_size, c.hidden_size, **common)
         D = 2 if c.bidirectional else 1
         self.head = Linear(
             D * self.rnn.output_size, c.output_size, dtype=self.dtype, seed=np.random.default_rng(s_head)

@@ -284,7 +284,8 @@ def test_config_round_trip_and_clear_errors():
     assert c.output_size == 10
     assert ModelConfig.from_dict(c.to_dict()) == c
     with pytest.raises(
-        ValueError, match=r"cell: expected one of \('lstm', 'gru', 'rnn'\), got 'transformer'"
+        ValueError,
+        match=r"cell: expected one of \('lstm', 'gru', 'rnn', 'mingru', 'minlstm'\), got 'transformer'",
     ):
         ModelConfig(vocab_size=10, cell="transformer")
     with pytest.raises(ValueError, match="vocab_size: expected a positive integer, got None"):

@@ -43,6 +43,10 @@ from unrolled.optim import Adam
 
 TASKS = ("adding", "copy", "parity")
 CELLS = ("rnn", "lstm", "gru")
+SCAN_CELLS = (
+    "mingru",
+    "minlstm",
+)  # unrolled.minlayers: not in the default grid; no γ (their J_t = diag(a_t))
 COPY_SYMBOLS, COPY_LENGTH, BLANK, DELIMITER = 8, 10, 0, 9
 
 
@@ -99,7 +103,7 @@ class RunConfig:
     """One training run. The defaults are the grid's (small, so that the grid fits two shared CPU cores)."""
 
     task: str = "adding"  # "adding" | "copy" | "parity"
-    cell: str = "lstm"  # "rnn" | "lstm" | "gru"
+    cell: str = "lstm"  # "rnn" | "lstm" | "gru" | "mingru" | "minlstm"
     T: int = 50  # sequence length (adding) or the blank delay (copy)
     clip: float | None = 1.0  # global-norm clipping threshold; None = no clipping
     seed: int = 0  # weights, training batches; the test set has its own fixed seed
@@ -113,7 +117,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         one_of("task", self.task, TASKS)
-        one_of("cell", self.cell, CELLS)
+        one_of("cell", self.cell, CELLS + SCAN_CELLS)
         for name in ("T", "hidden_size", "batch_size", "max_steps", "eval_every", "test_size"):
             positive_int(name, getattr(self, name))
         if self.clip is not None:  # None = no clipping
@@ -178,7 +182,7 @@ def run_one(cfg: RunConfig, log=None, figure: str | Path | None = None) -> dict:
     model = _model(cfg)
     opt = Adam(model.params, lr=cfg.lr)
     probe = x_test[:, :4]
-    monitor = GammaMonitor(probe, every=cfg.eval_every)
+    monitor = GammaMonitor(probe, every=cfg.eval_every) if cfg.cell in CELLS else None
     t0 = time.perf_counter()
 
     def evaluate(step: int, train_loss: float, gnorm: float) -> dict:
@@ -186,7 +190,7 @@ def run_one(cfg: RunConfig, log=None, figure: str | Path | None = None) -> dict:
         y_hat, _ = model.forward(x_test)
         loss, _, metric = _loss(cfg, y_hat, y_test)
         model.train()
-        g = monitor.measure(model, step)["gamma"]
+        g = monitor.measure(model, step)["gamma"] if monitor is not None else math.nan
         rec = dict(step=step, train_loss=train_loss, test_loss=loss, metric=metric, gamma=g, grad_norm=gnorm)
         if log:
             log(f"{cfg.task} {cfg.cell} T={cfg.T} clip={cfg.clip} seed={cfg.seed} step {step}: "
@@ -246,7 +250,7 @@ def run_one(cfg: RunConfig, log=None, figure: str | Path | None = None) -> dict:
         "baseline": baseline(cfg.task, cfg.T),
         "gamma_init": history[0]["gamma"],
         "gamma_final": last["gamma"],
-        "regime_final": monitor.history[-1]["regime"],
+        "regime_final": monitor.history[-1]["regime"] if monitor is not None else None,
         "max_grad_norm": max_gnorm,
         "wall_s": time.perf_counter() - t0,
         "history": history,
@@ -357,7 +361,7 @@ def results_table(records: list[dict]) -> str:
     """
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        key = (r["task"], r["T"], CELLS.index(r["cell"]), r["clip"] is None, r["clip"] or 0.0,
+        key = (r["task"], r["T"], (CELLS + SCAN_CELLS).index(r["cell"]), r["clip"] is None, r["clip"] or 0.0,
                r["max_steps"], r["hidden_size"], r["batch_size"], r["lr"])  # fmt: skip
         groups.setdefault(key, []).append(r)
     lines = [
@@ -404,7 +408,7 @@ def plot_results(records: list[dict], path) -> None:
     Ts = sorted({r["T"] for r in records})
     fig, axes = plt.subplots(len(tasks), len(Ts) + 1, figsize=(3.6 * (len(Ts) + 1), 3.3 * len(tasks)),
                              squeeze=False)  # fmt: skip
-    colors = {"rnn": "C3", "lstm": "C0", "gru": "C2"}
+    colors = {"rnn": "C3", "lstm": "C0", "gru": "C2", "mingru": "C1", "minlstm": "C4"}
     for row, task in zip(axes, tasks, strict=True):
         rs = [r for r in records if r["task"] == task]
         for ax, T in zip(row[:-1], Ts, strict=True):
@@ -421,7 +425,7 @@ def plot_results(records: list[dict], path) -> None:
             ax.set_ylabel("test loss / baseline")
             ax.grid(True, which="both", alpha=0.3)
         ax = row[-1]
-        for cell in CELLS:
+        for cell in CELLS + SCAN_CELLS:
             for clip_on in (True, False):
                 pts = [
                     (r["T"], r["gamma_final"])

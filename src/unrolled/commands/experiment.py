@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from unrolled._optional import require
-from unrolled.apps.experiments import CELLS, grid, plot_results, read_results, results_table, run_grid
+from unrolled.apps.experiments import (
+    CELLS,
+    SCAN_CELLS,
+    grid,
+    plot_results,
+    read_results,
+    results_table,
+    run_grid,
+)
 from unrolled.commands._common import CLIError
 
 
@@ -27,7 +35,7 @@ def register(subparsers) -> None:
     for task, steps in (("adding", 2000), ("copy", 2000), ("parity", 2000)):
         q = sub.add_parser(task, help=helps[task])
         q.add_argument("--T", type=int, nargs="+", default=[10, 50, 100, 200, 400], help="sequence lengths")
-        q.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+        q.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS + SCAN_CELLS)
         q.add_argument(
             "--clip", nargs="+", default=["1.0", "none"], help="global-norm thresholds, 'none' = no clipping"
         )

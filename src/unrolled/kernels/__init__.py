@@ -290,8 +290,13 @@ def describe() -> str:
 def _path_cell(cell, compiled: bool):
     """The NumPy fast or compiled counterpart of a reference cell, or None where there is none."""
     from unrolled.cells import GRUCell, LSTMCell, RNNCell
+    from unrolled.cells.minrnn import MinGRUCell, MinLSTMCell
     from unrolled.kernels import gru, lstm, rnn
 
+    if type(cell) in (MinGRUCell, MinLSTMCell):  # the parallel scans of kernels/scan.py
+        from unrolled.kernels import scan
+
+        return scan.BlockScanMinCell(cell) if compiled else scan.ScanMinCell(cell)
     if type(cell) is LSTMCell:
         return lstm.CompiledLSTMCell(cell) if compiled else lstm.FastLSTMCell(cell)
     if type(cell) is GRUCell and cell.reset_after:

@@ -78,7 +78,7 @@ class CharLMConfig:
     The command line is built from these fields (``seq_len`` → ``--seq-len``), so every default lives here.
     """
 
-    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn", "mingru", "minlstm"))
     layers: int = option(2, "number of stacked recurrent layers")
     hidden: int = option(256, "hidden units per layer")
     embed: int = option(64, "width of the learned character embedding")
@@ -124,7 +124,7 @@ class CharLMConfig:
         positive = ("layers", "hidden", "embed", "seq_len", "batch", "val_every", "val_chars", "threads")
         for name in positive:
             positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
-        one_of("--cell", self.cell, ("lstm", "gru", "rnn"))
+        one_of("--cell", self.cell, ("lstm", "gru", "rnn", "mingru", "minlstm"))
         one_of("--schedule", self.schedule, ("constant", "cosine"))
         if self.schedule == "cosine" and self.steps is None:
             raise ValueError("--schedule cosine: needs --steps (the learning rate decays to 0 over them)")

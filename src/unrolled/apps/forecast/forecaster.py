@@ -96,7 +96,7 @@ class ForecastConfig:
         None, "rows before the test for early stopping (default: as test)", type=int
     )
     # the network
-    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn", "mingru", "minlstm"))
     layers: int = option(1, "stacked recurrent layers")
     hidden: int = option(32, "hidden units per layer")
     dropout: float = option(0.0, "dropout between stacked layers")
