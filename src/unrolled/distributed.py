@@ -273,7 +273,13 @@ class MPIComm(Communicator):
         if message is not None:
             _say(f"unrolled: error: {message}")
         sys.stderr.flush()
+        # MPI_Abort kills every process at once, the launcher's output forwarding included: on a busy
+        # machine MPICH's proxy had not yet passed the line on and the job ended with empty stderr.
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
+
+
+ABORT_GRACE_S = 1.0  # seconds between the error line and MPI_Abort: the launcher forwards the line first
 
 
 def _contiguous(buf: np.ndarray) -> np.ndarray:
