@@ -55,7 +55,14 @@ def run(args) -> int:
     res = run_suite(
         quick=args.quick, threads=args.threads, with_torch=not args.no_torch, memory_too=not args.no_memory
     )
-    md = render_markdown(res)
+    _report(res, render_markdown(res), args)
+    if args.plot:
+        plot_scaling(res, args.plot)
+    return 0
+
+
+def _report(res: dict, md: str, args) -> None:
+    """Print the tables; write the results to --json and the tables to --markdown where asked."""
     print()
     print(md)
     if args.json:
@@ -64,9 +71,6 @@ def run(args) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(md)
-    if args.plot:
-        plot_scaling(res, args.plot)
-    return 0
 
 
 def _run_inference(args) -> int:
@@ -75,13 +79,5 @@ def _run_inference(args) -> int:
     if args.plot:
         raise ValueError("--plot: not available with --inference (no scaling grid)")
     res = run_inference(quick=args.quick, threads=args.threads, with_torch=not args.no_torch)
-    md = render_markdown(res)
-    print()
-    print(md)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(md)
+    _report(res, render_markdown(res), args)
     return 0
