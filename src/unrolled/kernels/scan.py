@@ -18,11 +18,12 @@ are solved for a whole sequence at once, by associative scans: the pairs (a, b) 
   linear-space products only shrink: stable, and more accurate than the log form in float32 (whose
   rounding grows with |a*_t|, about T·|log a|).
 - **compiled** (:class:`BlockScanMinCell`; float32 with Numba): time cut into K blocks, one per worker of
-  :mod:`unrolled.kernels._pool`; each worker projects its block's inputs, computes its a, b and scans it from
-  a zero state (:mod:`unrolled.kernels._scan_jit`); a sequential pass over the K block ends gives the
-  state entering each block; a fix-up pass adds (∏ a) ⊙ carry to every step of a block. The backward runs
-  the same three passes on (2) from the right, then each worker computes its block's δk, ∂L/∂x and its
-  partial weight gradients (summed once at the end).
+  :mod:`unrolled.kernels._pool`; each worker projects its block's inputs (one product) and computes its a, b
+  and scan from h0 or 0 in one fused compiled pass (:mod:`unrolled.kernels._scan_jit`); a fix-up pass, split
+  by channel across the workers, walks the blocks in order adding (∏ a) ⊙ (true entering state). The
+  backward finds the true δh carry entering each block from the right (split by channel the same way), then
+  each worker runs one reversed fused loop over its block (δh by (2), the gates recomputed, δk, Σ δk) and
+  its ∂L/∂x and partial ∂L/∂W products (summed once at the end).
 
 Both return what the reference does, up to rounding (tested against it).
 """
