@@ -18,11 +18,12 @@ are solved for a whole sequence at once, by associative scans: the pairs (a, b) 
   linear-space products only shrink: stable, and more accurate than the log form in float32 (whose
   rounding grows with |a*_t|, about T·|log a|).
 - **compiled** (:class:`BlockScanMinCell`; float32 with Numba): time cut into K blocks, one per worker of
-  :mod:`unrolled.kernels._pool`; each worker projects its block's inputs, computes its a, b and scans it from
-  a zero state (:mod:`unrolled.kernels._scan_jit`); a sequential pass over the K block ends gives the
-  state entering each block; a fix-up pass adds (∏ a) ⊙ carry to every step of a block. The backward runs
-  the same three passes on (2) from the right, then each worker computes its block's δk, ∂L/∂x and its
-  partial weight gradients (summed once at the end).
+  :mod:`unrolled.kernels._pool`; each worker projects its block's inputs (one product) and computes its a, b
+  and scan from h0 or 0 in one fused compiled pass (:mod:`unrolled.kernels._scan_jit`); a fix-up pass, split
+  by channel across the workers, walks the blocks in order adding (∏ a) ⊙ (true entering state). The
+  backward finds the true δh carry entering each block from the right (split by channel the same way), then
+  each worker runs one reversed fused loop over its block (δh by (2), the gates recomputed, δk, Σ δk) and
+  its ∂L/∂x and partial ∂L/∂W products (summed once at the end).
 
 Both return what the reference does, up to rounding (tested against it).
 """
@@ -134,13 +135,14 @@ def _mask2(mask: np.ndarray | None, dtype) -> tuple[np.ndarray, bool]:
 
 
 class BlockScanCache(NamedTuple):
-    """What the blocked forward keeps: the reference's fields, a (T, B, H) and the block bounds."""
+    """What the blocked forward keeps: the reference's fields (k without the bias: the kernels add it), a
+    (T, B, H) and the block bounds."""
 
     x: np.ndarray
-    k: np.ndarray
+    k: np.ndarray  # (T, B, G·H) W_xh x_t (the bias is added inside the compiled loops)
     hs: np.ndarray  # (T+1, B, H)
     mask: np.ndarray | None
-    a: np.ndarray  # (T, B, H) the recurrence coefficients (the backward scans with them)
+    a: np.ndarray  # (T, B, H) the recurrence coefficients (the backward's carries scan with them)
     bounds: tuple  # K + 1 time boundaries
 
 
@@ -157,119 +159,115 @@ def blocks_for(T: int, B: int, I: int, G: int, H: int) -> int:
     return max(1, int(k))
 
 
+def _channel_split(N: int, K: int) -> list[tuple[int, int]]:
+    """K contiguous channel ranges of [0, N) (the fix-up and carry passes are split by channel)."""
+    return [(N * w // K, N * (w + 1) // K) for w in range(K)]
+
+
 class BlockScanMinCell(ScanMinCell):
-    """minGRU / minLSTM by the blocked scan over the worker pool, its local scans compiled."""
+    """minGRU / minLSTM by the blocked scan over the worker pool, its passes compiled and fused."""
 
     cache_type = BlockScanCache
 
     def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None, blocks: int | None = None):
-        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache; ``blocks``: K (else :func:`blocks_for`)."""
+        """x (T, B, I), (h0,) -> hs (T, B, H), (h_T,), cache; ``blocks``: K (else :func:`blocks_for`).
+
+        Each worker: k = x W_xhᵀ for its block (one product), then gates and scan in one compiled pass
+        from h0 (the first block) or 0; then, split by channel, the fix-up of every later block."""
         from unrolled import kernels
         from unrolled.kernels import _scan_jit as jit
 
         cell, h0 = self.cell, state0[0]
         T, B, I = x.shape
         W, bias = p["W_xh"], p.get("b_h")
-        H = W.shape[0] // cell.gates
+        GH = W.shape[0]
+        H = GH // cell.gates
+        bias = np.zeros(GH, dtype=x.dtype) if bias is None else bias
         K = blocks if blocks is not None else blocks_for(T, B, I, cell.gates, H)
         K = max(1, min(K, T))
         tb = tuple(T * i // K for i in range(K + 1))
-        k = np.empty((T, B, W.shape[0]), dtype=x.dtype)
+        k = np.empty((T, B, GH), dtype=x.dtype)
         a = np.empty((T, B, H), dtype=x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         hs[0] = h0
-        h2, a2 = hs[1:].reshape(T, B * H), a.reshape(T, B * H)
         h0 = np.ascontiguousarray(h0)
+        zeros = np.zeros_like(h0)
         matmul = kernels.bulk_matmul(x.dtype)
-        prods = np.empty((K, B, H), dtype=x.dtype)
         m2, has_mask = _mask2(mask, x.dtype)
         lstm = type(cell) is MinLSTMCell
+        x2, k2, WT = x.reshape(T * B, I), k.reshape(T * B, GH), W.T
 
         def local(i: int) -> None:
-            r = slice(tb[i], tb[i + 1])
-            k[r] = project_inputs(x[r], W, bias, matmul=matmul)
-            prods[i] = 1
-            start = h0 if i == 0 else np.zeros_like(h0)  # the first block from h0, the others from 0
-            for c in _chunks(tb[i], tb[i + 1], B):
-                with np.errstate(over="ignore"):  # e^{−k} = inf is meant: σ(k) = 0
-                    E = np.exp(-k[c])
-                mi = m2[c] if has_mask else m2
-                pc = np.empty((B, H), dtype=x.dtype)
-                jit.min_forward(k[c], E, mi, has_mask, lstm, cell.log_space, start, True, a[c], hs[1:][c], pc)
-                prods[i] *= pc
-                start = hs[c.stop]
+            r = slice(tb[i] * B, tb[i + 1] * B)
+            matmul(x2[r], WT, out=k2[r])
+            t = slice(tb[i], tb[i + 1])
+            mi = m2[t] if has_mask else m2
+            jit.min_forward(
+                k[t], bias, mi, has_mask, lstm, cell.log_space, h0 if i == 0 else zeros, a[t], hs[1:][t]
+            )
 
         _pool.run(local, K)
-        entering = np.empty((K, B * H), dtype=x.dtype)  # the true state entering each block
-        end = h2[tb[1] - 1].copy()
-        for i in range(1, K):
-            entering[i] = end
-            end = h2[tb[i + 1] - 1] + prods[i].reshape(-1) * end
-
-        def fix(i: int) -> None:
-            if i > 0:
-                r = slice(tb[i], tb[i + 1])
-                jit.fixup_forward(a2[r], h2[r], entering[i])
-
         if K > 1:
-            _pool.run(fix, K)
+            h2, a2 = hs[1:].reshape(T, B * H), a.reshape(T, B * H)
+            bounds = np.array(tb, dtype=np.int64)
+            split = _channel_split(B * H, K)
+            _pool.run(lambda w: jit.fixup_forward(a2, h2, bounds, *split[w]), K)
         return hs[1:], (hs[T].copy(),), BlockScanCache(x, k, hs, mask, a, tb)
 
     def backward(self, d_hs: np.ndarray, d_stateT, cache: BlockScanCache, p: dict):
-        """(2) blocked from the right, then each block's gates backward, ∂L/∂x and weight gradients."""
+        """The carry entering each block from the right (split by channel), then per block one compiled
+        reversed pass (δh, δk, Σδk) per chunk of steps and its products ∂L/∂x, ∂L/∂W_xh."""
         from unrolled import kernels
         from unrolled.kernels import _scan_jit as jit
 
         x, k, hs, mask, a, tb = cache
         T, B, H = a.shape
+        I, GH = x.shape[2], k.shape[2]
         K = len(tb) - 1
         N = B * H
-        d_hs = np.ascontiguousarray(d_hs)
-        g2, a2 = d_hs.reshape(T, N), a.reshape(T, N)
-        dh = np.empty((T, B, H), dtype=d_hs.dtype)
-        y2 = dh.reshape(T, N)
-        ones, zeros = np.ones(N, dtype=a.dtype), np.zeros(N, dtype=a.dtype)
-        d_end = np.ascontiguousarray(d_stateT[0]).reshape(N)
-        a_next = [a2[tb[i + 1]] if i < K - 1 else ones for i in range(K)]
-        prods = np.empty((K, N), dtype=a.dtype)
-
-        def local(i: int) -> None:
-            r = slice(tb[i], tb[i + 1])
-            jit.local_reverse(a_next[i], a2[r], g2[r], d_end if i == K - 1 else zeros, y2[r], prods[i])
-
-        _pool.run(local, K)
-        after = np.empty((K, N), dtype=a.dtype)  # the true δh just after each block
-        first = y2[tb[K - 1]].copy()
-        for i in range(K - 2, -1, -1):
-            after[i] = first
-            first = y2[tb[i]] + prods[i] * first
+        dtype = a.dtype
+        bias = p.get("b_h")
+        bias = np.zeros(GH, dtype=dtype) if bias is None else bias
+        d_hs = np.ascontiguousarray(d_hs, dtype=dtype)
+        carries = np.empty((K, N), dtype=dtype)
+        d_end = np.ascontiguousarray(d_stateT[0], dtype=dtype).reshape(N)
+        if K > 1:
+            bounds = np.array(tb, dtype=np.int64)
+            split = _channel_split(N, K)
+            a2, g2 = a.reshape(T, N), d_hs.reshape(T, N)
+            _pool.run(lambda w: jit.carries_reverse(a2, g2, bounds, d_end, carries, *split[w]), K)
+        else:
+            carries[0] = d_end
         dx = np.empty(x.shape, dtype=x.dtype)
-
-        m2, has_mask = _mask2(mask, a.dtype)
+        m2, has_mask = _mask2(mask, dtype)
         lstm = type(self.cell) is MinLSTMCell
         matmul = kernels.bulk_matmul(x.dtype)
+        W = p["W_xh"]
 
-        def finish(i: int) -> dict:
-            r = slice(tb[i], tb[i + 1])
-            if i < K - 1:
-                jit.fixup_reverse(a_next[i], a2[r], y2[r], after[i])
-            grads: dict[str, np.ndarray] = {}
-            for c in _chunks(tb[i], tb[i + 1], B):
-                with np.errstate(over="ignore"):
-                    E = np.exp(-k[c])
+        def finish(i: int):
+            carry = carries[i].reshape(B, H).copy()
+            db = np.zeros(GH, dtype=dtype)
+            dW = np.zeros((GH, I), dtype=dtype)
+            chunks = _chunks(tb[i], tb[i + 1], B)
+            dk_buf = np.empty((chunks[0].stop - chunks[0].start, B, GH), dtype=dtype)
+            for c in reversed(chunks):
+                n = c.stop - c.start
+                dk = dk_buf[:n]
                 mi = m2[c] if has_mask else m2
-                dk = E  # written in place of E: each element's E is read before its δk is written
-                hp = hs[c.start : c.stop]
-                jit.min_backward(k[c], E, a[c], hp, dh[c], mi, has_mask, lstm, self.cell.log_space, dk)
-                g: dict[str, np.ndarray] = {}
-                dx[c] = input_gradients(dk, x[c], p, g, bias_key="b_h", matmul=matmul)
-                for name, v in g.items():
-                    grads[name] = v if name not in grads else grads[name] + v
-            return grads
+                jit.min_backward(
+                    k[c], bias, hs[c], d_hs[c], mi, has_mask, lstm, self.cell.log_space, carry, dk, db
+                )
+                dk2, x2 = dk.reshape(n * B, GH), x[c].reshape(n * B, I)
+                dW += dk2.T @ x2
+                matmul(dk2, W, out=dx[c].reshape(n * B, I))
+            return dW, db, carry
 
         parts = _pool.run(finish, K)
-        grads = parts[0]
-        for name, total in grads.items():
+        grads = {"W_xh": parts[0][0]}
+        for other in parts[1:]:
+            grads["W_xh"] += other[0]
+        if "b_h" in p:
+            grads["b_h"] = parts[0][1]
             for other in parts[1:]:
-                total += other[name]
-        return dx, (a[0] * dh[0],), grads
+                grads["b_h"] += other[1]
+        return dx, (parts[0][2],), grads
