@@ -6,11 +6,13 @@ The product, for a weight matrix W quantised row by row (see :mod:`unrolled.kern
     out[n, j] = s_j · Σ_k widen(Q[j, k]) · x[n, k]  (+ b_j)
 
 widen(q) = float32(q) for int8 (s_j = max_k |W[j, k]| / 127), and for bf16 the float32 whose upper 16
-bits are q and lower 16 bits zero (s_j = 1). The sum is float32 (``reassoc``: LLVM vectorizes it as a
-reduction, as :func:`unrolled.kernels._jit._dots` does), the scale is applied once per row after the dot
-product, and every gate is float32. The gate equations are those of :mod:`unrolled.cells` in the form of
-the float32 ``*_stack`` kernels of :mod:`unrolled.kernels._jit` (same ``tanh``/``sigmoid``, imported from
-there): only the mat-vec differs, so it is the one thing here.
+bits are q and lower 16 bits zero (s_j = 1). The sum is float32, in 16 lanes per row (lane l sums the
+columns k ≡ l mod 16, then the lanes are added in a tree; the last K mod 16 columns are added in order),
+the scale is applied once per row after the dot product, and every gate is float32. The mat-vec is
+written as LLVM vector IR (:func:`_make`) so that it runs in 512-bit registers where the CPU has
+AVX-512 and in 256- or 128-bit halves elsewhere. The gate equations are those of :mod:`unrolled.cells`
+in the form of the float32 ``*_stack`` kernels of :mod:`unrolled.kernels._jit` (same ``tanh``/``sigmoid``,
+imported from there): only the mat-vec differs, so it is the one thing here.
 
 Why smaller weights help: a step at B = 1 is a read of every weight once; at H = 512 an LSTM's two
 matrices are 8 MiB of float32, more than L2, so the step is bound by memory traffic. int8 reads a
