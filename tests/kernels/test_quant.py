@@ -7,6 +7,11 @@ compiled shape here has two layers, so the kernels compile once per cell and for
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -218,3 +223,25 @@ def test_the_compiled_step_and_walk_match_on_odd_sizes(cell, kind, I, H):
     np.testing.assert_allclose(np.stack(ys), want, rtol=0, atol=2e-6)
     for a, b in zip(_parts(state), _parts(want_n), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 CPU names")
+@pytest.mark.parametrize("cpu", ["x86-64", "haswell"])
+def test_the_mat_vec_kernel_is_right_compiled_for_older_x86_cpus(cpu, tmp_path):
+    """The vector IR is lowered for the host: compiled for plain x86-64 (SSE2, no FMA) and for Haswell
+    (AVX2, no AVX-512) it must give the same numbers (a user's CPU may have neither AVX-512 nor FMA)."""
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(tmp_path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        f"{__file__}",
+        "-k",
+        "mat_vec_kernel_equals",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
