@@ -81,3 +81,45 @@ def test_forecast_reads_a_quantised_model(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "m"), "--holdout", "--quantized", "int8"]) == 0
     assert capsys.readouterr().out == stored
     assert stored.splitlines()[0] == "step,time,forecast,actual"
+
+
+def test_out_that_is_a_link_file_fifo_or_full_directory_is_refused(run, capsys, tmp_path):
+    import os
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("keep")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    for name, says in [
+        ("link", "symbolic link"),
+        ("dangling", "symbolic link"),
+        ("file", "not an empty directory"),
+        ("fifo", "not an empty directory"),
+        ("full", "not an empty directory"),
+    ]:
+        err = _error(capsys, ["quantize", str(run / "run"), "--to", "int8", "--out", str(tmp_path / name)])
+        assert says in err, name
+    assert not (tmp_path / "nowhere").exists() and not any((tmp_path / "empty").iterdir())
+    assert (tmp_path / "file").read_text() == "keep" and (tmp_path / "full" / "x").read_text() == "keep"
+
+
+def test_a_failed_save_leaves_nothing_behind(run, capsys, tmp_path, monkeypatch):
+    import unrolled.checkpoint
+
+    def broken(path, *a, **k):
+        (path / "partial").parent.mkdir(parents=True, exist_ok=True)
+        (path / "partial").write_text("half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(unrolled.checkpoint, "save_model", broken)
+    for out in ("new", "empty"):  # made by the command: removed; an empty one given: emptied again
+        if out == "empty":
+            (tmp_path / out).mkdir()
+        assert main(["quantize", str(run / "run"), "--to", "int8", "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the "using …" line
+        assert err.startswith("unrolled: error: --out") and "could not write the model" in err
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

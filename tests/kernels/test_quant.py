@@ -7,6 +7,11 @@ compiled shape here has two layers, so the kernels compile once per cell and for
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -163,3 +168,80 @@ def test_outputs_stay_within_the_stated_error_of_float32(cell, kind):
     got, _ = unrolled.quantize(layer, kind).forward(x)
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert 1e-5 < rel <= STATED_ERROR[kind]  # a difference there is (the weights changed), and small
+
+
+# ------------------------------------------------------------------------- the vector mat-vec kernel
+# _qdots reads 8 rows at a time in 16-lane vectors, then the rows left (G % 8) one by one, and the last
+# K % 16 columns in scalar code: shapes below cover each part alone and together.
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+@pytest.mark.parametrize("G, K", [(1, 1), (8, 16), (13, 37), (24, 100), (40, 15), (7, 48)])
+def test_the_mat_vec_kernel_equals_float64_on_every_row_and_column(G, K, kind):
+    from numba import njit
+
+    from unrolled.kernels import _quant
+
+    @njit(cache=False)
+    def qdots(Q, s, x, out, bias):
+        _quant._qdots(Q, s, x, out, bias)
+
+    rng = np.random.default_rng(G * 1000 + K)
+    W = rng.standard_normal((G, K)).astype(np.float32)
+    Q, s = quantize_rows_int8(W) if kind == "int8" else (to_bf16(W), np.ones(G, np.float32))
+    x = rng.standard_normal((3, K)).astype(np.float32)
+    bias = rng.standard_normal(G).astype(np.float32)
+    want = x.astype(np.float64) @ dequantize(Q, s).astype(np.float64).T
+    for b in (bias, np.empty(0, np.float32)):
+        out = np.full((3, G), np.nan, np.float32)
+        qdots(Q, s, x, out, b)
+        expect = want + (b.astype(np.float64) if b.size else 0)
+        scale = np.abs(x).sum(axis=1, keepdims=True) * np.abs(dequantize(Q, s)).max()
+        err = np.abs(out - expect) / scale  # relative to the size of the terms summed
+        assert err.max() < 1e-6, f"max error {err.max():.2e} of the terms' scale"
+
+
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("I, H", [(1, 1), (37, 13), (9, 33)])
+def test_the_compiled_step_and_walk_match_on_odd_sizes(cell, kind, I, H):
+    layer = {"lstm": unrolled.LSTM, "gru": unrolled.GRU, "rnn": unrolled.RNN}[cell](
+        I, H, num_layers=2, seed=4
+    )
+    q = unrolled.quantize(layer, kind)
+    ref = float64_reference(q)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 2, I)).astype(np.float32)
+    want, want_n = ref.forward(x.astype(np.float64))
+    got, _ = q.forward(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    state, ys = None, []
+    for t in range(x.shape[0]):
+        xt = np.asfortranarray(x[t])  # not C-contiguous where B, I > 1: the step copies it
+        out = q.quantized.step(q, xt, state)
+        assert out is not None  # the compiled step served it
+        y, state = out
+        ys.append(y)
+    np.testing.assert_allclose(np.stack(ys), want, rtol=0, atol=2e-6)
+    for a, b in zip(_parts(state), _parts(want_n), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 CPU names")
+@pytest.mark.parametrize("cpu", ["x86-64", "haswell"])
+def test_the_mat_vec_kernel_is_right_compiled_for_older_x86_cpus(cpu, tmp_path):
+    """The vector IR is lowered for the host: compiled for plain x86-64 (SSE2, no FMA) and for Haswell
+    (AVX2, no AVX-512) it must give the same numbers (a user's CPU may have neither AVX-512 nor FMA)."""
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(tmp_path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        f"{__file__}",
+        "-k",
+        "mat_vec_kernel_equals",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

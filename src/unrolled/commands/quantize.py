@@ -5,6 +5,7 @@ quantised (:func:`unrolled.quantize`), written as a checkpoint directory that ``
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from unrolled.commands._common import (
@@ -37,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from unrolled.quantization import quantize, quantized_kind
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink():  # a link (even to an empty directory, or dangling) would write elsewhere
+        raise CLIError(f"--out {out}: is a symbolic link (choose a new directory)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # a file, a FIFO, a full directory
         raise CLIError(f"--out {out}: exists and is not an empty directory (choose a new one)")
     choice = model_choice(args, args.model)
     if not is_checkpoint(choice.path):
@@ -51,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     say_model(choice)
     small = quantize(model, args.to)
     keep = {k: v for k, v in meta.items() if k != "config"}
-    save_model(out, small, {**keep, "quantized_from": str(choice.path)})
+    made = not out.exists()
+    try:
+        save_model(out, small, {**keep, "quantized_from": str(choice.path)})
+    except (OSError, ValueError) as e:  # leave no half-written model behind: --out as it was
+        _clear(out, made)
+        raise CLIError(f"--out {out}: could not write the model ({e})") from e
     q = small.rnn.quantized
     before = sum(v.nbytes for k, v in model.rnn.params.items() if k in q.stored)
     print(
@@ -59,3 +67,16 @@ def run(args: argparse.Namespace) -> int:
         f"({len(q.stored)} matrices; the embedding, biases and output layer stay float32)"
     )
     return 0
+
+
+def _clear(out: Path, made: bool) -> None:
+    """Remove what a failed save wrote: the directory if this command made it, else its contents (it was
+    empty before)."""
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
+    elif out.is_dir():
+        for p in out.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()

@@ -6,11 +6,13 @@ The product, for a weight matrix W quantised row by row (see :mod:`unrolled.kern
     out[n, j] = s_j · Σ_k widen(Q[j, k]) · x[n, k]  (+ b_j)
 
 widen(q) = float32(q) for int8 (s_j = max_k |W[j, k]| / 127), and for bf16 the float32 whose upper 16
-bits are q and lower 16 bits zero (s_j = 1). The sum is float32 (``reassoc``: LLVM vectorizes it as a
-reduction, as :func:`unrolled.kernels._jit._dots` does), the scale is applied once per row after the dot
-product, and every gate is float32. The gate equations are those of :mod:`unrolled.cells` in the form of
-the float32 ``*_stack`` kernels of :mod:`unrolled.kernels._jit` (same ``tanh``/``sigmoid``, imported from
-there): only the mat-vec differs, so it is the one thing here.
+bits are q and lower 16 bits zero (s_j = 1). The sum is float32, in 16 lanes per row (lane l sums the
+columns k ≡ l mod 16, then the lanes are added in a tree; the last K mod 16 columns are added in order),
+the scale is applied once per row after the dot product, and every gate is float32. The mat-vec is
+written as LLVM vector IR (:func:`_make`) so that it runs in 512-bit registers where the CPU has
+AVX-512 and in 256- or 128-bit halves elsewhere. The gate equations are those of :mod:`unrolled.cells`
+in the form of the float32 ``*_stack`` kernels of :mod:`unrolled.kernels._jit` (same ``tanh``/``sigmoid``,
+imported from there): only the mat-vec differs, so it is the one thing here.
 
 Why smaller weights help: a step at B = 1 is a read of every weight once; at H = 512 an LSTM's two
 matrices are 8 MiB of float32, more than L2, so the step is bound by memory traffic. int8 reads a
@@ -30,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from unrolled.kernels._jit import _OPTS, _finite, _inputs_fit, all_finite, sigmoid, tanh
 
@@ -38,74 +41,126 @@ f32 = np.float32
 OK, NOT_FINITE, BAD_SHAPES = 0, 1, 2
 
 
-@intrinsic
-def _bf16_bits_to_f32(typingctx, u):
-    """The float32 whose upper half is the uint16 `u` (a bf16 number) and lower half zero: exact."""
-    if not (isinstance(u, types.Integer) and u.bitwidth == 16 and not u.signed):
-        return None
-
-    def codegen(context, builder, signature, args):
-        wide = builder.zext(args[0], ir.IntType(32))
-        return builder.bitcast(builder.shl(wide, ir.Constant(ir.IntType(32), 16)), ir.FloatType())
-
-    return types.float32(u), codegen
+# ------------------------------------------------------------------ the mat-vec, as LLVM vectors
+# Numba's loop vectorizer picks 256-bit vectors on Intel server CPUs (LLVM's prefer-256-bit tuning),
+# and widening int8 -> float32 (sign-extend, convert) then costs as much as the multiply-add. Written as
+# explicit 16-lane vectors in LLVM IR, the same loop runs in 512-bit registers where AVX-512 exists and is
+# split into 2 x 256 (AVX2) or 4 x 128 (SSE) lanes by LLVM elsewhere: one code, any x86-64. R rows share
+# each load of x; each row keeps one 16-lane float32 accumulator (llvm.fmuladd: a fused multiply-add
+# where the CPU has one), summed across lanes once per row; the last K % 16 columns run scalar.
+LANES = 16
+_I32, _I64, _F = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
-def widen(q):  # pragma: no cover - replaced by its overload inside compiled code
-    """float32 of one stored weight: int8 as its value, uint16 as the bf16 bits it holds."""
-    raise NotImplementedError
+def _widen_vec(builder, v, signed8):
+    """widen() of a vector: int8 -> float32 by value (sitofp); bf16 bits -> float32 by a 16-bit shift."""
+    if signed8:
+        return builder.sitofp(v, ir.VectorType(_F, LANES))
+    wide = builder.zext(v, ir.VectorType(_I32, LANES))
+    sh = builder.shl(wide, ir.Constant(ir.VectorType(_I32, LANES), [16] * LANES))
+    return builder.bitcast(sh, ir.VectorType(_F, LANES))
 
 
-@overload(widen, inline="always")
-def _widen(q):
-    if isinstance(q, types.Integer) and q.bitwidth == 8 and q.signed:
-        return lambda q: f32(q)
-    if isinstance(q, types.Integer) and q.bitwidth == 16 and not q.signed:
-        return lambda q: _bf16_bits_to_f32(q)
-    return None
+def _hsum(builder, v):
+    """The sum of a vector's lanes, halving it (a tree: reassociated, as the fast-math sums of _jit)."""
+    n = LANES
+    while n > 1:
+        n //= 2
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
+        hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n))))
+        v = builder.fadd(lo, hi, flags=("reassoc", "nsz", "contract"))
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+def _make(R):
+    @intrinsic
+    def qdot(typingctx, Q, j, x, n):
+        """(Σ_k widen(Q[j + r, k]) · x[n, k] for r < R) as a tuple of R float32 (Q, x C-contiguous)."""
+        if not (isinstance(Q, types.Array) and Q.ndim == 2 and Q.layout == "C"):
+            return None
+        if Q.dtype not in (types.int8, types.uint16):
+            return None
+        if not (isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == types.float32):
+            return None
+        signed8 = Q.dtype == types.int8
+        ret = types.UniTuple(types.float32, R)
+
+        def codegen(context, builder, sig, args):
+            qa = context.make_array(sig.args[0])(context, builder, args[0])
+            xa = context.make_array(sig.args[2])(context, builder, args[2])
+            jj = context.cast(builder, args[1], sig.args[1], types.intp)
+            nn = context.cast(builder, args[3], sig.args[3], types.intp)
+            K = builder.extract_value(qa.shape, 1)
+            qs = builder.extract_value(qa.strides, 0)
+            xs = builder.extract_value(xa.strides, 0)
+            elt = ir.IntType(8 if signed8 else 16)
+            vq = ir.VectorType(elt, LANES)
+            vf = ir.VectorType(_F, LANES)
+            byte = ir.IntType(8).as_pointer()
+            qbase = builder.bitcast(qa.data, byte)
+            rows = []
+            for r in range(R):
+                at = builder.mul(builder.add(jj, ir.Constant(_I64, r)), qs)  # byte offset of row j + r
+                rows.append(builder.bitcast(builder.gep(qbase, [at]), elt.as_pointer()))
+            xbase = builder.bitcast(xa.data, byte)
+            xrow = builder.bitcast(builder.gep(xbase, [builder.mul(nn, xs)]), _F.as_pointer())
+            zero = ir.Constant(vf, [0.0] * LANES)
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(R)]
+            fmuladd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vf, [vf, vf, vf]), "llvm.fmuladd.v16f32"
+            )
+            K16 = builder.sub(K, builder.srem(K, ir.Constant(_I64, LANES)))
+            with cgutils.for_range_slice(builder, ir.Constant(_I64, 0), K16, ir.Constant(_I64, LANES)) as (
+                k,
+                _,
+            ):
+                xv = builder.load(builder.bitcast(builder.gep(xrow, [k]), vf.as_pointer()), align=4)
+                for r in range(R):
+                    qv = builder.load(builder.bitcast(builder.gep(rows[r], [k]), vq.as_pointer()), align=1)
+                    w = _widen_vec(builder, qv, signed8)
+                    builder.store(builder.call(fmuladd, [w, xv, builder.load(accs[r])]), accs[r])
+            # the tail (K % 16) in scalar
+            sums = [_hsum(builder, builder.load(a)) for a in accs]
+            sacc = [cgutils.alloca_once_value(builder, s) for s in sums]
+            with cgutils.for_range_slice(builder, K16, K, ir.Constant(_I64, 1)) as (k, _):
+                xk = builder.load(builder.gep(xrow, [k]))
+                for r in range(R):
+                    q = builder.load(builder.gep(rows[r], [k]))
+                    if signed8:
+                        w = builder.sitofp(q, _F)
+                    else:
+                        w = builder.bitcast(builder.shl(builder.zext(q, _I32), ir.Constant(_I32, 16)), _F)
+                    builder.store(builder.fadd(builder.load(sacc[r]), builder.fmul(w, xk)), sacc[r])
+            return context.make_tuple(builder, ret, [builder.load(s) for s in sacc])
+
+        return ret(Q, j, x, n), codegen
+
+    return qdot
+
+
+_qdot8 = _make(8)
+_qdot1 = _make(1)
 
 
 @njit(inline="always", **_OPTS)
 def _qdots(Q, s, x, out, bias):
     """out[n, j] = s[j] · Σ_k widen(Q[j, k]) x[n, k] (+ bias[j] unless empty) for every row j of Q (G, K).
 
-    Eight rows at a time share each load of x[n] (as ``_jit._dots``): the weights are read once per call
-    when B is small, which is what a step at B = 1 is bound by."""
-    G, K = Q.shape
+    Eight rows at a time (:func:`_qdot8`) share each load of x[n]: the weights are read once per call
+    when B is small, which is what a step at B = 1 is bound by. Q and x must be C-contiguous."""
+    G = Q.shape[0]
     B = x.shape[0]
     with_bias = bias.shape[0] > 0
     G8 = G - G % 8
-    for j in range(0, G8, 8):
-        w0, w1, w2, w3 = Q[j], Q[j + 1], Q[j + 2], Q[j + 3]
-        w4, w5, w6, w7 = Q[j + 4], Q[j + 5], Q[j + 6], Q[j + 7]
-        for n in range(B):
-            xn = x[n]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = f32(0)
-            for k in range(K):
-                xk = xn[k]
-                s0 += widen(w0[k]) * xk
-                s1 += widen(w1[k]) * xk
-                s2 += widen(w2[k]) * xk
-                s3 += widen(w3[k]) * xk
-                s4 += widen(w4[k]) * xk
-                s5 += widen(w5[k]) * xk
-                s6 += widen(w6[k]) * xk
-                s7 += widen(w7[k]) * xk
-            o = out[n]
-            o[j], o[j + 1], o[j + 2], o[j + 3] = s0 * s[j], s1 * s[j + 1], s2 * s[j + 2], s3 * s[j + 3]
-            o[j + 4], o[j + 5] = s4 * s[j + 4], s5 * s[j + 5]
-            o[j + 6], o[j + 7] = s6 * s[j + 6], s7 * s[j + 7]
-    for j in range(G8, G):
-        w0 = Q[j]
-        for n in range(B):
-            xn = x[n]
-            s0 = f32(0)
-            for k in range(K):
-                s0 += widen(w0[k]) * xn[k]
-            out[n, j] = s0 * s[j]
-    if with_bias:
-        for n in range(B):
-            o = out[n]
+    for n in range(B):
+        o = out[n]
+        for j in range(0, G8, 8):
+            t = _qdot8(Q, j, x, n)
+            for r in range(8):
+                o[j + r] = t[r] * s[j + r]
+        for j in range(G8, G):
+            o[j] = _qdot1(Q, j, x, n)[0] * s[j]
+        if with_bias:
             for j in range(G):
                 o[j] += bias[j]
 

@@ -166,6 +166,8 @@ class QuantizedWeights:
             return None
         q, name, W, S, b = plan
         L, B, H = layer.num_layers, x_t.shape[0], layer.hidden_size
+        if not x_t.flags.c_contiguous:  # the kernels read rows as vectors: C order (also h, c below)
+            x_t = np.ascontiguousarray(x_t)
         if name == "LSTMCell":
             if state is None:
                 h = c = np.zeros((L, B, H), _F32)
@@ -175,6 +177,8 @@ class QuantizedWeights:
                 return None
             if not all(type(a) is np.ndarray and a.dtype == _F32 and a.ndim == 3 for a in (h, c)):
                 return None
+            if not (h.flags.c_contiguous and c.flags.c_contiguous):
+                h, c = np.ascontiguousarray(h), np.ascontiguousarray(c)
             y, h_out, c_out = np.empty((B, H), _F32), np.empty((L, B, H), _F32), np.empty((L, B, H), _F32)
             if q.lstm_qstack(x_t, h, c, W, S, b, y, h_out, c_out):
                 return None
@@ -182,6 +186,8 @@ class QuantizedWeights:
         h = np.zeros((L, B, H), _F32) if state is None else state
         if type(h) is not np.ndarray or h.dtype != _F32 or h.ndim != 3:
             return None
+        if not h.flags.c_contiguous:
+            h = np.ascontiguousarray(h)
         y, h_out = np.empty((B, H), _F32), np.empty((L, B, H), _F32)
         if name == "GRUCell":
             status = q.gru_qstack(x_t, h, W, S, b, y, h_out)
