@@ -303,7 +303,7 @@ def _path_cell(cell, compiled: bool):
         return gru.CompiledGRUCell(cell) if compiled else gru.FastGRUCell(cell)
     if type(cell) is RNNCell:
         return rnn.CompiledRNNCell(cell) if compiled else rnn.FastRNNCell(cell)
-    if compiled and _layer_norm_only(cell):  # no NumPy fast path for the variants: float64 keeps the reference
+    if compiled and _layer_norm_only(cell):  # no NumPy fast path for these: float64 keeps the reference
         from unrolled.kernels import layernorm
 
         if type(cell) is GRUVariantCell:
