@@ -7,7 +7,8 @@ and :mod:`~unrolled.kernels.rnn`:
 - **NumPy fast** (``FastLSTMCell``, ``FastGRUCell``, ``FastRNNCell``): float64, or float32 without Numba;
 - **compiled** (``CompiledLSTMCell``, ...): float32 with Numba (the extra ``fast``): the gate kernels and
   whole-sequence walks of :mod:`unrolled.kernels._jit`, their recurrent product oneDNN's (the extra
-  ``onednn``) or ``matmul_nt`` where :func:`walks_for` says so, else a BLAS call per step.
+  ``onednn``) or ``matmul_nt`` where :func:`walks_for` says so, else a BLAS call per step. The layer-norm
+  variant cells have a compiled cell only (:mod:`~unrolled.kernels.layernorm`).
 
 :func:`pick` is the one decision point: a layer asks it for the cell of each forward (and
 :mod:`unrolled.kernels.streaming` for its one-step plans), and :func:`owner` returns the cell whose
