@@ -2,7 +2,7 @@
 cells: outputs, final states, ∂L/∂x, ∂L/∂state0 and every parameter gradient (W_xh, W_hh, b_h, b_hn and
 every LN gain γ and bias β), on random configurations (lengths, initial state or none, bidirectional,
 stacked, batch_first), on each walk: one compiled call over all steps (matmul_nt), a BLAS product plus one
-compiled kernel per step, and the batch split across two workers.
+compiled kernel per step, the same one call with oneDNN's product, and the batch split across two workers.
 
 Every parameter, biases and LN β included, is moved to a random value (a zero bias hides a bug in its
 gradient); the upstream gradients are random. Tolerance relative to the values' scale: LN's backward
@@ -21,7 +21,7 @@ from conftest import assert_close
 pytest.importorskip("numba")
 
 TOL = 5e-4  # × max(1, max|reference|)
-WALKS = ("sequence", "step", "split")
+WALKS = ("dnnl", "sequence", "step", "split")
 
 
 def _configs(n=12):
@@ -94,11 +94,16 @@ def walk(request, monkeypatch):
     """Pins the walk the compiled LN cells take (the batch split: two workers for every B ≥ 2)."""
     from unrolled.kernels import _jit
 
-    if request.param == "split":
+    if request.param == "dnnl":
+        if kernels.dnnl_walks() is None:
+            pytest.skip("oneDNN (the extra onednn) is not installed")
+        monkeypatch.setattr(_jit, "SMALL_MACS", 0)  # every size counts as large: oneDNN's walks
+    elif request.param == "split":
         monkeypatch.setattr(kernels, "MIN_SLICE_ROWS", 1)
         monkeypatch.setattr(kernels, "MIN_SLICE_MACS", 0)
         threads.set_threads(2)
-    else:
+    if request.param in ("sequence", "step"):  # matmul_nt in one call, or BLAS and a kernel per step
+        monkeypatch.setattr(kernels, "dnnl_walks", lambda: None)
         whole = request.param == "sequence"
         monkeypatch.setattr(_jit, "whole_sequence", lambda B, G, H: whole)
     yield request.param

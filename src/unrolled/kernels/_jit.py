@@ -1148,3 +1148,80 @@ DNNL_WALKS = Walks(
     lstm_forward_seq_dnnl, lstm_backward_seq_dnnl, gru_forward_seq_dnnl, gru_backward_seq_dnnl,
     rnn_forward_seq_dnnl, rnn_backward_seq_dnnl, lstm_infer_seq_dnnl, gru_infer_seq_dnnl, rnn_infer_seq_dnnl,
 )  # fmt: skip
+
+
+# The layer-normalised cells' walks with oneDNN's product (see unrolled.kernels.layernorm).
+@njit(**_OPTS)
+def ln_lstm_forward_seq_dnnl(
+    gates, plan, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid, rec
+):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], plan, rec)
+        ln_lstm_forward_step(
+            t, gates, rec, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid
+        )
+
+
+@njit(**_OPTS)
+def ln_lstm_backward_seq_dnnl(
+    d_hs,
+    dh_rec,
+    carry,
+    dc,
+    gates,
+    cs,
+    v_hat,
+    rho_v,
+    n_hat,
+    rho_n,
+    tanh_n,
+    hg,
+    cg,
+    da,
+    dv,
+    dh_params,
+    dc_params,
+    valid,
+    plan,
+):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_lstm_backward_step(
+            t,
+            d_hs,
+            dh_rec,
+            carry,
+            dc,
+            gates,
+            cs,
+            v_hat,
+            rho_v,
+            n_hat,
+            rho_n,
+            tanh_n,
+            hg,
+            cg,
+            da,
+            dv,
+            dh_params,
+            dc_params,
+            valid,
+        )
+        dnnl_product(dv[t], plan, dh_rec)
+
+
+@njit(**_OPTS)
+def ln_gru_forward_seq_dnnl(gates, plan, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid, rec):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], plan, rec)
+        ln_gru_forward_step(t, gates, rec, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid)
+
+
+@njit(**_OPTS)
+def ln_gru_backward_seq_dnnl(
+    d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid, plan
+):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_gru_backward_step(
+            t, d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid
+        )
+        dnnl_product(dw[t], plan, dh_rec)

@@ -10,10 +10,12 @@ mathematics does not):
 - The input side in bulk before the walk: u_t = W_xh x_t for all t (one product, in the chunks of the
   plain compiled cells), then LN(u_t; ln_x) + b_h row by row in one compiled call (β_x + b_h added as one
   vector).
-- The walk: per step the recurrent product W_hh h_{t-1} (one BLAS call, or :func:`~unrolled.kernels._jit.
-  matmul_nt` inside one compiled call over all T where :func:`~unrolled.kernels._jit.whole_sequence` says
-  so; oneDNN is not used here), then one fused kernel for the recurrent LN, the gates, and (LSTM) the
-  cell-state LN. tanh is the rational float32 approximation of the other compiled cells.
+- The walk: per step the recurrent product W_hh h_{t-1}, then one fused kernel for the recurrent LN, the
+  gates, and (LSTM) the cell-state LN; the product chosen as for the plain compiled cells
+  (:func:`_walk`): the whole walk in one compiled call with oneDNN's product (extra ``onednn``) for all
+  but tiny steps, else with :func:`~unrolled.kernels._jit.matmul_nt` where
+  :func:`~unrolled.kernels._jit.whole_sequence` says so, else one BLAS call and one kernel per step. tanh
+  is the rational float32 approximation of the other compiled cells.
 - The backward walks the steps in reverse with one fused kernel per step that also sums the recurrent
   (and LSTM cell-state) LN's ∂L/∂γ, ∂L/∂β (in float64) as it goes; b_hn's gradient likewise (GRU). After
   the walk, in bulk: ∂L/∂W_hh = Σ_t δv_t h_{t-1}ᵀ (one product), the input LN's backward and its
@@ -37,6 +39,20 @@ from unrolled.kernels._split import BatchSplit
 
 # i, f, g, o: σ(a) = ½·tanh(a/2) + ½ for i, f, o; tanh(a) for g (as the compiled LSTM)
 _PATTERN = (0.5, 0.5, 1.0, 0.5), (0.5, 0.5, 0.0, 0.5)
+
+
+def _walk(jit, B: int, G: int, H: int):
+    """The walk for batch B and G gates of size H: (forward walk, backward walk, forward weights, backward
+    weights) of one compiled call over all T — oneDNN's (:func:`unrolled.kernels.walks_for`'s rule) or
+    matmul_nt's — or None: a BLAS product and one step kernel per step."""
+    name = "lstm" if G == 4 else "gru"
+    if B * G * H * H > jit.SMALL_MACS and kernels.dnnl_walks() is not None:
+        return (getattr(jit, f"ln_{name}_forward_seq_dnnl"), getattr(jit, f"ln_{name}_backward_seq_dnnl"),
+                jit.dnnl_forward_weights, jit.dnnl_backward_weights)  # fmt: skip
+    if jit.whole_sequence(B, G, H):
+        return (getattr(jit, f"ln_{name}_forward_seq"), getattr(jit, f"ln_{name}_backward_seq"),
+                jit.nt_forward_weights, jit.nt_backward_weights)  # fmt: skip
+    return None
 
 
 def _vec(p: dict, key: str, dtype) -> np.ndarray:
@@ -66,13 +82,9 @@ def _input_backward(jit, da: np.ndarray, cache, p: dict, grads: dict) -> np.ndar
         grads["b_h"] = da.reshape(T * B, G).sum(axis=0)
     du = np.empty_like(da)
     dparams = np.zeros((2, G))
+    u_hat, rho_u = cache.u_hat.reshape(T * B, G), cache.rho_u.reshape(T * B)
     jit.ln_backward_rows(
-        da.reshape(T * B, G),
-        cache.u_hat.reshape(T * B, G),
-        cache.rho_u.reshape(T * B),
-        _vec(p, "ln_x_g", dt),
-        du.reshape(T * B, G),
-        dparams,
+        da.reshape(T * B, G), u_hat, rho_u, _vec(p, "ln_x_g", dt), du.reshape(T * B, G), dparams
     )
     grads["ln_x_g"], grads["ln_x_b"] = dparams[0].astype(dt), dparams[1].astype(dt)
     return input_gradients(du, cache.x, p, grads, bias_key="", matmul=kernels.bulk_matmul(dt))
@@ -132,49 +144,15 @@ class CompiledLNLSTMCell(BatchSplit):
         valid = valid_steps(mask, T, B, dt)
         scale, offset = gate_affine(_PATTERN, H, dt)
         hg, hb, cg, cb = (_vec(p, k, dt) for k in ("ln_h_g", "ln_h_b", "ln_c_g", "ln_c_b"))
-        if jit.whole_sequence(B, 4, H):
-            jit.ln_lstm_forward_seq(
-                gates,
-                np.ascontiguousarray(p["W_hh"]),
-                scale,
-                offset,
-                hg,
-                hb,
-                cg,
-                cb,
-                hs,
-                cs,
-                v_hat,
-                rho_v,
-                n_hat,
-                rho_n,
-                tanh_n,
-                valid,
-                rec,
-            )
+        args = (scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid)
+        walk = _walk(jit, B, 4, H)
+        if walk is not None:  # the whole walk in one compiled call
+            walk[0](gates, walk[2](p["W_hh"], B), *args, rec)
         else:
             WT = transpose(p["W_hh"])  # (H, 4H)
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
-                jit.ln_lstm_forward_step(
-                    t,
-                    gates,
-                    rec,
-                    scale,
-                    offset,
-                    hg,
-                    hb,
-                    cg,
-                    cb,
-                    hs,
-                    cs,
-                    v_hat,
-                    rho_v,
-                    n_hat,
-                    rho_n,
-                    tanh_n,
-                    valid,
-                )
+                jit.ln_lstm_forward_step(t, gates, rec, *args)
         cache = CompiledLNLSTMCache(x, hs, cs, gates, tanh_n, u_hat, rho_u, v_hat, rho_v, n_hat, rho_n, mask)
         return hs[1:], (hs[T].copy(), cs[T].copy()), cache
 
@@ -201,51 +179,27 @@ class CompiledLNLSTMCell(BatchSplit):
         dc_params = np.zeros((2, H))  # ∂L/∂ln_c_g, ∂L/∂ln_c_b
         hg, cg = _vec(p, "ln_h_g", dt), _vec(p, "ln_c_g", dt)
         c = cache
-        if jit.whole_sequence(B, 4, H):
-            jit.ln_lstm_backward_seq(
-                d_hs,
-                dh_rec,
-                carry,
-                dc,
-                gates,
-                c.cs,
-                c.v_hat,
-                c.rho_v,
-                c.n_hat,
-                c.rho_n,
-                c.tanh_n,
-                hg,
-                cg,
-                da,
-                dv,
-                dh_params,
-                dc_params,
-                valid,
-                transpose(W_hh),
-            )
+        args = (
+            gates,
+            c.cs,
+            c.v_hat,
+            c.rho_v,
+            c.n_hat,
+            c.rho_n,
+            c.tanh_n,
+            hg,
+            cg,
+            da,
+            dv,
+            dh_params,
+            dc_params,
+        )
+        walk = _walk(jit, B, 4, H)
+        if walk is not None:
+            walk[1](d_hs, dh_rec, carry, dc, *args, valid, walk[3](W_hh, B))
         else:
             for t in range(T - 1, -1, -1):
-                jit.ln_lstm_backward_step(
-                    t,
-                    d_hs,
-                    dh_rec,
-                    carry,
-                    dc,
-                    gates,
-                    c.cs,
-                    c.v_hat,
-                    c.rho_v,
-                    c.n_hat,
-                    c.rho_n,
-                    c.tanh_n,
-                    hg,
-                    cg,
-                    da,
-                    dv,
-                    dh_params,
-                    dc_params,
-                    valid,
-                )
+                jit.ln_lstm_backward_step(t, d_hs, dh_rec, carry, dc, *args, valid)
                 np.matmul(dv[t], W_hh, out=dh_rec)
         grads = {"W_hh": dv.reshape(T * B, 4 * H).T @ c.hs[:-1].reshape(T * B, H)}
         grads["ln_h_g"], grads["ln_h_b"] = dh_params[0].astype(dt), dh_params[1].astype(dt)
@@ -301,15 +255,15 @@ class CompiledLNGRUCell(BatchSplit):
         valid = valid_steps(mask, T, B, dt)
         hg, hb = _vec(p, "ln_h_g", dt), _vec(p, "ln_h_b", dt)
         b_hn = bias_or_zeros(p, "b_hn", H, dt)
-        if jit.whole_sequence(B, 3, H):
-            jit.ln_gru_forward_seq(
-                gates, np.ascontiguousarray(p["W_hh"]), hg, hb, b_hn, hs, hn, v_hat, rho_v, valid, rec
-            )
+        args = (hg, hb, b_hn, hs, hn, v_hat, rho_v, valid)
+        walk = _walk(jit, B, 3, H)
+        if walk is not None:  # the whole walk in one compiled call
+            walk[0](gates, walk[2](p["W_hh"], B), *args, rec)
         else:
             WT = transpose(p["W_hh"])  # (H, 3H)
             for t in range(T):
                 np.matmul(hs[t], WT, out=rec)
-                jit.ln_gru_forward_step(t, gates, rec, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid)
+                jit.ln_gru_forward_step(t, gates, rec, *args)
         cache = CompiledLNGRUCache(x, hs, gates, hn, u_hat, rho_u, v_hat, rho_v, mask)
         return hs[1:], (hs[T].copy(),), cache
 
@@ -335,43 +289,13 @@ class CompiledLNGRUCell(BatchSplit):
         dh_params = np.zeros((2, 3 * H))  # ∂L/∂ln_h_g, ∂L/∂ln_h_b (float64 sums)
         d_bhn = np.zeros(H)
         hg = _vec(p, "ln_h_g", dt)
-        if jit.whole_sequence(B, 3, H):
-            jit.ln_gru_backward_seq(
-                d_hs,
-                dh_rec,
-                carry,
-                gates,
-                c.hs,
-                c.hn,
-                c.v_hat,
-                c.rho_v,
-                hg,
-                du,
-                dw,
-                dh_params,
-                d_bhn,
-                valid,
-                transpose(W_hh),
-            )
+        args = (gates, c.hs, c.hn, c.v_hat, c.rho_v, hg, du, dw, dh_params, d_bhn, valid)
+        walk = _walk(jit, B, 3, H)
+        if walk is not None:
+            walk[1](d_hs, dh_rec, carry, *args, walk[3](W_hh, B))
         else:
             for t in range(T - 1, -1, -1):
-                jit.ln_gru_backward_step(
-                    t,
-                    d_hs,
-                    dh_rec,
-                    carry,
-                    gates,
-                    c.hs,
-                    c.hn,
-                    c.v_hat,
-                    c.rho_v,
-                    hg,
-                    du,
-                    dw,
-                    dh_params,
-                    d_bhn,
-                    valid,
-                )
+                jit.ln_gru_backward_step(t, d_hs, dh_rec, carry, *args)
                 np.matmul(dw[t], W_hh, out=dh_rec)
         grads = {"W_hh": dw.reshape(T * B, 3 * H).T @ c.hs[:-1].reshape(T * B, H)}
         if "b_hn" in p:
