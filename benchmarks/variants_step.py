@@ -1,5 +1,6 @@
 """One training step (forward + BPTT) of the LSTM/GRU variants beside the plain cells and torch.nn, side by
-side in one process: what the variants cost on the reference path they run (no compiled walk).
+side in one process: what the variants cost on the path they run (the reference, except layer_norm alone:
+compiled, unrolled.kernels.layernorm; benchmarks/charlm_cells.py compares the two).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/variants_step.py [--reps 7] [--T 100]
         [--B 32] [--I 64] [--H 128] [--json benchmarks/results/variants_step.json]

@@ -593,7 +593,8 @@ class LSTM(RecurrentLayer):
     ``peephole=True`` i, f see c_{t−1} and o sees c_t through diagonal weights p_i, p_f, p_o;
     ``layer_norm=True`` LN on W_xh x_t, on W_hh h_{t−1} (each over all 4H) and on c_t before its tanh;
     ``zoneout=p`` (every layer type) each unit of h and of c keeps its previous value with probability p.
-    These run the reference cell (no compiled path).
+    ``layer_norm`` alone runs a compiled cell in float32 with Numba (:mod:`unrolled.kernels.layernorm`);
+    peepholes, a projection and zoneout run the reference cell.
     """
 
     cell_options = ("proj_size", "peephole", "layer_norm")
@@ -631,7 +632,8 @@ class GRU(RecurrentLayer):
     """GRU layer: h_t = (1 − z_t)⊙h_{t-1} + z_t⊙h̃_t; ``reset_after`` picks the candidate's form.
 
     ``layer_norm=True`` (reset_after only): LN on W_xh x_t and on W_hh h_{t−1}, each over all 3H
-    (:mod:`unrolled.cells.gru_variant`); ``zoneout=p``: each unit keeps h_{t−1} with probability p.
+    (:mod:`unrolled.cells.gru_variant`; compiled in float32 with Numba: :mod:`unrolled.kernels.layernorm`);
+    ``zoneout=p``: each unit keeps h_{t−1} with probability p (the reference cell).
     """
 
     cell_options = ("reset_after", "layer_norm")

@@ -270,13 +270,26 @@ def test_step_streams_what_forward_computes_in_eval(make):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_pick_never_routes_a_variant_to_a_fast_path():
-    """The compiled / NumPy fast cells are plain LSTM/GRU/RNN: a variant cell, or zoneout's per-unit masks,
-    always run the reference."""
+def test_pick_routes_only_the_layer_norm_variants_to_the_compiled_path():
+    """The layer-norm-only LSTM variant and the LN GRU have a compiled cell (float32 with Numba); peepholes,
+    a projection, float64, the reference switch and zoneout's per-unit masks run the reference."""
+    from unrolled.kernels.layernorm import CompiledLNGRUCell, CompiledLNLSTMCell
+
     for dtype in (np.float32, np.float64):
-        for cell in (LSTMVariantCell(), LSTMVariantCell(True, True, 2), GRUVariantCell()):
+        for cell in (LSTMVariantCell(), LSTMVariantCell(True, True, 2), LSTMVariantCell(True, False, 2)):
             assert kernels.pick(cell, dtype) is cell
+        for cell in (LSTMVariantCell(True, True, 0), LSTMVariantCell(layer_norm=True), GRUVariantCell()):
+            assert kernels.pick(cell, np.float64) is cell
+            assert kernels.pick(cell, dtype, zoneout=True) is cell
+            with kernels.using(reference=True):
+                assert kernels.pick(cell, dtype) is cell
         assert kernels.pick(LSTMCell(), dtype, zoneout=True) == LSTMCell()
+    if type(kernels.pick(LSTMCell(), np.float32)).__name__ == "CompiledLSTMCell":  # Numba installed
+        assert type(kernels.pick(LSTMVariantCell(layer_norm=True), np.float32)) is CompiledLNLSTMCell
+        assert type(kernels.pick(GRUVariantCell(), np.float32)) is CompiledLNGRUCell
+        layer = LSTM(I, H, seed=0, layer_norm=True)
+        layer(np.zeros((T, B, I), np.float32))
+        assert all(type(c).__name__ == "CompiledLNLSTMCache" for c in layer.last_caches().values())
     layer = LSTM(I, H, seed=0, zoneout=0.1)
     assert isinstance(layer.cell, LSTMVariantCell)
     layer(np.zeros((T, B, I), np.float32))

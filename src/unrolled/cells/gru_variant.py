@@ -21,7 +21,8 @@ Backward through time (δh_t the total gradient reaching the carried h_t)::
     ∂L/∂W_hh = Σ_t LN_backward(δv_t) h_{t-1}ᵀ,  ∂L/∂W_xh = Σ_t LN_backward(δu_t) x_tᵀ
 
 Recurrent dropout: W_hh meets d ⊙ h_{t-1}, as in the plain GRU.
-No fast path (see :func:`unrolled.kernels.pick`).
+In float32 with Numba :func:`unrolled.kernels.pick` runs the compiled
+:class:`unrolled.kernels.layernorm.CompiledLNGRUCell` instead (same results); no NumPy fast path.
 """
 
 from __future__ import annotations

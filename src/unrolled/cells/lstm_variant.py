@@ -42,8 +42,9 @@ Backward through time, with δh_t (P), δc_t (H) the total gradients reaching th
 Recurrent (variational) dropout: v_t = W_hh (d ⊙ h_{t-1}) with the layer's (B, P) mask d; then δh_{t-1}
 gets d ⊙ W_hhᵀ δv_t and ∂L/∂W_hh uses d ⊙ h_{t-1}.
 
-No fast path: :func:`unrolled.kernels.pick` runs this cell as it is (it is not the plain LSTM, so no
-compiled walk may stand in for it).
+With ``layer_norm`` alone (no peepholes, no projection), in float32 with Numba, :func:`unrolled.kernels.pick`
+runs the compiled :class:`unrolled.kernels.layernorm.CompiledLNLSTMCell` instead (same results); every other
+configuration runs this cell as it is (it is not the plain LSTM, so no plain compiled walk may stand in).
 """
 
 from __future__ import annotations

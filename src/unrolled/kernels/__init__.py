@@ -7,7 +7,8 @@ and :mod:`~unrolled.kernels.rnn`:
 - **NumPy fast** (``FastLSTMCell``, ``FastGRUCell``, ``FastRNNCell``): float64, or float32 without Numba;
 - **compiled** (``CompiledLSTMCell``, ...): float32 with Numba (the extra ``fast``): the gate kernels and
   whole-sequence walks of :mod:`unrolled.kernels._jit`, their recurrent product oneDNN's (the extra
-  ``onednn``) or ``matmul_nt`` where :func:`walks_for` says so, else a BLAS call per step.
+  ``onednn``) or ``matmul_nt`` where :func:`walks_for` says so, else a BLAS call per step. The layer-norm
+  variant cells have a compiled cell only (:mod:`~unrolled.kernels.layernorm`).
 
 :func:`pick` is the one decision point: a layer asks it for the cell of each forward (and
 :mod:`unrolled.kernels.streaming` for its one-step plans), and :func:`owner` returns the cell whose
@@ -289,7 +290,7 @@ def describe() -> str:
 
 def _path_cell(cell, compiled: bool):
     """The NumPy fast or compiled counterpart of a reference cell, or None where there is none."""
-    from unrolled.cells import GRUCell, LSTMCell, RNNCell
+    from unrolled.cells import GRUCell, GRUVariantCell, LSTMCell, RNNCell
     from unrolled.cells.minrnn import MinGRUCell, MinLSTMCell
     from unrolled.kernels import gru, lstm, rnn
 
@@ -303,7 +304,23 @@ def _path_cell(cell, compiled: bool):
         return gru.CompiledGRUCell(cell) if compiled else gru.FastGRUCell(cell)
     if type(cell) is RNNCell:
         return rnn.CompiledRNNCell(cell) if compiled else rnn.FastRNNCell(cell)
+    if compiled and _layer_norm_only(cell):  # no NumPy fast path for these: float64 keeps the reference
+        from unrolled.kernels import layernorm
+
+        if type(cell) is GRUVariantCell:
+            return layernorm.CompiledLNGRUCell(cell)
+        return layernorm.CompiledLNLSTMCell(cell)
     return None
+
+
+def _layer_norm_only(cell) -> bool:
+    """A variant cell with layer normalisation and nothing else (the compiled cells of
+    :mod:`unrolled.kernels.layernorm`)."""
+    from unrolled.cells import GRUVariantCell, LSTMVariantCell
+
+    if type(cell) is LSTMVariantCell:
+        return cell.layer_norm and not cell.peephole and not cell.proj_size
+    return type(cell) is GRUVariantCell and cell.layer_norm and cell.reset_after
 
 
 _PATHS: dict = {}  # (reference cell, compiled) -> its fast cell, or None where it has none
@@ -313,11 +330,13 @@ def pick(cell, dtype, **options):
     """The cell a layer should run for arrays of ``dtype``: the compiled cell (float32, Numba on), the NumPy
     fast cell (float64, or float32 without Numba), or ``cell`` itself.
 
+    The layer-normalised variants (``LSTMVariantCell`` with ``layer_norm`` only, ``GRUVariantCell``) have a
+    compiled cell (:mod:`unrolled.kernels.layernorm`) but no NumPy fast one.
+
     ``cell`` itself where the fast paths are switched off, for another dtype, for a cell they do not
-    implement (GRU ``reset_after=False``; the variant cells ``LSTMVariantCell`` and ``GRUVariantCell`` —
-    layer norm, peepholes, projection — which no compiled walk may stand in for), or when any keyword
-    option is set that they do not implement (a recurrent-dropout ``rec_mask``, ``zoneout=True``: per-unit
-    update masks).
+    implement (GRU ``reset_after=False``; the LSTM variants with peepholes or a projection, and any variant
+    in float64 or without Numba), or when any keyword option is set that they do not implement (a
+    recurrent-dropout ``rec_mask``, ``zoneout=True``: per-unit update masks).
     """
     if not _fast or any(v is not None and v is not False for v in options.values()):
         return cell

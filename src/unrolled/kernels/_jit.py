@@ -554,6 +554,305 @@ def rnn_stack(x, h, W, b, relu, y, h_out):
     return OK
 
 
+# ------------------------------------------------------------------- layer-normalised LSTM and GRU
+# The compiled steps of :mod:`unrolled.kernels.layernorm` (LSTMVariantCell with layer_norm only, and
+# GRUVariantCell): LN(a; γ, β) = γ ⊙ â + β, â = (a − μ)·ρ, ρ = 1/sqrt(σ² + ε) over one row, and its
+# backward δa = ρ·(δâ − mean(δâ) − â·mean(δâ ⊙ â)), δâ = δy ⊙ γ (:mod:`unrolled.cells.layernorm`).
+LN_EPS = f32(1e-5)  # ε, as unrolled.cells.layernorm.EPS
+
+
+@njit(inline="always", **_OPTS)
+def _ln_normalise(a, a_hat):
+    """â = (a − μ)·ρ over the row a (N,) into a_hat; returns ρ = 1/sqrt(σ² + ε), with μ = mean(a) and
+    σ² = mean((a − μ)²) (two passes, as the reference)."""
+    N = a.shape[0]
+    s = f32(0)
+    for j in range(N):
+        s += a[j]
+    mu = s / f32(N)
+    q = f32(0)
+    for j in range(N):
+        d = a[j] - mu
+        a_hat[j] = d
+        q += d * d
+    rho = f32(1) / np.sqrt(q / f32(N) + LN_EPS)
+    for j in range(N):
+        a_hat[j] *= rho
+    return rho
+
+
+@njit(inline="always", **_OPTS)
+def _ln_back(dy, a_hat, rho, gain, da, dgain, dbias):
+    """δa = ρ·(δâ − mean(δâ) − â·mean(δâ ⊙ â)) with δâ = δy ⊙ γ, into da (may be dy itself); adds
+    δy ⊙ â to dgain and δy to dbias (∂L/∂γ, ∂L/∂β, float64 sums over the walk)."""
+    N = dy.shape[0]
+    m1 = f32(0)
+    m2 = f32(0)
+    for j in range(N):
+        g = dy[j] * gain[j]
+        m1 += g
+        m2 += g * a_hat[j]
+        dgain[j] += dy[j] * a_hat[j]
+        dbias[j] += dy[j]
+    m1 /= f32(N)
+    m2 /= f32(N)
+    for j in range(N):
+        da[j] = rho * (dy[j] * gain[j] - m1 - a_hat[j] * m2)
+
+
+@njit(**_OPTS)
+def ln_forward_rows(a, gain, bias, a_hat, rho):
+    """Row by row of a (N, G), in place: a ← γ ⊙ â + bias, â = (a − μ)·ρ into a_hat (N, G), ρ =
+    1/sqrt(σ² + ε) into rho (N,). (bias: β, or β + b_h where a bias follows the LN.)"""
+    for n in range(a.shape[0]):
+        r = _ln_normalise(a[n], a_hat[n])
+        rho[n] = r
+        row, hat = a[n], a_hat[n]
+        for j in range(row.shape[0]):
+            row[j] = gain[j] * hat[j] + bias[j]
+
+
+@njit(**_OPTS)
+def ln_backward_rows(dy, a_hat, rho, gain, da, dparams):
+    """Row by row of dy (N, G): da = ρ·(δâ − mean(δâ) − â·mean(δâ ⊙ â)), δâ = dy ⊙ γ; dparams (2, G)
+    float64 gets ∂L/∂γ = Σ dy ⊙ â (row 0) and ∂L/∂β = Σ dy (row 1) added."""
+    for n in range(dy.shape[0]):
+        _ln_back(dy[n], a_hat[n], rho[n], gain, da[n], dparams[0], dparams[1])
+
+
+@njit(**_OPTS)
+def ln_lstm_forward_step(
+    t, gates, rec, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid
+):
+    """Layer-normalised LSTM, one step. gates[t] (B, 4H) holds LN(W_xh x_t; ln_x) + b_h, rec (B, 4H)
+    W_hh h_{t-1}. Per row: v̂ = (v − μ)·ρ_v (stored), a = gates + γ_h ⊙ v̂ + β_h, activated in place
+    (v = s·tanh(s·a) + o: i, f, o sigmoids, g tanh), c̃_t = f ⊙ c_{t-1} + i ⊙ g, n̂ = (c̃ − μ)·ρ_n
+    (stored), tanh_n = tanh(γ_c ⊙ n̂ + β_c), h_t = o ⊙ tanh_n. A sequence with valid[t, b] == 0 keeps its
+    state (its gates and LN statistics are written but never read)."""
+    B = rec.shape[0]
+    H = cs.shape[2]
+    for b in range(B):
+        a, vh, nh, tn = gates[t, b], v_hat[t, b], n_hat[t, b], tanh_n[t, b]
+        rho_v[t, b] = _ln_normalise(rec[b], vh)
+        for j in range(4 * H):
+            a[j] = scale[j] * tanh(scale[j] * (a[j] + hg[j] * vh[j] + hb[j])) + offset[j]
+        c_prev, c_new, h_prev, h_new = cs[t, b], cs[t + 1, b], hs[t, b], hs[t + 1, b]
+        for j in range(H):
+            c_new[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
+        rho_n[t, b] = _ln_normalise(c_new, nh)
+        for j in range(H):
+            tn[j] = tanh(cg[j] * nh[j] + cb[j])
+        for j in range(H):
+            h_new[j] = a[3 * H + j] * tn[j]
+        if valid[t, b] == 0:
+            for j in range(H):
+                c_new[j] = c_prev[j]
+                h_new[j] = h_prev[j]
+
+
+@njit(**_OPTS)
+def ln_lstm_backward_step(
+    t,
+    d_hs,
+    dh_rec,
+    carry,
+    dc,
+    gates,
+    cs,
+    v_hat,
+    rho_v,
+    n_hat,
+    rho_n,
+    tanh_n,
+    hg,
+    cg,
+    da,
+    dv,
+    dh_params,
+    dc_params,
+    valid,
+):
+    """δh_t = dh_rec + carry + d_hs[t] (dh_rec = δv_{t+1} W_hh). Per row:
+    δa_o = δh ⊙ tanh_n ⊙ o(1 − o); δn = δh ⊙ o ⊙ (1 − tanh_n²);
+    δc̃ = δc + LN_backward(δn; n̂, ρ_n, γ_c)  (∂L/∂γ_c += δn ⊙ n̂, ∂L/∂β_c += δn into dc_params);
+    δa_i = δc̃ ⊙ g ⊙ i(1 − i), δa_f = δc̃ ⊙ c_{t-1} ⊙ f(1 − f), δa_g = δc̃ ⊙ i ⊙ (1 − g²), δc_{t-1} = f ⊙ δc̃;
+    δv = LN_backward(δa; v̂, ρ_v, γ_h)  (∂L/∂γ_h += δa ⊙ v̂, ∂L/∂β_h += δa into dh_params).
+    Writes δa_t into da[t], δv_t into dv[t], δc_{t-1} into dc; carry gets what reaches h_{t-1} other
+    than through W_hh (all of δh_t for a finished sequence, whose δa_t and δv_t are zero)."""
+    B, H = dc.shape
+    for b in range(B):
+        g4, d4, dv4 = gates[t, b], da[t, b], dv[t, b]
+        cr, dhr, dhs = carry[b], dh_rec[b], d_hs[t, b]
+        for j in range(H):
+            cr[j] = dhr[j] + cr[j] + dhs[j]  # δh_t
+        if valid[t, b] == 0:
+            for j in range(4 * H):
+                d4[j] = 0
+                dv4[j] = 0
+            continue
+        dcb, tn, nh, c_prev = dc[b], tanh_n[t, b], n_hat[t, b], cs[t, b]
+        for j in range(H):  # δa_o, then δn into cr (δh_t is not needed again)
+            o, tnj, dh = g4[3 * H + j], tn[j], cr[j]
+            d4[3 * H + j] = dh * tnj * o * (f32(1) - o)
+            cr[j] = dh * o * (f32(1) - tnj * tnj)
+        _ln_back(cr, nh, rho_n[t, b], cg, cr, dc_params[0], dc_params[1])
+        for j in range(H):  # δa_i, δa_f, δa_g, then δc_{t-1}
+            dcj = dcb[j] + cr[j]
+            i, f, g = g4[j], g4[H + j], g4[2 * H + j]
+            d4[j] = dcj * g * i * (f32(1) - i)
+            d4[H + j] = dcj * c_prev[j] * f * (f32(1) - f)
+            d4[2 * H + j] = dcj * i * (f32(1) - g * g)
+            dcb[j] = dcj * f
+        _ln_back(d4, v_hat[t, b], rho_v[t, b], hg, dv4, dh_params[0], dh_params[1])
+        for j in range(H):
+            cr[j] = 0
+
+
+@njit(**_OPTS)
+def ln_gru_forward_step(t, gates, rec, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid):
+    """Layer-normalised GRU (reset_after), one step. gates[t] (B, 3H) holds LN(W_xh x_t; ln_x) + b_h, rec
+    (B, 3H) W_hh h_{t-1}. Per row: v̂ = (v − μ)·ρ_v (stored), v = γ_h ⊙ v̂ + β_h; z = σ(a_z + v_z),
+    r = σ(a_r + v_r), hn[t] = v_n + b_hn, h̃ = tanh(a_n + r ⊙ hn[t]) (z, r, h̃ into gates[t]);
+    h_t = h_{t-1} + z ⊙ (h̃ − h_{t-1}) (h_{t-1} where valid[t, b] == 0)."""
+    B = rec.shape[0]
+    H = hn.shape[2]
+    for b in range(B):
+        a, vh, q = gates[t, b], v_hat[t, b], hn[t, b]
+        rho_v[t, b] = _ln_normalise(rec[b], vh)
+        for j in range(2 * H):
+            a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + hg[j] * vh[j] + hb[j])) + f32(0.5)
+        for j in range(H):
+            q[j] = hg[2 * H + j] * vh[2 * H + j] + hb[2 * H + j] + b_hn[j]
+        for j in range(H):
+            a[2 * H + j] = tanh(a[2 * H + j] + a[H + j] * q[j])
+        h_prev, h_new = hs[t, b], hs[t + 1, b]
+        if valid[t, b] == 0:
+            for j in range(H):
+                h_new[j] = h_prev[j]
+        else:
+            for j in range(H):
+                h_new[j] = h_prev[j] + a[j] * (a[2 * H + j] - h_prev[j])
+
+
+@njit(**_OPTS)
+def ln_gru_backward_step(
+    t, d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid
+):
+    """δh_t = dh_rec + carry + d_hs[t] (dh_rec = δw_{t+1} W_hh). Per row:
+    δa_z = δh ⊙ (h̃ − h_{t-1}) ⊙ z(1 − z), δa_n = δh ⊙ z ⊙ (1 − h̃²), δa_r = δa_n ⊙ hn ⊙ r(1 − r)
+    into du[t] = (δa_z, δa_r, δa_n); δv = (δa_z, δa_r, r ⊙ δa_n) (∂L/∂b_hn += r ⊙ δa_n into d_bhn);
+    dw[t] = LN_backward(δv; v̂, ρ_v, γ_h) (∂L/∂γ_h += δv ⊙ v̂, ∂L/∂β_h += δv into dh_params);
+    carry = δh ⊙ (1 − z) (all of δh_t for a finished sequence, whose du, dw are zero)."""
+    B = dh_rec.shape[0]
+    H = hs.shape[2]
+    for b in range(B):
+        g3, d3, w3 = gates[t, b], du[t, b], dw[t, b]
+        cr, dhr, dhs = carry[b], dh_rec[b], d_hs[t, b]
+        for j in range(H):
+            cr[j] = dhr[j] + cr[j] + dhs[j]  # δh_t
+        if valid[t, b] == 0:
+            for j in range(3 * H):
+                d3[j] = 0
+                w3[j] = 0
+            continue
+        h_prev, q = hs[t, b], hn[t, b]
+        for j in range(H):  # δa_z
+            d3[j] = cr[j] * (g3[2 * H + j] - h_prev[j]) * g3[j] * (f32(1) - g3[j])
+        for j in range(H):  # δa_n (input side)
+            d3[2 * H + j] = cr[j] * g3[j] * (f32(1) - g3[2 * H + j] * g3[2 * H + j])
+        for j in range(H):  # δa_r
+            d3[H + j] = d3[2 * H + j] * q[j] * g3[H + j] * (f32(1) - g3[H + j])
+        for j in range(2 * H):
+            w3[j] = d3[j]
+        for j in range(H):  # r ⊙ δa_n (recurrent side)
+            w3[2 * H + j] = d3[2 * H + j] * g3[H + j]
+            d_bhn[j] += w3[2 * H + j]
+        _ln_back(w3, v_hat[t, b], rho_v[t, b], hg, w3, dh_params[0], dh_params[1])
+        for j in range(H):
+            cr[j] *= f32(1) - g3[j]
+
+
+@njit(**_OPTS)
+def ln_lstm_forward_seq(
+    gates, W_hh, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid, rec
+):
+    """:func:`ln_lstm_forward_step` over all T, the recurrent product by :func:`matmul_nt` (W_hh as is)."""
+    for t in range(gates.shape[0]):
+        matmul_nt(hs[t], W_hh, rec)
+        ln_lstm_forward_step(
+            t, gates, rec, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid
+        )
+
+
+@njit(**_OPTS)
+def ln_lstm_backward_seq(
+    d_hs,
+    dh_rec,
+    carry,
+    dc,
+    gates,
+    cs,
+    v_hat,
+    rho_v,
+    n_hat,
+    rho_n,
+    tanh_n,
+    hg,
+    cg,
+    da,
+    dv,
+    dh_params,
+    dc_params,
+    valid,
+    WT,
+):
+    """:func:`ln_lstm_backward_step` from t = T − 1 down to 0, dh_rec = δv_t W_hh by :func:`matmul_nt`
+    (WT = W_hhᵀ)."""
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_lstm_backward_step(
+            t,
+            d_hs,
+            dh_rec,
+            carry,
+            dc,
+            gates,
+            cs,
+            v_hat,
+            rho_v,
+            n_hat,
+            rho_n,
+            tanh_n,
+            hg,
+            cg,
+            da,
+            dv,
+            dh_params,
+            dc_params,
+            valid,
+        )
+        matmul_nt(dv[t], WT, dh_rec)
+
+
+@njit(**_OPTS)
+def ln_gru_forward_seq(gates, W_hh, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid, rec):
+    """:func:`ln_gru_forward_step` over all T, the recurrent product by :func:`matmul_nt`."""
+    for t in range(gates.shape[0]):
+        matmul_nt(hs[t], W_hh, rec)
+        ln_gru_forward_step(t, gates, rec, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid)
+
+
+@njit(**_OPTS)
+def ln_gru_backward_seq(
+    d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid, WT
+):
+    """:func:`ln_gru_backward_step` from t = T − 1 down to 0, dh_rec = δw_t W_hh by :func:`matmul_nt`."""
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_gru_backward_step(
+            t, d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid
+        )
+        matmul_nt(dw[t], WT, dh_rec)
+
+
 # ------------------------------------------------------------------------------ whole sequences
 # The walk over time in one compiled call, recurrent product included, where that beats a NumPy call
 # per step (see whole_sequence). The product is matmul_nt: out = A Mᵀ with M stored row by row, so every
@@ -849,3 +1148,80 @@ DNNL_WALKS = Walks(
     lstm_forward_seq_dnnl, lstm_backward_seq_dnnl, gru_forward_seq_dnnl, gru_backward_seq_dnnl,
     rnn_forward_seq_dnnl, rnn_backward_seq_dnnl, lstm_infer_seq_dnnl, gru_infer_seq_dnnl, rnn_infer_seq_dnnl,
 )  # fmt: skip
+
+
+# The layer-normalised cells' walks with oneDNN's product (see unrolled.kernels.layernorm).
+@njit(**_OPTS)
+def ln_lstm_forward_seq_dnnl(
+    gates, plan, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid, rec
+):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], plan, rec)
+        ln_lstm_forward_step(
+            t, gates, rec, scale, offset, hg, hb, cg, cb, hs, cs, v_hat, rho_v, n_hat, rho_n, tanh_n, valid
+        )
+
+
+@njit(**_OPTS)
+def ln_lstm_backward_seq_dnnl(
+    d_hs,
+    dh_rec,
+    carry,
+    dc,
+    gates,
+    cs,
+    v_hat,
+    rho_v,
+    n_hat,
+    rho_n,
+    tanh_n,
+    hg,
+    cg,
+    da,
+    dv,
+    dh_params,
+    dc_params,
+    valid,
+    plan,
+):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_lstm_backward_step(
+            t,
+            d_hs,
+            dh_rec,
+            carry,
+            dc,
+            gates,
+            cs,
+            v_hat,
+            rho_v,
+            n_hat,
+            rho_n,
+            tanh_n,
+            hg,
+            cg,
+            da,
+            dv,
+            dh_params,
+            dc_params,
+            valid,
+        )
+        dnnl_product(dv[t], plan, dh_rec)
+
+
+@njit(**_OPTS)
+def ln_gru_forward_seq_dnnl(gates, plan, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid, rec):
+    for t in range(gates.shape[0]):
+        dnnl_product(hs[t], plan, rec)
+        ln_gru_forward_step(t, gates, rec, hg, hb, b_hn, hs, hn, v_hat, rho_v, valid)
+
+
+@njit(**_OPTS)
+def ln_gru_backward_seq_dnnl(
+    d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid, plan
+):
+    for t in range(gates.shape[0] - 1, -1, -1):
+        ln_gru_backward_step(
+            t, d_hs, dh_rec, carry, gates, hs, hn, v_hat, rho_v, hg, du, dw, dh_params, d_bhn, valid
+        )
+        dnnl_product(dw[t], plan, dh_rec)

@@ -673,14 +673,12 @@ FIXED_ON_RESUME += ("layer_norm", "peephole", "proj_size")  # the architecture; 
 
 
 def _path(model: SequenceModel) -> str:
-    """The path the recurrent stack runs, in words: the variant cells and zoneout run the reference."""
+    """The path the recurrent stack runs, in words: peepholes, a projection and zoneout run the reference."""
     from unrolled import kernels  # as fit does: imported when a run starts
 
     rnn = model.rnn
     if kernels.fast_enabled() and (kernels.pick(rnn.cell, rnn.dtype) is rnn.cell or rnn.zoneout):
-        return (
-            "reference (NumPy: the layer-norm / peephole / projection / zoneout cells have no compiled path)"
-        )
+        return "reference (NumPy: the peephole / projection / zoneout cells have no compiled path)"
     return kernels.describe()
 
 
