@@ -7,6 +7,11 @@ the whole validation part every ``--val-every`` steps (that time counts as train
 
     .venv/bin/python benchmarks/charlm_shakespeare.py --minutes 15
 
+The layer-normalised LSTM against the plain one in the same wall time, each on one core, run at once:
+
+    UNROLLED_THREADS=1 taskset -c 0 python benchmarks/charlm_shakespeare.py --out runs/plain ... &
+    UNROLLED_THREADS=1 taskset -c 1 python benchmarks/charlm_shakespeare.py --layer-norm --out runs/ln ...
+
 Writes the run to --out, the curve to --plot (PNG) and the numbers to --json, and prints them.
 Skips with a message (exit 0) where the data set is absent.
 """
@@ -39,6 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout (default 0)")
     ap.add_argument(
+        "--layer-norm",
+        action="store_true",
+        help="layer-normalised LSTM (Ba et al. 2016) instead of the plain one",
+    )
+    ap.add_argument(
         "--schedule",
         choices=("constant", "cosine"),
         default="constant",
@@ -70,7 +80,7 @@ def main(argv=None) -> int:
     cfg = CharLMConfig(
         cell="lstm", layers=args.layers, hidden=args.hidden, embed=args.embed, dropout=args.dropout,
         seq_len=args.seq_len, batch=args.batch, steps=args.steps, time=args.minutes, lr=args.lr, clip=5.0,
-        schedule=args.schedule,
+        schedule=args.schedule, layer_norm=args.layer_norm,
         seed=args.seed, val_fraction=0.1, val_every=args.val_every, val_chars=10**9,
     )  # fmt: skip
     load_before = os.getloadavg()
