@@ -197,6 +197,30 @@ def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:
     return max(1, int(k))
 
 
+# The unit split (:mod:`unrolled.kernels._units`) pays where each worker's share of a step's product is
+# large against the ~0.1-1 µs the workers take to wait for each other, and its share of W_hh is what a
+# core's cache can hold. Measured (T = 100, 2 workers against 1, inference, quiet AMD Zen 4 with 1 MiB of
+# L2 per core): LSTM B=1 H=256 1.40x, H=512 1.81x, but H=128 0.98x and H=192 0.93x; GRU B=1 H=256 1.30x,
+# H=512 1.76x. At B=2 it does not pay (LSTM H=256 0.94x, H=512 1.01x): the one-worker walk's oneDNN product
+# handles two rows better than matmul_nt's remainder path does.
+MIN_UNIT_H = 256  # hidden units, at least
+MAX_UNIT_B = 1  # a single sequence (larger batches split their rows, or stay whole)
+MIN_UNIT_MACS = 2_000_000  # multiply-adds of the whole walk's recurrent products (T·B·G·H·H), at least
+
+
+def unit_workers(T: int, B: int, G: int, H: int) -> int:
+    """How many workers share out the hidden units of a compiled walk of T steps, batch B, G gates of size
+    H (1: none): the thread budget where the batch is too small to split by rows (B ≤ :data:`MAX_UNIT_B`),
+    H ≥ :data:`MIN_UNIT_H` and the walk holds :data:`MIN_UNIT_MACS`; never inside a pool worker (its
+    partners could not run: a unit split's workers must all run at once)."""
+    from unrolled import threads
+    from unrolled.kernels import _pool, _units
+
+    if B > MAX_UNIT_B or H < MIN_UNIT_H or T * B * G * H * H < MIN_UNIT_MACS or _pool.in_worker():
+        return 1
+    return max(1, min(threads.workers_budget(), H // (4 * _units.ALIGN)))
+
+
 def direction_slices(T: int, B: int, I: int, G: int, H: int, D: int = 2) -> int:
     """Whether the D directions of a bidirectional compiled layer run at once, each on its own workers: the
     number of batch slices per direction (1: each direction whole, on one worker), or 0: one direction

@@ -27,7 +27,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from unrolled.kernels import _dnnl
 from unrolled.kernels._common import transpose
@@ -74,21 +77,29 @@ def _lstm_cell(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok):
     equal bit for bit): a (4H,) holds W_xh x_t and becomes the activated gates i, f, g, o (v = s·tanh(s·a)
     + o per gate: s = ½, o = ½ for the sigmoids, s = 1, o = 0 for g); r (4H,) W_hh h_{t-1}; writes c_t,
     tanh(c_t) into tc and h_t. A finished sequence (ok False) keeps its state."""
-    G = a.shape[0]
-    H = G // 4
-    for j in range(G):
-        a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
+    _lstm_units(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok, 0, a.shape[0] // 4)
+
+
+@njit(inline="always", **_OPTS)
+def _lstm_units(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok, lo, hi):
+    """:func:`_lstm_cell` for the units lo..hi − 1 only (their rows of each gate block): every unit's step
+    needs only its own gates, so the workers of the unit split (:func:`lstm_forward_units`) each run it on
+    their share. All arrays full width."""
+    H = a.shape[0] // 4
+    for q in range(4):
+        for j in range(q * H + lo, q * H + hi):
+            a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
     if not ok:
-        for j in range(H):
+        for j in range(lo, hi):
             tc[j] = tanh(a[H + j] * c_prev[j] + a[j] * a[2 * H + j])
             c_new[j] = c_prev[j]
             h_new[j] = h_prev[j]
         return
-    for j in range(H):
+    for j in range(lo, hi):
         c_new[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
-    for j in range(H):
+    for j in range(lo, hi):
         tc[j] = tanh(c_new[j])
-    for j in range(H):
+    for j in range(lo, hi):
         h_new[j] = a[3 * H + j] * tc[j]
 
 
@@ -182,18 +193,26 @@ def _gru_cell(a, r_, b_h, b_hn, q, h_prev, h_new, ok):
     """One sequence's reset_after GRU step, shared by the training and the inference walks: a (3H,) holds
     W_xh x_t and becomes the activated z, r, h̃; r_ (3H,) W_hh h_{t-1}; q gets W_hn h_{t-1} + b_hn; h_new
     h_t (h_{t-1} where ok is False)."""
+    _gru_units(a, r_, b_h, b_hn, q, h_prev, h_new, ok, 0, q.shape[0])
+
+
+@njit(inline="always", **_OPTS)
+def _gru_units(a, r_, b_h, b_hn, q, h_prev, h_new, ok, lo, hi):
+    """:func:`_gru_cell` for the units lo..hi − 1 only (the unit split's share; arrays full width)."""
     H = q.shape[0]
-    for j in range(2 * H):
+    for j in range(lo, hi):
         a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
-    for j in range(H):
+    for j in range(H + lo, H + hi):
+        a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
+    for j in range(lo, hi):
         q[j] = r_[2 * H + j] + b_hn[j]
-    for j in range(H):
+    for j in range(lo, hi):
         a[2 * H + j] = tanh(a[2 * H + j] + b_h[2 * H + j] + a[H + j] * q[j])
     if not ok:
-        for j in range(H):
+        for j in range(lo, hi):
             h_new[j] = h_prev[j]
         return
-    for j in range(H):
+    for j in range(lo, hi):
         h_new[j] = h_prev[j] + a[j] * (a[2 * H + j] - h_prev[j])
 
 
@@ -1015,6 +1034,154 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
     for t in range(dact.shape[0] - 1, -1, -1):
         rnn_backward_step(t, d_hs, dh_rec, carry, dact, da, valid)
         matmul_nt(da[t], WT, dh_rec)
+
+
+# ------------------------------------------------------------------------------------ the unit split
+# At a small batch there are too few rows to split across workers, but a step's work is one product
+# W_hh h_{t-1} and gate arithmetic that is independent per hidden unit: worker w computes the rows of every
+# gate block for its units lo..hi − 1 (its share of W_hh, which then stays in its core's cache: at H = 256
+# one LSTM W_hh is 1 MiB, each half 512 KiB) and writes h_t for those units; before step t + 1, which reads
+# all of h_t, the workers wait for each other. That wait is one counter per worker, in its own 128-byte
+# slot of ``flags``, written with release and read with acquire ordering (LLVM atomics: an ordinary load
+# could be hoisted out of the waiting loop); a waiting worker spins (``pause``) for a while, then yields its
+# core (``sched_yield``), so a worker that shares a core with its partner cannot stall it. The last slot is
+# the abort flag: set by the Python side when a worker fails before its walk, it makes the others return
+# False instead of waiting forever. Orchestrated by :mod:`unrolled.kernels._units`.
+UNIT_SLOT = 16  # int64s per counter (128 bytes: two cache lines, so no two counters share a line)
+_SPINS = 4000  # pause loops (~10-40 µs) before a waiting worker starts yielding its core
+
+
+@intrinsic
+def _load_acquire(typingctx, arr, idx):
+    """arr[idx] (int64) read with acquire ordering."""
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, val):
+    """arr[idx] = val (int64) written with release ordering."""
+    sig = types.void(arr, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        builder.store_atomic(args[2], ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The x86 ``pause`` instruction (a spinning core's hint; saves power and the partner's cycles)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+        )
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+@njit(inline="always", **_OPTS)
+def _arrive(flags, me, t):
+    """Worker ``me`` has finished step t − 1 (its h_t is written): announce it, then wait until every worker
+    has. False if a worker aborted (the abort slot is non-zero)."""
+    k = flags.shape[0] // UNIT_SLOT - 1
+    _store_release(flags, me * UNIT_SLOT, t)
+    for w in range(k):
+        spins = 0
+        while _load_acquire(flags, w * UNIT_SLOT) < t:
+            if spins < _SPINS:
+                spins += 1
+                _pause()
+            else:
+                if _load_acquire(flags, k * UNIT_SLOT) != 0:
+                    return False
+                _sched_yield()
+    return True
+
+
+@njit(inline="always", **_OPTS)
+def _unit_products(h, W_hh, lo, hi, rec):
+    """rec[:, rows] = h W_hh[rows]ᵀ for the rows of units lo..hi − 1 in each gate block of W_hh (G·H, H)."""
+    H = W_hh.shape[1]
+    for q in range(W_hh.shape[0] // H):
+        matmul_nt(h, W_hh[q * H + lo : q * H + hi], rec[:, q * H + lo : q * H + hi])
+
+
+@njit(**_OPTS)
+def lstm_forward_units(gates, W_hh, lo, hi, bias, scale, offset, hs, cs, tanh_c, valid, rec, flags, me):
+    """Worker ``me``'s share of :func:`lstm_forward_seq`: the units lo..hi − 1 of every step (the same
+    arrays, rec this worker's own). False if another worker aborted."""
+    for t in range(gates.shape[0]):
+        _unit_products(hs[t], W_hh, lo, hi, rec)
+        for b in range(rec.shape[0]):
+            _lstm_units(
+                gates[t, b], rec[b], bias, scale, offset, cs[t, b], cs[t + 1, b], tanh_c[t, b], hs[t, b],
+                hs[t + 1, b], valid[t, b] != 0, lo, hi,
+            )  # fmt: skip
+        if not _arrive(flags, me, t + 1):
+            return False
+    return True
+
+
+@njit(**_OPTS)
+def lstm_infer_units(t0, gates, W_hh, lo, hi, bias, scale, offset, hs, cs, tc, valid, rec, flags, me):
+    """Worker ``me``'s share of :func:`lstm_infer_seq` (a chunk of steps from t0)."""
+    for k in range(gates.shape[0]):
+        t = t0 + k
+        _unit_products(hs[t], W_hh, lo, hi, rec)
+        for b in range(rec.shape[0]):
+            _lstm_units(
+                gates[k, b], rec[b], bias, scale, offset, cs[t % 2, b], cs[(t + 1) % 2, b], tc[b], hs[t, b],
+                hs[t + 1, b], valid[t, b] != 0, lo, hi,
+            )  # fmt: skip
+        if not _arrive(flags, me, t + 1):
+            return False
+    return True
+
+
+@njit(**_OPTS)
+def gru_forward_units(gates, W_hh, lo, hi, b_h, b_hn, hs, hn, valid, rec, flags, me):
+    """Worker ``me``'s share of :func:`gru_forward_seq`: the units lo..hi − 1 of every step."""
+    for t in range(gates.shape[0]):
+        _unit_products(hs[t], W_hh, lo, hi, rec)
+        for b in range(rec.shape[0]):
+            _gru_units(
+                gates[t, b], rec[b], b_h, b_hn, hn[t, b], hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi
+            )
+        if not _arrive(flags, me, t + 1):
+            return False
+    return True
+
+
+@njit(**_OPTS)
+def gru_infer_units(t0, gates, W_hh, lo, hi, b_h, b_hn, hs, hn, valid, rec, flags, me):
+    """Worker ``me``'s share of :func:`gru_infer_seq` (a chunk of steps from t0; hn a (B, H) scratch)."""
+    for k in range(gates.shape[0]):
+        t = t0 + k
+        _unit_products(hs[t], W_hh, lo, hi, rec)
+        for b in range(rec.shape[0]):
+            _gru_units(
+                gates[k, b], rec[b], b_h, b_hn, hn[b], hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi
+            )
+        if not _arrive(flags, me, t + 1):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------ the same walks with oneDNN's product

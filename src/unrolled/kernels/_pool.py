@@ -40,7 +40,9 @@ def _init_worker() -> None:
 
 
 def in_worker() -> bool:
-    """True in one of this pool's threads (a split never nests: it runs inline there)."""
+    """True in one of this pool's threads, and in a calling thread while it runs its own share of a
+    :func:`run` (a split never nests: it runs inline there; a unit split, whose workers must all run at
+    once, is not started there)."""
     return getattr(_local, "worker", False)
 
 
@@ -83,9 +85,11 @@ def run(fn: Callable[[int], object], n: int) -> Sequence:
     pool = _executor(n - 1)
     futures = [pool.submit(_task, fn, i) for i in range(1, n)]
     _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
+    _local.worker = True  # while it runs its share, the calling thread is a worker like the others
     try:
         first = fn(0)
     finally:  # never return (or raise) while a worker still writes into the caller's arrays
+        _local.worker = False
         for f in futures:
             f.exception()
     return [first] + [f.result() for f in futures]

@@ -19,6 +19,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
+from unrolled.kernels import _units
 from unrolled.kernels._common import (
     as_vector,
     bias_or_zeros,
@@ -213,7 +214,12 @@ class CompiledGRUCell(BatchSplit):
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
         walks = kernels.walks_for(B, 3, H)
-        if walks is not None:  # the whole walk in one compiled call
+        units = kernels.unit_workers(T, B, 3, H)
+        if units > 1:  # the hidden units shared out across workers (a small batch)
+            W = np.ascontiguousarray(p["W_hh"])
+            recs = np.empty((units, B, 3 * H), dtype=x.dtype)
+            _units.run(jit.gru_forward_units, units, (xp, W), (b_h, b_hn, hs, hn, valid), recs)
+        elif walks is not None:  # the whole walk in one compiled call
             walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:
             WT = transpose(p["W_hh"])  # (H, 3H)
@@ -241,11 +247,17 @@ class CompiledGRUCell(BatchSplit):
         buf = scratch("gates", (n, B, G), dt)
         matmul = kernels.bulk_matmul(dt)
         walks = kernels.walks_for(B, 3, H)
-        W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
+        units = kernels.unit_workers(T, B, 3, H)
+        if units > 1:  # as in _forward; the workers share this thread's buffers
+            W, recs = np.ascontiguousarray(p["W_hh"]), scratch("recs", (units, B, G), dt)
+        else:
+            W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
             project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
-            if walks is not None:
+            if units > 1:
+                _units.run(jit.gru_infer_units, units, (t0, g, W), (b_h, b_hn, hs, hn, valid), recs)
+            elif walks is not None:
                 walks.gru_infer_seq(t0, g, W, b_h, b_hn, hs, hn, valid, rec)
             else:
                 for k in range(g.shape[0]):

@@ -29,6 +29,7 @@ import numpy as np
 
 from unrolled import kernels
 from unrolled.cells.bulk import input_gradients, project_inputs
+from unrolled.kernels import _units
 from unrolled.kernels._common import (
     as_vector,
     bias_or_zeros,
@@ -215,7 +216,13 @@ class CompiledLSTMCell(BatchSplit):
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
         walks = kernels.walks_for(B, 4, H)
-        if walks is not None:  # the whole walk in one compiled call
+        units = kernels.unit_workers(T, B, 4, H)
+        if units > 1:  # the hidden units shared out across workers (a small batch)
+            _units.run(
+                jit.lstm_forward_units, units, (gates, np.ascontiguousarray(p["W_hh"])),
+                (bias, scale, offset, hs, cs, tanh_c, valid), np.empty((units, B, 4 * H), dtype=x.dtype),
+            )  # fmt: skip
+        elif walks is not None:  # the whole walk in one compiled call
             walks.lstm_forward_seq(
                 gates, walks.forward_weights(p["W_hh"], B), bias, scale, offset, hs, cs, tanh_c, valid, rec
             )
@@ -248,11 +255,19 @@ class CompiledLSTMCell(BatchSplit):
         buf = scratch("gates", (n, B, G), dt)
         matmul = kernels.bulk_matmul(dt)
         walks = kernels.walks_for(B, 4, H)
-        W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
+        units = kernels.unit_workers(T, B, 4, H)
+        if units > 1:  # as in _forward; the workers share this thread's buffers
+            W, recs = np.ascontiguousarray(p["W_hh"]), scratch("recs", (units, B, G), dt)
+        else:
+            W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
             project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
-            if walks is not None:
+            if units > 1:
+                _units.run(
+                    jit.lstm_infer_units, units, (t0, g, W), (bias, scale, offset, hs, cs, tc, valid), recs
+                )
+            elif walks is not None:
                 walks.lstm_infer_seq(t0, g, W, bias, scale, offset, hs, cs, tc, valid, rec)
             else:
                 for k in range(g.shape[0]):

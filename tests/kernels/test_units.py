@@ -1,0 +1,175 @@
+"""The unit split: at a single sequence the workers share out the hidden units of a compiled walk.
+
+Each worker computes its units' rows of every gate block and their states, then waits for the others
+before the next step. It must give the one-worker results (outputs, final states and, through the
+backward that follows it, every gradient), keep the inference path equal to the training forward bit for
+bit, run only where it pays and never inside a pool worker (its partners could not start), and a worker
+that fails must not leave the others waiting forever."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from kernels.test_kernels import _layer, _run
+
+from unrolled import kernels, threads
+from unrolled.kernels import _units
+
+from conftest import assert_close
+
+pytest.importorskip("unrolled.kernels._jit")
+
+
+@pytest.fixture
+def units_on(monkeypatch):
+    """Unit splits at any walk size (H ≥ 128 still: two shares of 64) and a budget of two workers; counts
+    the walks that ran split."""
+    monkeypatch.setattr(kernels, "MIN_UNIT_H", 128)
+    monkeypatch.setattr(kernels, "MIN_UNIT_MACS", 0)
+    calls = []
+    real = _units.run
+
+    def counted(walk, k, *args):
+        calls.append(k)
+        return real(walk, k, *args)
+
+    monkeypatch.setattr(_units, "run", counted)
+    threads.set_threads(2)
+    yield calls
+    threads.set_threads(None)
+
+
+def _config(kind, **kw):
+    c = dict(kind=kind, dtype=np.float32, num_layers=2, bidirectional=False, lengths=False, batch_first=False,
+             bias=True, T=7, B=1, I=5, H=128, seed=11)  # fmt: skip
+    c.update(kw)
+    return c
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize(("H", "budget"), [(128, 2), (200, 3)], ids=["2 shares", "3 uneven shares"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+def test_unit_split_gives_the_one_worker_outputs_states_and_every_gradient(kind, H, budget, bias, units_on):
+    """Random h0 (and c0), random upstream gradients for the outputs and the final states, two layers."""
+    c = _config(kind, H=H, bias=bias)
+    layer = _layer(c)
+    threads.set_threads(budget)
+    split = _run(layer, c, fast=True)
+    assert units_on == [budget] * c["num_layers"]  # both layers' forwards ran split
+    threads.set_threads(1)
+    whole = _run(layer, c, fast=True)
+    assert units_on == [budget] * c["num_layers"]  # and the one-worker run did not
+    assert set(split) == set(whole)
+    for k in whole:
+        assert_close(split[k], whole[k], 1e-5, err_msg=k)
+    reference = _run(layer, c, fast=False)
+    for k in reference:
+        assert_close(split[k], reference[k], 1e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_inference_equals_the_training_forward_bit_for_bit_under_the_unit_split(kind, units_on):
+    """T = 1100 steps: the inference walk runs in chunks of steps (one unit split per chunk), the training
+    forward in one; a sequence of length < T keeps its state in both."""
+    from unrolled import GRU, LSTM
+
+    rng = np.random.default_rng(5)
+    layer = (LSTM if kind == "lstm" else GRU)(3, 128, dtype=np.float32, seed=2)
+    x = rng.standard_normal((1100, 1, 3)).astype(np.float32)
+    for lengths in (None, [837]):
+        out_train, hn_train = layer.forward(x, lengths=lengths)
+        n_train = len(units_on)
+        out_infer, hn_infer = layer.forward(x, lengths=lengths, need_grad=False)
+        assert n_train == 1 and len(units_on) >= 3  # one split walk for training, one per chunk for inference
+        units_on.clear()
+        np.testing.assert_array_equal(out_infer, out_train)
+        for a, b in zip(np.atleast_1d(hn_infer) if kind == "gru" else hn_infer, hn_train, strict=False):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bidirectional_single_sequence_is_right_whether_or_not_the_directions_run_at_once(
+    kind, units_on, monkeypatch
+):
+    """Directions run at once on the pool's workers cannot split their units (a worker's partners would
+    queue behind it): they run whole. One after the other, each splits its units. Both equal one worker."""
+    c = _config(kind, bidirectional=True, lengths=True, num_layers=1, T=6)
+    layer = _layer(c)
+    threads.set_threads(1)
+    whole = _run(layer, c, fast=True)
+    threads.set_threads(2)
+    for slices, split_walks in ((1, 0), (0, 2)):  # at once (one slice each) / one after the other
+        monkeypatch.setattr(kernels, "direction_slices", lambda *a, slices=slices, **k: slices)
+        units_on.clear()
+        got = _run(layer, c, fast=True)
+        assert len(units_on) == split_walks
+        for k in whole:
+            assert_close(got[k], whole[k], 1e-5, err_msg=f"{k} (slices {slices})")
+
+
+def test_unit_workers_only_for_one_sequence_with_large_units_enough_steps_and_never_in_a_worker():
+    from unrolled.kernels import _pool
+
+    try:
+        threads.set_threads(2)
+        assert kernels.unit_workers(100, 1, 4, 256) == 2
+        assert kernels.unit_workers(100, 2, 4, 256) == 1  # two rows: the one-worker walk is as fast
+        assert kernels.unit_workers(100, 1, 4, 128) == 1  # a small W_hh: waiting costs what sharing saves
+        assert kernels.unit_workers(2, 1, 4, 256) == 1  # too little work to wake a worker for
+        threads.set_threads(8)
+        assert kernels.unit_workers(100, 1, 4, 256) == 4  # at most H / 64 shares
+        inside = _pool.run(lambda i: kernels.unit_workers(100, 1, 4, 256), 2)
+        assert inside[1] == 1  # in a pool worker: never
+        threads.set_threads(1)
+        assert kernels.unit_workers(100, 1, 4, 512) == 1
+    finally:
+        threads.set_threads(None)
+
+
+@pytest.mark.parametrize(("H", "k"), [(256, 2), (200, 3), (128, 2), (1000, 7)])
+def test_shares_cover_the_units_in_order_on_cache_line_boundaries(H, k):
+    u = _units.bounds(H, k)
+    assert u[0] == 0 and u[-1] == H and len(u) == k + 1
+    assert all(a < b for a, b in zip(u, u[1:], strict=False))
+    assert all(b % _units.ALIGN == 0 for b in u[1:-1])
+    sizes = np.diff(u)
+    assert sizes.max() - sizes.min() <= 2 * _units.ALIGN
+
+
+def test_a_worker_that_fails_releases_the_others_and_its_error_is_raised():
+    """Worker 1 raises before its walk; worker 0 (the calling thread) is already waiting for its first
+    step. The abort slot releases it and run() raises worker 1's error, instead of hanging."""
+    from unrolled.kernels import _jit
+
+    H, T = 128, 5
+    rng = np.random.default_rng(0)
+    gates = rng.standard_normal((T, 1, 4 * H)).astype(np.float32)
+    W = rng.standard_normal((4 * H, H)).astype(np.float32)
+    f = np.float32
+    hs, cs = np.zeros((T + 1, 1, H), f), np.zeros((T + 1, 1, H), f)
+    args = ((gates, W), (np.zeros(4 * H, f), np.ones(4 * H, f), np.zeros(4 * H, f), hs, cs,
+            np.zeros((T, 1, H), f), np.ones((T, 1), f)))  # fmt: skip
+
+    def walk(*a):
+        if a[-1] == 1:
+            raise MemoryError("worker 1 could not start")
+        return _jit.lstm_forward_units(*a)
+
+    outcome = []
+
+    def call():
+        try:
+            threads.set_threads(2)
+            _units.run(walk, 2, *args, np.empty((2, 1, 4 * H), f))
+        except MemoryError as e:
+            outcome.append(e)
+        finally:
+            threads.set_threads(None)
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "the calling worker is still waiting for the failed one"
+    assert len(outcome) == 1 and "could not start" in str(outcome[0])
