@@ -173,3 +173,45 @@ def test_a_worker_that_fails_releases_the_others_and_its_error_is_raised():
     t.join(timeout=60)
     assert not t.is_alive(), "the calling worker is still waiting for the failed one"
     assert len(outcome) == 1 and "could not start" in str(outcome[0])
+
+
+def test_a_worker_that_starts_late_is_not_waited_for_the_others_do_its_share():
+    """Worker 1 starts 0.3 s late (its core busy with another thread): worker 0 takes worker 1's share of
+    every step and finishes the walk before worker 1 starts; the results are those of two punctual ones."""
+    import time
+
+    from unrolled.kernels import _jit
+
+    H, T = 128, 20
+    rng = np.random.default_rng(1)
+    f = np.float32
+    gates = rng.standard_normal((T, 1, 4 * H)).astype(f)
+    W = (rng.standard_normal((4 * H, H)) * 0.1).astype(f)
+    scale, offset = np.full(4 * H, 0.5, f), np.full(4 * H, 0.5, f)
+
+    def walk_all(late: float):
+        hs, cs = np.zeros((T + 1, 1, H), f), np.zeros((T + 1, 1, H), f)
+        args = ((gates.copy(), W), (np.zeros(4 * H, f), scale, offset, hs, cs, np.zeros((T, 1, H), f),
+                np.ones((T, 1), f)))  # fmt: skip
+        spans = {}
+
+        def walk(*a):
+            if a[-1] == 1:
+                time.sleep(late)
+            t0 = time.perf_counter()
+            ok = _jit.lstm_forward_units(*a)
+            spans[a[-1]] = (t0, time.perf_counter())
+            return ok
+
+        threads.set_threads(2)
+        try:
+            _units.run(walk, 2, *args, np.empty((2, 1, 4 * H), f))
+        finally:
+            threads.set_threads(None)
+        return hs, cs, spans
+
+    hs, cs, _ = walk_all(0.0)
+    hs_late, cs_late, spans = walk_all(0.3)
+    assert spans[0][1] < spans[1][0]  # worker 0 was done before worker 1 began
+    np.testing.assert_array_equal(hs_late, hs)
+    np.testing.assert_array_equal(cs_late, cs)

@@ -84,23 +84,33 @@ def _lstm_cell(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok):
 def _lstm_units(a, r, bias, scale, offset, c_prev, c_new, tc, h_prev, h_new, ok, lo, hi):
     """:func:`_lstm_cell` for the units lo..hi − 1 only (their rows of each gate block): every unit's step
     needs only its own gates, so the workers of the unit split (:func:`lstm_forward_units`) each run it on
-    their share. All arrays full width."""
+    their share. All arrays full width; each loop runs from 0 over views of the share (loops from lo over
+    the whole arrays measured 6x slower: LLVM left them scalar)."""
     H = a.shape[0] // 4
-    for q in range(4):
-        for j in range(q * H + lo, q * H + hi):
-            a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
+    for q in range(4):  # i, f, g, o
+        _activate(a, r, bias, scale, offset, q * H + lo, q * H + hi)
+    i, f, g, o = a[lo:hi], a[H + lo : H + hi], a[2 * H + lo : 2 * H + hi], a[3 * H + lo : 3 * H + hi]
+    cp, cn, t, hp, hn = c_prev[lo:hi], c_new[lo:hi], tc[lo:hi], h_prev[lo:hi], h_new[lo:hi]
     if not ok:
-        for j in range(lo, hi):
-            tc[j] = tanh(a[H + j] * c_prev[j] + a[j] * a[2 * H + j])
-            c_new[j] = c_prev[j]
-            h_new[j] = h_prev[j]
+        for j in range(hi - lo):
+            t[j] = tanh(f[j] * cp[j] + i[j] * g[j])
+            cn[j] = cp[j]
+            hn[j] = hp[j]
         return
-    for j in range(lo, hi):
-        c_new[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
-    for j in range(lo, hi):
-        tc[j] = tanh(c_new[j])
-    for j in range(lo, hi):
-        h_new[j] = a[3 * H + j] * tc[j]
+    for j in range(hi - lo):
+        cn[j] = f[j] * cp[j] + i[j] * g[j]
+    for j in range(hi - lo):
+        t[j] = tanh(cn[j])
+    for j in range(hi - lo):
+        hn[j] = o[j] * t[j]
+
+
+@njit(inline="always", **_OPTS)
+def _activate(a, r, bias, scale, offset, lo, hi):
+    """a = s·tanh(s·(a + r + b)) + o on lo..hi − 1: σ (s = o = ½) or tanh (s = 1, o = 0) of the sum."""
+    a, r, bias, scale, offset = a[lo:hi], r[lo:hi], bias[lo:hi], scale[lo:hi], offset[lo:hi]
+    for j in range(hi - lo):
+        a[j] = scale[j] * tanh(scale[j] * (a[j] + r[j] + bias[j])) + offset[j]
 
 
 @njit(**_OPTS)
@@ -198,22 +208,31 @@ def _gru_cell(a, r_, b_h, b_hn, q, h_prev, h_new, ok):
 
 @njit(inline="always", **_OPTS)
 def _gru_units(a, r_, b_h, b_hn, q, h_prev, h_new, ok, lo, hi):
-    """:func:`_gru_cell` for the units lo..hi − 1 only (the unit split's share; arrays full width)."""
+    """:func:`_gru_cell` for the units lo..hi − 1 only (the unit split's share; arrays full width, loops
+    over views of the share, as in :func:`_lstm_units`)."""
     H = q.shape[0]
-    for j in range(lo, hi):
-        a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
-    for j in range(H + lo, H + hi):
-        a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r_[j] + b_h[j])) + f32(0.5)
-    for j in range(lo, hi):
-        q[j] = r_[2 * H + j] + b_hn[j]
-    for j in range(lo, hi):
-        a[2 * H + j] = tanh(a[2 * H + j] + b_h[2 * H + j] + a[H + j] * q[j])
+    _sigmoid_of_sum(a[lo:hi], r_[lo:hi], b_h[lo:hi])  # z
+    _sigmoid_of_sum(a[H + lo : H + hi], r_[H + lo : H + hi], b_h[H + lo : H + hi])  # r
+    z, r, n = a[lo:hi], a[H + lo : H + hi], a[2 * H + lo : 2 * H + hi]
+    qs, rn, bn, bxn = q[lo:hi], r_[2 * H + lo : 2 * H + hi], b_hn[lo:hi], b_h[2 * H + lo : 2 * H + hi]
+    for j in range(hi - lo):
+        qs[j] = rn[j] + bn[j]
+    for j in range(hi - lo):
+        n[j] = tanh(n[j] + bxn[j] + r[j] * qs[j])
+    hp, hn = h_prev[lo:hi], h_new[lo:hi]
     if not ok:
-        for j in range(lo, hi):
-            h_new[j] = h_prev[j]
+        for j in range(hi - lo):
+            hn[j] = hp[j]
         return
-    for j in range(lo, hi):
-        h_new[j] = h_prev[j] + a[j] * (a[2 * H + j] - h_prev[j])
+    for j in range(hi - lo):
+        hn[j] = hp[j] + z[j] * (n[j] - hp[j])
+
+
+@njit(inline="always", **_OPTS)
+def _sigmoid_of_sum(a, r, b):
+    """a = σ(a + r + b) = ½·tanh(½(a + r + b)) + ½ elementwise."""
+    for j in range(a.shape[0]):
+        a[j] = f32(0.5) * tanh(f32(0.5) * (a[j] + r[j] + b[j])) + f32(0.5)
 
 
 @njit(**_OPTS)
@@ -1037,18 +1056,29 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
 
 
 # ------------------------------------------------------------------------------------ the unit split
-# At a small batch there are too few rows to split across workers, but a step's work is one product
-# W_hh h_{t-1} and gate arithmetic that is independent per hidden unit: worker w computes the rows of every
-# gate block for its units lo..hi − 1 (its share of W_hh, which then stays in its core's cache: at H = 256
-# one LSTM W_hh is 1 MiB, each half 512 KiB) and writes h_t for those units; before step t + 1, which reads
-# all of h_t, the workers wait for each other. That wait is one counter per worker, in its own 128-byte
-# slot of ``flags``, written with release and read with acquire ordering (LLVM atomics: an ordinary load
-# could be hoisted out of the waiting loop); a waiting worker spins (``pause``) for a while, then yields its
-# core (``sched_yield``), so a worker that shares a core with its partner cannot stall it. The last slot is
-# the abort flag: set by the Python side when a worker fails before its walk, it makes the others return
-# False instead of waiting forever. Orchestrated by :mod:`unrolled.kernels._units`.
+# At a single sequence there are no rows to split across workers, but a step's work is one product
+# W_hh h_{t-1} and gate arithmetic that is independent per hidden unit. So the units are cut into k shares
+# (``bounds``), and each step of the walk is k pieces of work, one per share: its rows of every gate block
+# and its units of h_t, c_t. Worker w does share w each step (its share of W_hh then stays in its own core's
+# cache: at H = 256 an LSTM's W_hh is 1 MiB, each half 512 KiB), then takes any share of the same step
+# that no one has started (a partner that lost its core to another thread: the step goes on without it, at
+# the one-worker speed, rather than waiting a whole time slice for it). Before step t a worker waits until
+# every share of step t − 1 is done (all of h_{t-1} is written).
+#
+# Coordination is two counters per share, each in its own 128-byte slot of ``flags`` (int64): ``claimed``
+# (steps started: a worker starts share j of step t by moving it from t to t + 1, compare-and-swap, so
+# exactly one does) and ``done`` (steps finished; written with release, read with acquire ordering: LLVM
+# atomics, as an ordinary load could be hoisted out of the waiting loop). A waiting worker spins
+# (``pause``) briefly, then yields its core (``sched_yield``). The last slot is the abort flag: set by the
+# Python side when a worker fails before its walk, it makes a waiting worker return False instead of
+# waiting forever. Orchestrated by :mod:`unrolled.kernels._units`.
 UNIT_SLOT = 16  # int64s per counter (128 bytes: two cache lines, so no two counters share a line)
-_SPINS = 4000  # pause loops (~10-40 µs) before a waiting worker starts yielding its core
+_SPINS = 200  # pause loops (~5 µs at 25 ns each on Zen 4) before a waiting worker starts yielding its core
+
+
+def _element_pointer(context, builder, arrty, arr, idx):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx])
 
 
 @intrinsic
@@ -1057,9 +1087,7 @@ def _load_acquire(typingctx, arr, idx):
     sig = types.int64(arr, types.intp)
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
-        return builder.load_atomic(ptr, "acquire", 8)
+        return builder.load_atomic(_element_pointer(context, builder, sig.args[0], *args), "acquire", 8)
 
     return sig, codegen
 
@@ -1070,8 +1098,7 @@ def _store_release(typingctx, arr, idx, val):
     sig = types.void(arr, types.intp, types.int64)
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
         builder.store_atomic(args[2], ptr, "release", 8)
         return context.get_dummy_value()
 
@@ -1079,15 +1106,25 @@ def _store_release(typingctx, arr, idx, val):
 
 
 @intrinsic
+def _compare_swap(typingctx, arr, idx, expected, new):
+    """arr[idx] = new if it holds ``expected`` (atomically, acquire-release); True if it did."""
+    sig = types.boolean(arr, types.intp, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.extract_value(builder.cmpxchg(ptr, args[2], args[3], "acq_rel", "acquire"), 1)
+
+    return sig, codegen
+
+
+@intrinsic
 def _pause(typingctx):
-    """The x86 ``pause`` instruction (a spinning core's hint; saves power and the partner's cycles)."""
+    """The x86 ``pause`` instruction (a spinning core's hint; spares the partner's cycles and power)."""
     sig = types.void()
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
-        )
-        builder.call(fn, [])
+        pause = ir.FunctionType(ir.VoidType(), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, pause, "llvm.x86.sse2.pause"), [])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -1097,22 +1134,31 @@ _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
 
 @njit(inline="always", **_OPTS)
-def _arrive(flags, me, t):
-    """Worker ``me`` has finished step t − 1 (its h_t is written): announce it, then wait until every worker
-    has. False if a worker aborted (the abort slot is non-zero)."""
-    k = flags.shape[0] // UNIT_SLOT - 1
-    _store_release(flags, me * UNIT_SLOT, t)
-    for w in range(k):
+def _await_step(flags, k, t):
+    """Wait until every one of the k shares has finished t steps. False if a worker aborted."""
+    for j in range(k):
         spins = 0
-        while _load_acquire(flags, w * UNIT_SLOT) < t:
+        while _load_acquire(flags, (2 * j + 1) * UNIT_SLOT) < t:
             if spins < _SPINS:
                 spins += 1
                 _pause()
             else:
-                if _load_acquire(flags, k * UNIT_SLOT) != 0:
+                if _load_acquire(flags, 2 * k * UNIT_SLOT) != 0:
                     return False
                 _sched_yield()
     return True
+
+
+@njit(inline="always", **_OPTS)
+def _claim(flags, j, t):
+    """Start share j of step t, unless a worker already has (True: this worker does it)."""
+    return _compare_swap(flags, 2 * j * UNIT_SLOT, t, t + 1)
+
+
+@njit(inline="always", **_OPTS)
+def _finish(flags, j, t):
+    """Share j of step t is done (its units of h_t written)."""
+    _store_release(flags, (2 * j + 1) * UNIT_SLOT, t + 1)
 
 
 @njit(inline="always", **_OPTS)
@@ -1124,64 +1170,107 @@ def _unit_products(h, W_hh, lo, hi, rec):
 
 
 @njit(**_OPTS)
-def lstm_forward_units(gates, W_hh, lo, hi, bias, scale, offset, hs, cs, tanh_c, valid, rec, flags, me):
-    """Worker ``me``'s share of :func:`lstm_forward_seq`: the units lo..hi − 1 of every step (the same
-    arrays, rec this worker's own). False if another worker aborted."""
+def lstm_forward_units(gates, W_hh, bounds, bias, scale, offset, hs, cs, tanh_c, valid, rec, flags, me):
+    """Worker ``me``'s part of :func:`lstm_forward_seq` split into the shares of ``bounds`` (the same
+    arrays; rec this worker's own). False if another worker aborted."""
+    k = bounds.shape[0] - 1
     for t in range(gates.shape[0]):
-        _unit_products(hs[t], W_hh, lo, hi, rec)
-        for b in range(rec.shape[0]):
-            _lstm_units(
-                gates[t, b], rec[b], bias, scale, offset, cs[t, b], cs[t + 1, b], tanh_c[t, b], hs[t, b],
-                hs[t + 1, b], valid[t, b] != 0, lo, hi,
-            )  # fmt: skip
-        if not _arrive(flags, me, t + 1):
+        if not _await_step(flags, k, t):
             return False
-    return True
+        for i in range(k):
+            j = (me + i) % k  # its own share first
+            if _claim(flags, j, t):
+                lo, hi = bounds[j], bounds[j + 1]
+                _unit_products(hs[t], W_hh, lo, hi, rec)
+                for b in range(rec.shape[0]):
+                    _lstm_units(
+                        gates[t, b], rec[b], bias, scale, offset, cs[t, b], cs[t + 1, b], tanh_c[t, b],
+                        hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi,
+                    )  # fmt: skip
+                _finish(flags, j, t)
+    return _await_step(flags, k, gates.shape[0])
 
 
 @njit(**_OPTS)
-def lstm_infer_units(t0, gates, W_hh, lo, hi, bias, scale, offset, hs, cs, tc, valid, rec, flags, me):
-    """Worker ``me``'s share of :func:`lstm_infer_seq` (a chunk of steps from t0)."""
-    for k in range(gates.shape[0]):
-        t = t0 + k
-        _unit_products(hs[t], W_hh, lo, hi, rec)
-        for b in range(rec.shape[0]):
-            _lstm_units(
-                gates[k, b], rec[b], bias, scale, offset, cs[t % 2, b], cs[(t + 1) % 2, b], tc[b], hs[t, b],
-                hs[t + 1, b], valid[t, b] != 0, lo, hi,
-            )  # fmt: skip
-        if not _arrive(flags, me, t + 1):
+def lstm_infer_units(t0, gates, W_hh, bounds, bias, scale, offset, hs, cs, tc, valid, rec, flags, me):
+    """Worker ``me``'s part of :func:`lstm_infer_seq` (a chunk of steps from t0; ``flags`` count the
+    chunk's steps from 0)."""
+    k = bounds.shape[0] - 1
+    for s in range(gates.shape[0]):
+        if not _await_step(flags, k, s):
             return False
-    return True
+        t = t0 + s
+        for i in range(k):
+            j = (me + i) % k
+            if _claim(flags, j, s):
+                lo, hi = bounds[j], bounds[j + 1]
+                _unit_products(hs[t], W_hh, lo, hi, rec)
+                for b in range(rec.shape[0]):
+                    _lstm_units(
+                        gates[s, b], rec[b], bias, scale, offset, cs[t % 2, b], cs[(t + 1) % 2, b], tc[b],
+                        hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi,
+                    )  # fmt: skip
+                _finish(flags, j, s)
+    return _await_step(flags, k, gates.shape[0])
 
 
 @njit(**_OPTS)
-def gru_forward_units(gates, W_hh, lo, hi, b_h, b_hn, hs, hn, valid, rec, flags, me):
-    """Worker ``me``'s share of :func:`gru_forward_seq`: the units lo..hi − 1 of every step."""
+def gru_forward_units(gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags, me):
+    """Worker ``me``'s part of :func:`gru_forward_seq` split into the shares of ``bounds``."""
+    k = bounds.shape[0] - 1
     for t in range(gates.shape[0]):
-        _unit_products(hs[t], W_hh, lo, hi, rec)
-        for b in range(rec.shape[0]):
-            _gru_units(
-                gates[t, b], rec[b], b_h, b_hn, hn[t, b], hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi
-            )
-        if not _arrive(flags, me, t + 1):
+        if not _await_step(flags, k, t):
             return False
-    return True
+        for i in range(k):
+            j = (me + i) % k
+            if _claim(flags, j, t):
+                lo, hi = bounds[j], bounds[j + 1]
+                _unit_products(hs[t], W_hh, lo, hi, rec)
+                for b in range(rec.shape[0]):
+                    _gru_units(
+                        gates[t, b],
+                        rec[b],
+                        b_h,
+                        b_hn,
+                        hn[t, b],
+                        hs[t, b],
+                        hs[t + 1, b],
+                        valid[t, b] != 0,
+                        lo,
+                        hi,
+                    )
+                _finish(flags, j, t)
+    return _await_step(flags, k, gates.shape[0])
 
 
 @njit(**_OPTS)
-def gru_infer_units(t0, gates, W_hh, lo, hi, b_h, b_hn, hs, hn, valid, rec, flags, me):
-    """Worker ``me``'s share of :func:`gru_infer_seq` (a chunk of steps from t0; hn a (B, H) scratch)."""
-    for k in range(gates.shape[0]):
-        t = t0 + k
-        _unit_products(hs[t], W_hh, lo, hi, rec)
-        for b in range(rec.shape[0]):
-            _gru_units(
-                gates[k, b], rec[b], b_h, b_hn, hn[b], hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi
-            )
-        if not _arrive(flags, me, t + 1):
+def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags, me):
+    """Worker ``me``'s part of :func:`gru_infer_seq` (a chunk of steps from t0; hn a (B, H) scratch)."""
+    k = bounds.shape[0] - 1
+    for s in range(gates.shape[0]):
+        if not _await_step(flags, k, s):
             return False
-    return True
+        t = t0 + s
+        for i in range(k):
+            j = (me + i) % k
+            if _claim(flags, j, s):
+                lo, hi = bounds[j], bounds[j + 1]
+                _unit_products(hs[t], W_hh, lo, hi, rec)
+                for b in range(rec.shape[0]):
+                    _gru_units(
+                        gates[s, b],
+                        rec[b],
+                        b_h,
+                        b_hn,
+                        hn[b],
+                        hs[t, b],
+                        hs[t + 1, b],
+                        valid[t, b] != 0,
+                        lo,
+                        hi,
+                    )
+                _finish(flags, j, s)
+    return _await_step(flags, k, gates.shape[0])
 
 
 # ------------------------------------------------------------------ the same walks with oneDNN's product

@@ -1,17 +1,20 @@
-"""The unit split of the compiled walks: at a small batch the workers share out the hidden units.
+"""The unit split of the compiled walks: at a single sequence the workers share out the hidden units.
 
-A batch of one or a few sequences has too few rows for the batch split (:mod:`unrolled.kernels._split`),
-yet at H ≥ 128 each step's product W_hh h_{t-1} is most of the work, and its rows (and all the gate
-arithmetic after it) belong to one hidden unit each. So k workers each take a contiguous share of the
-units, lo..hi − 1: every step, each computes the rows of its units in every gate block and writes h_t,
-c_t for them; then all wait for each other (one counter per worker: :func:`unrolled.kernels._jit._arrive`)
-before step t + 1 reads the whole of h_t. A worker reads only its share of W_hh, which then stays in its
-own core's cache (at H = 256 an LSTM's W_hh is 1 MiB, as large as a core's L2 on the machine we measure on).
+One sequence has no rows for the batch split (:mod:`unrolled.kernels._split`), yet at H ≥ 256 each step's
+product W_hh h_{t-1} is most of the work, and its rows (and all the gate arithmetic after them) belong to
+one hidden unit each. So the units are cut into k contiguous shares, one per worker. Every step, worker w
+computes the rows of its share in every gate block and writes h_t, c_t for those units, then takes any
+share of the step that no worker has started (a worker that lost its core to another thread does not hold
+the others up: the step goes on at the one-worker speed); before step t + 1, which reads the whole of h_t,
+each waits until every share of step t is done (:mod:`unrolled.kernels._jit`, "the unit split"). A worker
+reads only its share of W_hh, which then stays in its own core's cache (at H = 256 an LSTM's W_hh is 1 MiB,
+as large as one core's L2 on the machine we measure on).
 
 Used where :func:`unrolled.kernels.unit_workers` says so, by the training forward and the inference walk
-alike (so the two stay equal bit for bit). Each unit's arithmetic is the single-worker kernels' own
-(``_jit._lstm_units``, ``_jit._gru_units``), and each row of the product is computed as the single-worker
-matmul_nt walk computes it: results equal that walk's; the backward runs as after any forward.
+alike, so the two stay equal bit for bit. Each unit's arithmetic is the one-worker kernels' own
+(``_jit._lstm_units``, ``_jit._gru_units``); the products are matmul_nt's, where the one-worker walk may
+use oneDNN's, so results equal the one-worker walk's up to float32 rounding. The backward runs as after
+any forward (one worker: a single sequence's backward has no rows to split either).
 """
 
 from __future__ import annotations
@@ -33,20 +36,20 @@ def bounds(H: int, k: int) -> list[int]:
 
 
 def run(walk: Callable[..., bool], k: int, before: Sequence, after: Sequence, recs: np.ndarray) -> None:
-    """``walk(*before, lo, hi, *after, rec, flags, me)`` on k workers at once: worker w on share w of the
-    H units (H from W_hh (G·H, H), the last of ``before``), ``recs[w]`` (B, G·H)
-    its product buffer. Returns when every worker has finished; a worker's exception is raised here (the
-    others stop waiting for it: the abort slot)."""
+    """``walk(*before, bounds, *after, rec, flags, me)`` on k workers at once over k shares of the H units
+    (H from W_hh (G·H, H), the last of ``before``), worker w with ``recs[w]`` (B, G·H) as its product
+    buffer. Returns when every worker has finished; a worker's exception is raised here (the others stop
+    waiting for it: the abort slot)."""
     from unrolled.kernels import _jit
 
-    flags = np.zeros((k + 1) * _jit.UNIT_SLOT, dtype=np.int64)
-    u = bounds(before[-1].shape[1], k)
+    flags = np.zeros((2 * k + 1) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort
+    shares = np.array(bounds(before[-1].shape[1], k), dtype=np.int64)
 
     def task(w: int) -> bool:
         try:
-            return walk(*before, u[w], u[w + 1], *after, recs[w], flags, w)
+            return walk(*before, shares, *after, recs[w], flags, w)
         except BaseException:
-            flags[k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker
+            flags[2 * k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker
             raise
 
     done = _pool.run(task, k)
