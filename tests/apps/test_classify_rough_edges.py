@@ -59,7 +59,13 @@ def test_ctrl_c_right_after_an_epochs_validation_counts_that_epoch(tmp_path, cap
 
     monkeypatch.setattr(classifier, "_loss", loss_then_signal)
     data, out = _npz(tmp_path), str(tmp_path / "m")
-    assert main(_argv(data, out, 10)) == 130
+    # A shell's background job (pytest started with `&`) inherits SIGINT ignored, and the command then
+    # rightly leaves it so: give this test the handler a terminal's foreground job has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(_argv(data, out, 10)) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     captured = capsys.readouterr()
     assert "(2 epochs, best 2," in captured.out, captured.out
     assert "stopped: interrupted after 2 epochs" in captured.err, captured.err
