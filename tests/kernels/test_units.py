@@ -24,10 +24,11 @@ pytest.importorskip("unrolled.kernels._jit")
 
 @pytest.fixture
 def units_on(monkeypatch):
-    """Unit splits at any walk size (H ≥ 128 still: two shares of 64) and a budget of two workers; counts
-    the walks that ran split."""
+    """Unit splits at any walk size from H = 128 (shares of 64 units and more) and a budget of two workers;
+    counts the walks that ran split."""
     monkeypatch.setattr(kernels, "MIN_UNIT_H", 128)
     monkeypatch.setattr(kernels, "MIN_UNIT_MACS", 0)
+    monkeypatch.setattr(kernels, "MIN_UNIT_SHARE", 64)
     calls = []
     real = _units.run
 
@@ -119,7 +120,8 @@ def test_unit_workers_only_for_one_sequence_with_large_units_enough_steps_and_ne
         assert kernels.unit_workers(100, 1, 4, 128) == 1  # a small W_hh: waiting costs what sharing saves
         assert kernels.unit_workers(2, 1, 4, 256) == 1  # too little work to wake a worker for
         threads.set_threads(8)
-        assert kernels.unit_workers(100, 1, 4, 256) == 4  # at most H / 64 shares
+        assert kernels.unit_workers(100, 1, 4, 256) == 2  # shares of at least 128 units
+        assert kernels.unit_workers(100, 1, 4, 1024) == 8
         inside = _pool.run(lambda i: kernels.unit_workers(100, 1, 4, 256), 2)
         assert inside[1] == 1  # in a pool worker: never
         threads.set_threads(1)

@@ -206,19 +206,21 @@ def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:
 MIN_UNIT_H = 256  # hidden units, at least
 MAX_UNIT_B = 1  # a single sequence (larger batches split their rows, or stay whole)
 MIN_UNIT_MACS = 2_000_000  # multiply-adds of the whole walk's recurrent products (T·B·G·H·H), at least
+MIN_UNIT_SHARE = 128  # units per share, at least (measured with 2 shares only: more workers wait more often)
 
 
 def unit_workers(T: int, B: int, G: int, H: int) -> int:
     """How many workers share out the hidden units of a compiled walk of T steps, batch B, G gates of size
     H (1: none): the thread budget where the batch is too small to split by rows (B ≤ :data:`MAX_UNIT_B`),
-    H ≥ :data:`MIN_UNIT_H` and the walk holds :data:`MIN_UNIT_MACS`; never inside a pool worker (its
-    partners could not run: a unit split's workers must all run at once)."""
+    H ≥ :data:`MIN_UNIT_H` and the walk holds :data:`MIN_UNIT_MACS`, at most one worker per
+    :data:`MIN_UNIT_SHARE` units; never inside a pool worker (there the partners might not start: a unit
+    split's workers must all run at once)."""
     from unrolled import threads
-    from unrolled.kernels import _pool, _units
+    from unrolled.kernels import _pool
 
     if B > MAX_UNIT_B or H < MIN_UNIT_H or T * B * G * H * H < MIN_UNIT_MACS or _pool.in_worker():
         return 1
-    return max(1, min(threads.workers_budget(), H // (4 * _units.ALIGN)))
+    return max(1, min(threads.workers_budget(), H // MIN_UNIT_SHARE))
 
 
 def direction_slices(T: int, B: int, I: int, G: int, H: int, D: int = 2) -> int:
