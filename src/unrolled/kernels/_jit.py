@@ -1228,17 +1228,9 @@ def gru_forward_units(gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags,
                 _unit_products(hs[t], W_hh, lo, hi, rec)
                 for b in range(rec.shape[0]):
                     _gru_units(
-                        gates[t, b],
-                        rec[b],
-                        b_h,
-                        b_hn,
-                        hn[t, b],
-                        hs[t, b],
-                        hs[t + 1, b],
-                        valid[t, b] != 0,
-                        lo,
-                        hi,
-                    )
+                        gates[t, b], rec[b], b_h, b_hn, hn[t, b], hs[t, b], hs[t + 1, b], valid[t, b] != 0,
+                        lo, hi,
+                    )  # fmt: skip
                 _finish(flags, j, t)
     return _await_step(flags, k, gates.shape[0])
 
@@ -1258,17 +1250,9 @@ def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flag
                 _unit_products(hs[t], W_hh, lo, hi, rec)
                 for b in range(rec.shape[0]):
                     _gru_units(
-                        gates[s, b],
-                        rec[b],
-                        b_h,
-                        b_hn,
-                        hn[b],
-                        hs[t, b],
-                        hs[t + 1, b],
-                        valid[t, b] != 0,
-                        lo,
-                        hi,
-                    )
+                        gates[s, b], rec[b], b_h, b_hn, hn[b], hs[t, b], hs[t + 1, b], valid[t, b] != 0,
+                        lo, hi,
+                    )  # fmt: skip
                 _finish(flags, j, s)
     return _await_step(flags, k, gates.shape[0])
 
