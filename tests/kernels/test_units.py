@@ -33,7 +33,7 @@ def units_on(monkeypatch):
     real = _units.run
 
     def counted(walk, k, *args):
-        calls.append(k)
+        calls.append((walk.__name__.split("_")[1], k))  # ("forward" | "infer" | "backward", workers)
         return real(walk, k, *args)
 
     monkeypatch.setattr(_units, "run", counted)
@@ -53,15 +53,17 @@ def _config(kind, **kw):
 @pytest.mark.parametrize(("H", "budget"), [(128, 2), (200, 3)], ids=["2 shares", "3 uneven shares"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
 def test_unit_split_gives_the_one_worker_outputs_states_and_every_gradient(kind, H, budget, bias, units_on):
-    """Random h0 (and c0), random upstream gradients for the outputs and the final states, two layers."""
+    """Forward and backward split. Random h0 (and c0), random upstream gradients for the outputs and the
+    final states, two layers."""
     c = _config(kind, H=H, bias=bias)
     layer = _layer(c)
     threads.set_threads(budget)
     split = _run(layer, c, fast=True)
-    assert units_on == [budget] * c["num_layers"]  # both layers' forwards ran split
+    L = c["num_layers"]
+    assert units_on == [("forward", budget)] * L + [("backward", budget)] * L  # every walk ran split
     threads.set_threads(1)
     whole = _run(layer, c, fast=True)
-    assert units_on == [budget] * c["num_layers"]  # and the one-worker run did not
+    assert len(units_on) == 2 * L  # and the one-worker run did not
     assert set(split) == set(whole)
     for k in whole:
         assert_close(split[k], whole[k], 1e-5, err_msg=k)
@@ -84,6 +86,7 @@ def test_inference_equals_the_training_forward_bit_for_bit_under_the_unit_split(
         n_train = len(units_on)
         out_infer, hn_infer = layer.forward(x, lengths=lengths, need_grad=False)
         assert n_train == 1 and len(units_on) >= 3  # one split walk for training, one per chunk for inference
+        assert {w for w, _ in units_on[1:]} == {"infer"}
         units_on.clear()
         np.testing.assert_array_equal(out_infer, out_train)
         for a, b in zip(np.atleast_1d(hn_infer) if kind == "gru" else hn_infer, hn_train, strict=False):
@@ -95,13 +98,14 @@ def test_bidirectional_single_sequence_is_right_whether_or_not_the_directions_ru
     kind, units_on, monkeypatch
 ):
     """Directions run at once on the pool's workers cannot split their units (a worker's partners would
-    queue behind it): they run whole. One after the other, each splits its units. Both equal one worker."""
+    queue behind it): they run whole. One after the other, each splits its units, forward and backward.
+    Both equal one worker."""
     c = _config(kind, bidirectional=True, lengths=True, num_layers=1, T=6)
     layer = _layer(c)
     threads.set_threads(1)
     whole = _run(layer, c, fast=True)
     threads.set_threads(2)
-    for slices, split_walks in ((1, 0), (0, 2)):  # at once (one slice each) / one after the other
+    for slices, split_walks in ((1, 0), (0, 4)):  # at once (one slice each) / one after the other
         monkeypatch.setattr(kernels, "direction_slices", lambda *a, slices=slices, **k: slices)
         units_on.clear()
         got = _run(layer, c, fast=True)
@@ -164,7 +168,7 @@ def test_a_worker_that_fails_releases_the_others_and_its_error_is_raised():
     def call():
         try:
             threads.set_threads(2)
-            _units.run(walk, 2, *args, np.empty((2, 1, 4 * H), f))
+            _units.run(walk, 2, H, *args, np.empty((2, 1, 4 * H), f))
         except MemoryError as e:
             outcome.append(e)
         finally:
@@ -207,7 +211,7 @@ def test_a_worker_that_starts_late_is_not_waited_for_the_others_do_its_share():
 
         threads.set_threads(2)
         try:
-            _units.run(walk, 2, *args, np.empty((2, 1, 4 * H), f))
+            _units.run(walk, 2, H, *args, np.empty((2, 1, 4 * H), f))
         finally:
             threads.set_threads(None)
         return hs, cs, spans

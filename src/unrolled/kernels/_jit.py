@@ -144,34 +144,44 @@ def lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
     sequence, whose δa_t is zero and whose δc passes unchanged)."""
     B, H = dc.shape
     for b in range(B):
-        g4 = gates[t, b]
-        d4 = da[t, b]
-        cr = carry[b]
-        dhr = dh_rec[b]
-        dhs = d_hs[t, b]
-        for j in range(H):
-            cr[j] = dhr[j] + cr[j] + dhs[j]  # δh_t
-        if valid[t, b] == 0:
-            for j in range(4 * H):
-                d4[j] = 0
-            continue
-        dcb = dc[b]
-        tc = tanh_c[t, b]
-        c_prev = cs[t, b]
-        # Two passes over j (gates alone over T = 100 steps at B = 32, H = 128: 2.4-2.7 ms; seven one-purpose
-        # loops took 3.0, one pass doing everything 3.3-3.5 — benchmarks/kernel_parts.py backward).
-        for j in range(H):  # δa_o, then δc_t
-            o, tcj, dh = g4[3 * H + j], tc[j], cr[j]
-            d4[3 * H + j] = dh * tcj * o * (f32(1) - o)
-            dcb[j] += dh * o * (f32(1) - tcj * tcj)
-        for j in range(H):  # δa_i, δa_f, δa_g, then δc_{t-1}
-            dcj, i, f, g = dcb[j], g4[j], g4[H + j], g4[2 * H + j]
-            d4[j] = dcj * g * i * (f32(1) - i)
-            d4[H + j] = dcj * c_prev[j] * f * (f32(1) - f)
-            d4[2 * H + j] = dcj * i * (f32(1) - g * g)
-            dcb[j] = dcj * f
-        for j in range(H):
-            cr[j] = 0
+        _lstm_back_units(
+            gates[t, b], da[t, b], carry[b], dh_rec[b], d_hs[t, b], dc[b], tanh_c[t, b], cs[t, b],
+            valid[t, b] != 0, 0, H,
+        )  # fmt: skip
+
+
+@njit(inline="always", **_OPTS)
+def _lstm_back_units(g4, d4, carry, dh_rec, dhs, dc, tc, c_prev, ok, lo, hi):
+    """:func:`lstm_backward_step` for one sequence and the units lo..hi − 1 (the unit split's share;
+    arrays full width, loops over views of the share)."""
+    H = dc.shape[0]
+    n = hi - lo
+    cr, dhr, dh_out = carry[lo:hi], dh_rec[lo:hi], dhs[lo:hi]
+    for j in range(n):
+        cr[j] = dhr[j] + cr[j] + dh_out[j]  # δh_t
+    if not ok:
+        for q in range(4):
+            dq = d4[q * H + lo : q * H + hi]
+            for j in range(n):
+                dq[j] = 0
+        return
+    dcb, tcs, cp = dc[lo:hi], tc[lo:hi], c_prev[lo:hi]
+    i, f, g, o = g4[lo:hi], g4[H + lo : H + hi], g4[2 * H + lo : 2 * H + hi], g4[3 * H + lo : 3 * H + hi]
+    di, df, dg, do = d4[lo:hi], d4[H + lo : H + hi], d4[2 * H + lo : 2 * H + hi], d4[3 * H + lo : 3 * H + hi]
+    # Two passes over j (gates alone over T = 100 steps at B = 32, H = 128: 2.4-2.7 ms; seven one-purpose
+    # loops took 3.0, one pass doing everything 3.3-3.5 — benchmarks/kernel_parts.py backward).
+    for j in range(n):  # δa_o, then δc_t
+        oj, tcj, dh = o[j], tcs[j], cr[j]
+        do[j] = dh * tcj * oj * (f32(1) - oj)
+        dcb[j] += dh * oj * (f32(1) - tcj * tcj)
+    for j in range(n):  # δa_i, δa_f, δa_g, then δc_{t-1}
+        dcj, ij, fj, gj = dcb[j], i[j], f[j], g[j]
+        di[j] = dcj * gj * ij * (f32(1) - ij)
+        df[j] = dcj * cp[j] * fj * (f32(1) - fj)
+        dg[j] = dcj * ij * (f32(1) - gj * gj)
+        dcb[j] = dcj * fj
+    for j in range(n):
+        cr[j] = 0
 
 
 @njit(**_OPTS)
@@ -259,32 +269,40 @@ def gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid):
     B = dh_rec.shape[0]
     H = hs.shape[2]
     for b in range(B):
-        g3 = gates[t, b]
-        d3 = dah[t, b]
-        dn = da_n[t, b]
-        cr = carry[b]
-        dhr = dh_rec[b]
-        dhs = d_hs[t, b]
-        for j in range(H):
-            cr[j] = dhr[j] + cr[j] + dhs[j]  # δh_t
-        if valid[t, b] == 0:
-            for j in range(3 * H):
-                d3[j] = 0
-            for j in range(H):
-                dn[j] = 0
-            continue
-        h_prev = hs[t, b]
-        for j in range(H):  # δa_z
-            d3[j] = cr[j] * (g3[2 * H + j] - h_prev[j]) * g3[j] * (f32(1) - g3[j])
-        for j in range(H):  # δa_n (input side)
-            dn[j] = cr[j] * g3[j] * (f32(1) - g3[2 * H + j] * g3[2 * H + j])
-        q = hn[t, b]
-        for j in range(H):  # δa_r
-            d3[H + j] = dn[j] * q[j] * g3[H + j] * (f32(1) - g3[H + j])
-        for j in range(H):  # r ⊙ δa_n (recurrent side)
-            d3[2 * H + j] = dn[j] * g3[H + j]
-        for j in range(H):
-            cr[j] *= f32(1) - g3[j]
+        _gru_back_units(
+            gates[t, b], dah[t, b], da_n[t, b], carry[b], dh_rec[b], d_hs[t, b], hs[t, b], hn[t, b],
+            valid[t, b] != 0, 0, H,
+        )  # fmt: skip
+
+
+@njit(inline="always", **_OPTS)
+def _gru_back_units(g3, d3, dn, carry, dh_rec, dhs, h_prev, q, ok, lo, hi):
+    """:func:`gru_backward_step` for one sequence and the units lo..hi − 1 (the unit split's share;
+    arrays full width, loops over views of the share)."""
+    H = q.shape[0]
+    n = hi - lo
+    cr, dhr, dh_out = carry[lo:hi], dh_rec[lo:hi], dhs[lo:hi]
+    for j in range(n):
+        cr[j] = dhr[j] + cr[j] + dh_out[j]  # δh_t
+    dz, dr, drn, dnn = d3[lo:hi], d3[H + lo : H + hi], d3[2 * H + lo : 2 * H + hi], dn[lo:hi]
+    if not ok:
+        for j in range(n):
+            dz[j] = 0
+            dr[j] = 0
+            drn[j] = 0
+            dnn[j] = 0
+        return
+    z, r, c, hp, qs = g3[lo:hi], g3[H + lo : H + hi], g3[2 * H + lo : 2 * H + hi], h_prev[lo:hi], q[lo:hi]
+    for j in range(n):  # δa_z
+        dz[j] = cr[j] * (c[j] - hp[j]) * z[j] * (f32(1) - z[j])
+    for j in range(n):  # δa_n (input side)
+        dnn[j] = cr[j] * z[j] * (f32(1) - c[j] * c[j])
+    for j in range(n):  # δa_r
+        dr[j] = dnn[j] * qs[j] * r[j] * (f32(1) - r[j])
+    for j in range(n):  # r ⊙ δa_n (recurrent side)
+        drn[j] = dnn[j] * r[j]
+    for j in range(n):
+        cr[j] *= f32(1) - z[j]
 
 
 @njit(**_OPTS)
@@ -1255,6 +1273,60 @@ def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flag
                     )  # fmt: skip
                 _finish(flags, j, s)
     return _await_step(flags, k, gates.shape[0])
+
+
+@njit(**_OPTS)
+def lstm_backward_units(d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, WT, bounds, flags, me):
+    """Worker ``me``'s part of :func:`lstm_backward_seq` split into the shares of ``bounds``: at step t
+    (the walk's step T − 1 − t) a share's units of δh from δa_{t+1} (all of it: hence the wait) times its
+    rows of W_hhᵀ (WT, (H, 4H)), then its units' gate gradients; last, its units of δa_0 W_hh (for the
+    gradient of the initial state)."""
+    T = gates.shape[0]
+    k = bounds.shape[0] - 1
+    for s in range(T + 1):
+        if not _await_step(flags, k, s):
+            return False
+        t = T - 1 - s
+        for i in range(k):
+            j = (me + i) % k
+            if _claim(flags, j, s):
+                lo, hi = bounds[j], bounds[j + 1]
+                if t < T - 1:  # dh_rec = δa_{t+1} W_hh, this share's units (zero before the last step)
+                    matmul_nt(da[t + 1], WT[lo:hi], dh_rec[:, lo:hi])
+                if t >= 0:
+                    for b in range(dc.shape[0]):
+                        _lstm_back_units(
+                            gates[t, b], da[t, b], carry[b], dh_rec[b], d_hs[t, b], dc[b], tanh_c[t, b],
+                            cs[t, b], valid[t, b] != 0, lo, hi,
+                        )  # fmt: skip
+                _finish(flags, j, s)
+    return _await_step(flags, k, T + 1)
+
+
+@njit(**_OPTS)
+def gru_backward_units(d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, WT, bounds, flags, me):
+    """Worker ``me``'s part of :func:`gru_backward_seq` split into the shares of ``bounds`` (as
+    :func:`lstm_backward_units`; WT = W_hhᵀ (H, 3H))."""
+    T = gates.shape[0]
+    k = bounds.shape[0] - 1
+    for s in range(T + 1):
+        if not _await_step(flags, k, s):
+            return False
+        t = T - 1 - s
+        for i in range(k):
+            j = (me + i) % k
+            if _claim(flags, j, s):
+                lo, hi = bounds[j], bounds[j + 1]
+                if t < T - 1:
+                    matmul_nt(dah[t + 1], WT[lo:hi], dh_rec[:, lo:hi])
+                if t >= 0:
+                    for b in range(dh_rec.shape[0]):
+                        _gru_back_units(
+                            gates[t, b], dah[t, b], da_n[t, b], carry[b], dh_rec[b], d_hs[t, b], hs[t, b],
+                            hn[t, b], valid[t, b] != 0, lo, hi,
+                        )  # fmt: skip
+                _finish(flags, j, s)
+    return _await_step(flags, k, T + 1)
 
 
 # ------------------------------------------------------------------ the same walks with oneDNN's product

@@ -14,7 +14,8 @@ Used where :func:`unrolled.kernels.unit_workers` says so, by the training forwar
 alike, so the two stay equal bit for bit. Each unit's arithmetic is the one-worker kernels' own
 (``_jit._lstm_units``, ``_jit._gru_units``); the products are matmul_nt's, where the one-worker walk may
 use oneDNN's, so results equal the one-worker walk's up to float32 rounding. The backward runs as after
-any forward (one worker: a single sequence's backward has no rows to split either).
+any forward, split in the same shares (``*_backward_units``: each step, a share's units of
+δa_{t+1} W_hh, then its gate gradients; the weight gradients follow in bulk, as after any walk).
 """
 
 from __future__ import annotations
@@ -35,19 +36,27 @@ def bounds(H: int, k: int) -> list[int]:
     return [0, *inner, H]
 
 
-def run(walk: Callable[..., bool], k: int, before: Sequence, after: Sequence, recs: np.ndarray) -> None:
-    """``walk(*before, bounds, *after, rec, flags, me)`` on k workers at once over k shares of the H units
-    (H from W_hh (G·H, H), the last of ``before``), worker w with ``recs[w]`` (B, G·H) as its product
-    buffer. Returns when every worker has finished; a worker's exception is raised here (the others stop
-    waiting for it: the abort slot)."""
+def run(
+    walk: Callable[..., bool],
+    k: int,
+    H: int,
+    before: Sequence,
+    after: Sequence = (),
+    recs: np.ndarray | None = None,
+) -> None:
+    """``walk(*before, bounds, *after, [rec,] flags, me)`` on k workers at once over k shares of the H units,
+    worker w with ``recs[w]`` (B, G·H) as its product buffer where ``recs`` is given. Returns when every
+    worker has finished; a worker's exception is raised here (the others stop waiting for it: the abort
+    slot)."""
     from unrolled.kernels import _jit
 
     flags = np.zeros((2 * k + 1) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort
-    shares = np.array(bounds(before[-1].shape[1], k), dtype=np.int64)
+    shares = np.array(bounds(H, k), dtype=np.int64)
 
     def task(w: int) -> bool:
+        own = () if recs is None else (recs[w],)
         try:
-            return walk(*before, shares, *after, recs[w], flags, w)
+            return walk(*before, shares, *after, *own, flags, w)
         except BaseException:
             flags[2 * k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker
             raise

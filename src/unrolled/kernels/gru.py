@@ -218,7 +218,7 @@ class CompiledGRUCell(BatchSplit):
         if units > 1:  # the hidden units shared out across workers (a small batch)
             W = np.ascontiguousarray(p["W_hh"])
             recs = np.empty((units, B, 3 * H), dtype=x.dtype)
-            _units.run(jit.gru_forward_units, units, (xp, W), (b_h, b_hn, hs, hn, valid), recs)
+            _units.run(jit.gru_forward_units, units, H, (xp, W), (b_h, b_hn, hs, hn, valid), recs)
         elif walks is not None:  # the whole walk in one compiled call
             walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:
@@ -256,7 +256,7 @@ class CompiledGRUCell(BatchSplit):
             g = buf[: min(n, T - t0)]
             project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
             if units > 1:
-                _units.run(jit.gru_infer_units, units, (t0, g, W), (b_h, b_hn, hs, hn, valid), recs)
+                _units.run(jit.gru_infer_units, units, H, (t0, g, W), (b_h, b_hn, hs, hn, valid), recs)
             elif walks is not None:
                 walks.gru_infer_seq(t0, g, W, b_h, b_hn, hs, hn, valid, rec)
             else:
@@ -278,7 +278,13 @@ class CompiledGRUCell(BatchSplit):
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         walks = kernels.walks_for(B, 3, H)
-        if walks is not None:
+        units = kernels.unit_workers(T, B, 3, H)  # whatever the forward did: the cache is the same
+        if units > 1:
+            WT = transpose(W_hh)  # (H, 3H)
+            _units.run(
+                jit.gru_backward_units, units, H, (d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, WT)
+            )
+        elif walks is not None:
             walks.gru_backward_seq(
                 d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid, walks.backward_weights(W_hh, B)
             )

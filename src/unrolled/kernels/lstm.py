@@ -219,7 +219,7 @@ class CompiledLSTMCell(BatchSplit):
         units = kernels.unit_workers(T, B, 4, H)
         if units > 1:  # the hidden units shared out across workers (a small batch)
             _units.run(
-                jit.lstm_forward_units, units, (gates, np.ascontiguousarray(p["W_hh"])),
+                jit.lstm_forward_units, units, H, (gates, np.ascontiguousarray(p["W_hh"])),
                 (bias, scale, offset, hs, cs, tanh_c, valid), np.empty((units, B, 4 * H), dtype=x.dtype),
             )  # fmt: skip
         elif walks is not None:  # the whole walk in one compiled call
@@ -265,7 +265,7 @@ class CompiledLSTMCell(BatchSplit):
             project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
             if units > 1:
                 _units.run(
-                    jit.lstm_infer_units, units, (t0, g, W), (bias, scale, offset, hs, cs, tc, valid), recs
+                    jit.lstm_infer_units, units, H, (t0, g, W), (bias, scale, offset, hs, cs, tc, valid), recs
                 )
             elif walks is not None:
                 walks.lstm_infer_seq(t0, g, W, bias, scale, offset, hs, cs, tc, valid, rec)
@@ -288,7 +288,13 @@ class CompiledLSTMCell(BatchSplit):
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
         walks = kernels.walks_for(B, 4, H)
-        if walks is not None:
+        units = kernels.unit_workers(T, B, 4, H)  # whatever the forward did: the cache is the same
+        if units > 1:
+            WT = transpose(W_hh)  # (H, 4H): a share's rows of W_hhᵀ are contiguous
+            _units.run(
+                jit.lstm_backward_units, units, H, (d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, WT)
+            )
+        elif walks is not None:
             walks.lstm_backward_seq(
                 d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid, walks.backward_weights(W_hh, B)
             )
