@@ -151,14 +151,21 @@ def lstm_backward_step(t, d_hs, dh_rec, carry, dc, gates, cs, tanh_c, da, valid)
 
 
 @njit(inline="always", **_OPTS)
+def _delta_h(carry, dh_rec, dhs, lo, hi):
+    """δh_t = δa_{t+1} W_hh + carry + ∂L/∂h_t over the units lo..hi − 1, into carry; returns that view."""
+    cr, dhr, dh_out = carry[lo:hi], dh_rec[lo:hi], dhs[lo:hi]
+    for j in range(hi - lo):
+        cr[j] = dhr[j] + cr[j] + dh_out[j]
+    return cr
+
+
+@njit(inline="always", **_OPTS)
 def _lstm_back_units(g4, d4, carry, dh_rec, dhs, dc, tc, c_prev, ok, lo, hi):
     """:func:`lstm_backward_step` for one sequence and the units lo..hi − 1 (the unit split's share;
     arrays full width, loops over views of the share)."""
     H = dc.shape[0]
     n = hi - lo
-    cr, dhr, dh_out = carry[lo:hi], dh_rec[lo:hi], dhs[lo:hi]
-    for j in range(n):
-        cr[j] = dhr[j] + cr[j] + dh_out[j]  # δh_t
+    cr = _delta_h(carry, dh_rec, dhs, lo, hi)
     if not ok:
         for q in range(4):
             dq = d4[q * H + lo : q * H + hi]
@@ -281,9 +288,7 @@ def _gru_back_units(g3, d3, dn, carry, dh_rec, dhs, h_prev, q, ok, lo, hi):
     arrays full width, loops over views of the share)."""
     H = q.shape[0]
     n = hi - lo
-    cr, dhr, dh_out = carry[lo:hi], dh_rec[lo:hi], dhs[lo:hi]
-    for j in range(n):
-        cr[j] = dhr[j] + cr[j] + dh_out[j]  # δh_t
+    cr = _delta_h(carry, dh_rec, dhs, lo, hi)
     dz, dr, drn, dnn = d3[lo:hi], d3[H + lo : H + hi], d3[2 * H + lo : 2 * H + hi], dn[lo:hi]
     if not ok:
         for j in range(n):
