@@ -171,11 +171,11 @@ def test_outputs_stay_within_the_stated_error_of_float32(cell, kind):
 
 
 # ------------------------------------------------------------------------- the vector mat-vec kernel
-# _qdots reads 8 rows at a time in 16-lane vectors, then the rows left (G % 8) one by one, and the last
-# K % 16 columns in scalar code: shapes below cover each part alone and together.
-@pytest.mark.parametrize("kind", ["int8", "bf16"])
-@pytest.mark.parametrize("G, K", [(1, 1), (8, 16), (13, 37), (24, 100), (40, 15), (7, 48)])
-def test_the_mat_vec_kernel_equals_float64_on_every_row_and_column(G, K, kind):
+# bf16: _qdots reads 8 rows at a time in 16-lane float32 vectors, then the rows left (G % 8) one by one,
+# and the last K % 16 columns in scalar code. int8: exact integer products of Q with x cut into two int16
+# digits, 32 columns a chunk, int32 lanes folded every 2048 columns, the last K % 32 columns scalar. The
+# shapes below cover each part alone and together.
+def _compiled_qdots():
     from numba import njit
 
     from unrolled.kernels import _quant
@@ -184,9 +184,23 @@ def test_the_mat_vec_kernel_equals_float64_on_every_row_and_column(G, K, kind):
     def qdots(Q, s, x, out, bias):
         _quant._qdots(Q, s, x, out, bias)
 
+    return qdots
+
+
+def _small(kind, W):
+    G = W.shape[0]
+    return quantize_rows_int8(W) if kind == "int8" else (to_bf16(W), np.ones(G, np.float32))
+
+
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+@pytest.mark.parametrize(
+    "G, K", [(1, 1), (8, 16), (13, 37), (24, 100), (40, 15), (7, 48), (16, 64), (9, 2048), (11, 4133)]
+)
+def test_the_mat_vec_kernel_equals_float64_on_every_row_and_column(G, K, kind):
+    qdots = _compiled_qdots()
     rng = np.random.default_rng(G * 1000 + K)
     W = rng.standard_normal((G, K)).astype(np.float32)
-    Q, s = quantize_rows_int8(W) if kind == "int8" else (to_bf16(W), np.ones(G, np.float32))
+    Q, s = _small(kind, W)
     x = rng.standard_normal((3, K)).astype(np.float32)
     bias = rng.standard_normal(G).astype(np.float32)
     want = x.astype(np.float64) @ dequantize(Q, s).astype(np.float64).T
@@ -194,9 +208,54 @@ def test_the_mat_vec_kernel_equals_float64_on_every_row_and_column(G, K, kind):
         out = np.full((3, G), np.nan, np.float32)
         qdots(Q, s, x, out, b)
         expect = want + (b.astype(np.float64) if b.size else 0)
-        scale = np.abs(x).sum(axis=1, keepdims=True) * np.abs(dequantize(Q, s)).max()
-        err = np.abs(out - expect) / scale  # relative to the size of the terms summed
-        assert err.max() < 1e-6, f"max error {err.max():.2e} of the terms' scale"
+        err = np.abs(out - expect)
+        if kind == "bf16":  # float32 sums: relative to the size of the terms summed
+            scale = np.abs(x).sum(axis=1, keepdims=True) * np.abs(dequantize(Q, s)).max()
+            assert (err / scale).max() < 1e-6, f"max error {(err / scale).max():.2e} of the terms' scale"
+        else:  # exact sums but for x's digits; the float32 Ŵ = fl(s·Q) here; two roundings to float32
+            Wabs = np.abs(dequantize(Q, s)).astype(np.float64)
+            digits = np.abs(x).max(axis=1, keepdims=True) * Wabs.sum(axis=1) * 2.0**-30
+            w_rounding = 2.0**-24 * (np.abs(x) @ Wabs.T)
+            rounding = 2.0**-23 * (np.abs(expect) + np.abs(b if b.size else 0))
+            assert (err <= digits + w_rounding + rounding).all(), f"max error {err.max():.2e}"
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_the_int8_lanes_do_not_overflow_at_the_largest_weights_and_inputs(sign):
+    """Every weight ±127 and every input at the row's maximum: each int32 lane then holds the most it can
+    (2,130,641,408 after a block of 2048 columns, folded to four lanes); K spans several blocks."""
+    K = 3 * 2048 + 40
+    Q = np.full((9, K), 127 * sign, np.int8)
+    s = np.linspace(0.5, 2.0, 9).astype(np.float32)
+    x = np.full((2, K), 3.0, np.float32)
+    x[1] *= -1
+    out = np.zeros((2, 9), np.float32)
+    _compiled_qdots()(Q, s, x, out, np.empty(0, np.float32))
+    want = (x.astype(np.float64) @ (Q.astype(np.float64) * s[:, None]).T).astype(np.float32)
+    np.testing.assert_allclose(out, want, rtol=2**-23, atol=0)
+
+
+def test_the_int8_product_keeps_float32_precision_at_any_scale_of_x():
+    """x is cut into digits relative to its own maximum (in float64): a tiny (partly subnormal) or huge
+    row loses nothing, a zero row gives the bias, and a row with NaN or inf gives NaN without touching
+    the others."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((10, 70)).astype(np.float32)
+    Q, s = quantize_rows_int8(W)
+    base = rng.standard_normal(70)
+    x = np.stack([base * 1e-38, base * 1e30, np.zeros(70), base, base]).astype(np.float32)
+    x[3, 5], x[4, 9] = np.nan, np.inf
+    out = np.zeros((5, 10), np.float32)
+    _compiled_qdots()(Q, s, x, out, np.empty(0, np.float32))
+    Wq = dequantize(Q, s).astype(np.float64)
+    for n in (0, 1):
+        np.testing.assert_allclose(out[n], x[n].astype(np.float64) @ Wq.T, rtol=1e-6, atol=1e-44)
+    np.testing.assert_array_equal(out[2], 0)
+    assert np.isnan(out[3:]).all()
+    bias = rng.standard_normal(10).astype(np.float32)
+    _compiled_qdots()(Q, s, x, out, bias)
+    np.testing.assert_array_equal(out[2], bias)
+    assert np.isnan(out[3:]).all()
 
 
 @pytest.mark.parametrize("kind", ["int8", "bf16"])
