@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# The tests specify what Ctrl-C does to a run in the foreground. A shell starts a background job (pytest
+# run with `&`) with SIGINT ignored, which unrolled rightly keeps ignored; restore Python's own handler
+# here so the suite means the same wherever it runs (the trainers it starts inherit the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

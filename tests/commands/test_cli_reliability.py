@@ -220,14 +220,8 @@ def _start(out: Path, text: Path) -> subprocess.Popen:
     args = ["train", "charlm", "--text", str(text), "--out", str(out), "--steps", "1000000", *CHARLM]
     return subprocess.Popen(
         [sys.executable, "-m", "unrolled.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, preexec_fn=_as_in_the_foreground,
+        text=True, env=env,
     )  # fmt: skip
-
-
-def _as_in_the_foreground() -> None:
-    """SIGINT at its default action in the child, as a shell's foreground job has it: a shell starts
-    background jobs (pytest run with ``&``) with SIGINT ignored, which the CLI rightly keeps ignoring."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(cond, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
