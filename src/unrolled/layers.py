@@ -299,7 +299,12 @@ class RecurrentLayer:
                 mask = (t < lengths[None, :]).astype(self.dtype)[:, :, None]  # (T, B, 1)
                 rev_index = np.where(t < lengths, lengths - 1 - t, t)  # an involution per column
         training_only = self.training and (self.dropout > 0 or self.recurrent_dropout > 0)
-        if self.quantized is not None and mask is None and not training_only:
+        if (
+            self.quantized is not None
+            and mask is None
+            and not training_only
+            and self.quantized.pays(B, self.hidden_size, stepping=False)
+        ):
             got = self.quantized.forward(self, x, states0)  # the small weights, or None: the cells on Ŵ
             if got is not None:
                 self._cache, self._no_cache = None, True  # inference only: nothing to walk back
@@ -468,10 +473,11 @@ class RecurrentLayer:
         float32 with the Numba kernels on runs the lean path (:func:`unrolled.kernels.streaming.lean_step`,
         one compiled call for the whole stack); everything else, and any input the lean path declines,
         runs the cells. A quantised layer (:func:`unrolled.quantize`) first tries its own compiled step,
-        which reads the int8 / bf16 weights.
+        which reads the int8 / bf16 weights, where that pays (``QuantizedWeights.pays``).
         """
-        if self.quantized is not None:  # the small weights in one compiled call, where it applies
-            out = self.quantized.step(self, x_t, state)
+        B = x_t.shape[0] if type(x_t) is np.ndarray and x_t.ndim == 2 else 0
+        if self.quantized is not None and self.quantized.pays(B, self.hidden_size, stepping=True):
+            out = self.quantized.step(self, x_t, state)  # the small weights in one compiled call
             if out is not None:
                 return out
         out = streaming.lean_step(self, x_t, state) if self.zoneout == 0 else None

@@ -27,6 +27,7 @@ import ctypes
 import math
 import os
 import sys
+import time
 from functools import lru_cache
 
 from unrolled._checks import positive_int
@@ -90,9 +91,24 @@ def available_cores() -> int:
     return max(1, n)
 
 
+# available_cores() reads the cgroup files and the CPU count (~45 µs here): a forward pass asks for the
+# budget once per layer, so get_threads() reuses a count for this long (an affinity or quota changed
+# while the process runs is seen within a second).
+CORES_TTL_SECONDS = 1.0
+_cores_seen: tuple[float, int] | None = None  # (time.monotonic() when counted, available_cores())
+
+
+def _recent_available_cores() -> int:
+    global _cores_seen
+    now = time.monotonic()
+    if _cores_seen is None or now - _cores_seen[0] >= CORES_TTL_SECONDS:
+        _cores_seen = (now, available_cores())
+    return _cores_seen[1]
+
+
 def get_threads() -> int:
     """The thread budget: :func:`set_threads`' value, else ``UNROLLED_THREADS``, else
-    :func:`available_cores`."""
+    :func:`available_cores` (counted at most once a second: ``CORES_TTL_SECONDS``)."""
     if _threads is not None:
         return _threads
     env = os.environ.get("UNROLLED_THREADS", "").strip()
@@ -101,7 +117,7 @@ def get_threads() -> int:
             return positive_int("UNROLLED_THREADS", int(env))
         except ValueError:
             raise ValueError(f"UNROLLED_THREADS: expected a positive integer, got {env!r}") from None
-    return available_cores()
+    return _recent_available_cores()
 
 
 def set_threads(n: int | None) -> int:

@@ -19,6 +19,23 @@ def test_budget_defaults_to_the_cores_this_process_may_use(monkeypatch):
     assert 1 <= threads.available_cores() <= len(os.sched_getaffinity(0))
 
 
+def test_the_default_budget_counts_the_cores_at_most_once_a_second(monkeypatch):
+    """Counting reads the cgroup files (~45 µs): a forward asks once per layer, so the count is reused for
+    CORES_TTL_SECONDS, and a changed affinity or quota is seen after it."""
+    monkeypatch.delenv("UNROLLED_THREADS", raising=False)
+    counted, now = [], [1000.0]
+    monkeypatch.setattr(threads, "available_cores", lambda: counted.append(1) or 2 + len(counted))
+    monkeypatch.setattr(threads.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(threads, "_cores_seen", None)
+    assert [threads.get_threads() for _ in range(5)] == [3] * 5 and len(counted) == 1
+    now[0] += threads.CORES_TTL_SECONDS * 0.9
+    assert threads.get_threads() == 3 and len(counted) == 1
+    now[0] += threads.CORES_TTL_SECONDS * 0.2
+    assert threads.get_threads() == 4 and len(counted) == 2  # counted again
+    monkeypatch.setenv("UNROLLED_THREADS", "7")
+    assert threads.get_threads() == 7  # the environment is read at each call, never cached
+
+
 def test_cgroup_quota_caps_the_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(threads, "_cgroup_cpus", lambda: 1.5)

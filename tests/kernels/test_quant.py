@@ -35,6 +35,14 @@ CELLS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def small_weights_everywhere(request, monkeypatch):
+    """The kernel tests below run the small-weight kernels at every shape; a layer otherwise reads them only
+    where they are faster than float32 (QuantizedWeights.pays, tested at the end of this file)."""
+    if "where_it_pays" not in request.node.name:
+        monkeypatch.setattr(QuantizedWeights, "pays", lambda self, B, H, stepping: True)
+
+
 def float64_reference(q_layer):
     """A float64 copy of a quantised layer: its params are the dequantised Ŵ (and the float biases)."""
     cfg = {**q_layer.config, "dtype": "float64"}
@@ -304,3 +312,33 @@ def test_the_mat_vec_kernel_is_right_compiled_for_older_x86_cpus(cpu, tmp_path):
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------- where the small weights pay
+def test_a_layer_reads_the_small_weights_only_where_it_pays():
+    """A step at H = 256 and B = 1 reads Q (doubling the params moves nothing); at H = 128, or with more
+    rows than the kind's limit, and a whole sequence at B > 1, the float32 path runs on Ŵ (the params)."""
+    from unrolled.kernels import quantized
+
+    rng = np.random.default_rng(0)
+    for kind in ("int8", "bf16"):
+        for H, B, stepping, small in [
+            (256, 1, True, True),
+            (256, quantized.MAX_STEP_B[kind], True, True),
+            (256, quantized.MAX_STEP_B[kind] + 1, True, False),
+            (128, 1, True, False),
+            (128, 1, False, True),
+            (128, 2, False, False),
+        ]:
+            q = unrolled.quantize(unrolled.LSTM(8, H, seed=0), kind)
+            assert q.quantized.pays(B, H, stepping) is small
+            x = rng.standard_normal((3, B, 8)).astype(np.float32)
+            run = (lambda q=q, x=x: q.step(x[0])[0]) if stepping else (lambda q=q, x=x: q.forward(x)[0])
+            before = run()
+            for k in q.quantized.stored:
+                q.params[k] *= 2
+            moved = np.abs(run() - before).max() > 1e-3
+            assert moved is not small, (kind, H, B, stepping)
+            for k in q.quantized.stored:
+                q.params[k] /= 2  # exact: a power of two
+            np.testing.assert_array_equal(run(), before)

@@ -24,6 +24,12 @@ import numpy as np
 from unrolled import kernels
 
 KINDS = ("int8", "bf16")
+# Where the small-weight kernels are faster than float32 on Ŵ (QuantizedWeights.pays), measured on
+# Zen 4 at one thread: a step from H = 256 at up to 4 rows (int8) or 2 (bf16); a whole sequence at one
+# row (its input product over all T·B rows is a matrix product, where float32 BLAS wins).
+MIN_STEP_H = 256
+MAX_STEP_B = {"int8": 4, "bf16": 2}
+MAX_WALK_B = 1
 _F32 = np.dtype(np.float32)
 _NO_BIAS = np.empty(0, _F32)
 STORED_DTYPES = {"int8": np.dtype(np.int8), "bf16": np.dtype(np.uint16)}
@@ -125,6 +131,16 @@ class QuantizedWeights:
         return f"QuantizedWeights({self.kind}, {len(self.stored)} matrices, {self.nbytes()} bytes)"
 
     # ------------------------------------------------------------------------------- compiled paths
+    def pays(self, B: int, H: int, stepping: bool) -> bool:
+        """Whether reading the small weights beats the float32 path on Ŵ for B rows of H units: a step
+        (``stepping``) or a whole sequence. The small weights save memory traffic, which is what a step
+        at B = 1 and large H is bound by; with more rows or small matrices the float32 products (BLAS,
+        oneDNN, the compiled walks) win. The limits below are measured (docs/performance.md, "Where the
+        small weights pay"); where they say no, the layer runs the float32 path on the same Ŵ."""
+        if stepping:
+            return H >= MIN_STEP_H and B <= MAX_STEP_B[self.kind]
+        return B <= MAX_WALK_B
+
     def _plan(self, layer) -> tuple[Any, bool, tuple, tuple, tuple] | None:
         """(kernels module, lstm?, W tuple, S tuple, bias tuple) for a unidirectional float32 layer with
         the compiled path on, else None."""
