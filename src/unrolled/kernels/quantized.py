@@ -25,10 +25,10 @@ from unrolled import kernels
 
 KINDS = ("int8", "bf16")
 # Where the small-weight kernels are faster than float32 on Ŵ (QuantizedWeights.pays), measured on
-# Zen 4 at one thread: a step from H = 256 at up to 4 rows (int8) or 2 (bf16); a whole sequence at one
+# Zen 4 at one thread: a step from H = 256 at up to 4 rows (int8) or 1 (bf16); a whole sequence at one
 # row (its input product over all T·B rows is a matrix product, where float32 BLAS wins).
 MIN_STEP_H = 256
-MAX_STEP_B = {"int8": 4, "bf16": 2}
+MAX_STEP_B = {"int8": 4, "bf16": 1}
 MAX_WALK_B = 1
 _F32 = np.dtype(np.float32)
 _NO_BIAS = np.empty(0, _F32)
