@@ -4,8 +4,8 @@ For LSTM and GRU at H = 128, 256, 512 (I = H, one layer, T = 50) and B = 1, 2, 3
 forward (``need_grad=False``) and 20 ``step()`` calls of the float layer, then the same through the int8 and
 bf16 kernels called directly (``QuantizedWeights.forward`` / ``.step``, whatever the rule says), as ratios
 to float32 (below 1: the small weights are faster), and what the quantised layer runs by its rule
-(``QuantizedWeights.pays``). One thread, wall clock, medians of 5. Run it with the OpenBLAS variables of
-the test machine unset::
+(``QuantizedWeights.pays``). One thread, wall clock, samples interleaved, medians of 5 (``--reps``). Run
+it with the OpenBLAS variables of the test machine unset::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/quant_batch.py [--json F]
 """
@@ -15,29 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import numpy as np
-
-
-def median_ms(f, n: int = 5) -> float:
-    f()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[n // 2] * 1e3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hs", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--bs", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
 
     import unrolled
+    from unrolled.bench.timing import interleaved, median
 
     unrolled.threads.set_threads(1)
     rows = []
@@ -50,16 +41,22 @@ def main() -> None:
                 zeros = np.zeros((1, B, H), np.float32)
                 s0 = (zeros, zeros) if cell is unrolled.LSTM else (zeros,)
                 row = {"cell": cell.__name__, "H": H, "B": B}
-                row["float32_forward_ms"] = median_ms(lambda m=layer, x=x: m.forward(x, need_grad=False))
-                row["float32_step20_ms"] = median_ms(lambda m=layer, x=x: [m.step(x[0]) for _ in range(20)])
+                fns = {
+                    "float32_forward": lambda m=layer, x=x: m.forward(x, need_grad=False),
+                    "float32_step20": lambda m=layer, x=x: [m.step(x[0]) for _ in range(20)],
+                }
                 for k, q in qs.items():
                     w = q.quantized
-                    fwd = median_ms(lambda q=q, w=w, x=x, s0=s0: w.forward(q, x, s0))
-                    stp = median_ms(lambda q=q, w=w, x=x: [w.step(q, x[0], None) for _ in range(20)])
-                    row[f"{k}_forward_ratio"] = fwd / row["float32_forward_ms"]
-                    row[f"{k}_step_ratio"] = stp / row["float32_step20_ms"]
-                    row[f"{k}_forward_reads_small"] = w.pays(B, H, stepping=False)
-                    row[f"{k}_step_reads_small"] = w.pays(B, H, stepping=True)
+                    fns[f"{k}_forward"] = lambda q=q, w=w, x=x, s0=s0: w.forward(q, x, s0)
+                    fns[f"{k}_step20"] = lambda q=q, w=w, x=x: [w.step(q, x[0], None) for _ in range(20)]
+                ms = {k: median(v) * 1e3 for k, v in interleaved(fns, args.reps, warmup=1).items()}
+                row["float32_forward_ms"] = ms["float32_forward"]
+                row["float32_step20_ms"] = ms["float32_step20"]
+                for k, q in qs.items():
+                    row[f"{k}_forward_ratio"] = ms[f"{k}_forward"] / ms["float32_forward"]
+                    row[f"{k}_step_ratio"] = ms[f"{k}_step20"] / ms["float32_step20"]
+                    row[f"{k}_forward_reads_small"] = q.quantized.pays(B, H, stepping=False)
+                    row[f"{k}_step_reads_small"] = q.quantized.pays(B, H, stepping=True)
                 rows.append(row)
 
                 def mark(k, what, row=row):
