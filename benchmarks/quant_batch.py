@@ -4,7 +4,8 @@ For LSTM and GRU at H = 128, 256, 512 (I = H, one layer, T = 50) and B = 1, 2, 3
 forward (``need_grad=False``) and 20 ``step()`` calls of the float layer, then the same through the int8 and
 bf16 kernels called directly (``QuantizedWeights.forward`` / ``.step``, whatever the rule says), as ratios
 to float32 (below 1: the small weights are faster), and what the quantised layer runs by its rule
-(``QuantizedWeights.pays``). One thread, wall clock, samples interleaved, medians of 5 (``--reps``). Run
+(``QuantizedWeights.pays``). One thread, wall clock, samples interleaved, each a burst of
+10 calls (``--inner``: one model run repeatedly, its weights warm in cache), medians of 5 (``--reps``). Run
 it with the OpenBLAS variables of the test machine unset::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/quant_batch.py [--json F]
@@ -24,6 +25,9 @@ def main() -> None:
     ap.add_argument("--hs", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--bs", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument(
+        "--inner", type=int, default=10, help="calls per sample: a warm burst, as a user runs one model"
+    )
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
 
@@ -49,7 +53,10 @@ def main() -> None:
                     w = q.quantized
                     fns[f"{k}_forward"] = lambda q=q, w=w, x=x, s0=s0: w.forward(q, x, s0)
                     fns[f"{k}_step20"] = lambda q=q, w=w, x=x: [w.step(q, x[0], None) for _ in range(20)]
-                ms = {k: median(v) * 1e3 for k, v in interleaved(fns, args.reps, warmup=1).items()}
+                ms = {
+                    k: median(v) * 1e3
+                    for k, v in interleaved(fns, args.reps, warmup=2, inner=args.inner).items()
+                }
                 row["float32_forward_ms"] = ms["float32_forward"]
                 row["float32_step20_ms"] = ms["float32_step20"]
                 for k, q in qs.items():
