@@ -5,6 +5,11 @@ and the one-step streaming API. Also: the one decision point (pick / owner), the
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -167,6 +172,51 @@ def test_compiled_product_with_rows_of_m_equals_numpy_for_every_tile_remainder(B
     _jit.matmul_nt(A, M, out)
     ref = A.astype(np.float64) @ M.T.astype(np.float64)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("N", [1, 7, 8, 9, 24, 192])
+@pytest.mark.parametrize("K", [1, 15, 16, 17, 40, 64, 256])
+def test_the_single_row_product_equals_float64_for_every_row_and_column_remainder(N, K):
+    """matmul_nt at B = 1 (the mat-vec of a single sequence: eight rows of M at a time, 16 columns per
+    load, the last K mod 16 columns by a masked load) equals the float64 product within float32 rounding,
+    on the slices the unit split passes: rows of a gate block of W_hh and columns of its product buffer."""
+    _jit = pytest.importorskip("unrolled.kernels._jit")
+    rng = np.random.default_rng(N * 1000 + K)
+    W = rng.standard_normal((N + 5, K), dtype=np.float32)  # the rows lo..hi of a larger matrix
+    M = W[2 : 2 + N]
+    A = rng.standard_normal((3, 1, K), dtype=np.float32)[1]
+    rec = np.full((1, N + 4), np.nan, dtype=np.float32)
+    out = rec[:, 1 : 1 + N]
+    _jit.matmul_nt(A, M, out)
+    ref = A.astype(np.float64) @ M.T.astype(np.float64)
+    bound = 4 * K * np.finfo(np.float32).eps * (np.abs(A).astype(np.float64) @ np.abs(M.T).astype(np.float64))
+    assert np.all(np.abs(out - ref) <= bound), np.max(np.abs(out - ref) / bound)
+    assert np.isnan(rec[0, 0]) and np.all(np.isnan(rec[0, 1 + N :]))  # nothing written outside out
+
+
+def test_the_single_row_product_propagates_nan_and_inf():
+    """A NaN or inf in h reaches every output row it multiplies (the masked tail included)."""
+    _jit = pytest.importorskip("unrolled.kernels._jit")
+    M = np.ones((16, 40), dtype=np.float32)
+    for k in (3, 39):  # in a full 16-column load, and in the masked tail
+        for bad in (np.nan, np.inf):
+            A = np.zeros((1, 40), dtype=np.float32)
+            A[0, k] = bad
+            out = np.zeros((1, 16), dtype=np.float32)
+            _jit.matmul_nt(A, M, out)
+            assert np.all(np.isnan(out) if np.isnan(bad) else np.isinf(out))
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 CPU names")
+@pytest.mark.parametrize("cpu", ["x86-64", "haswell"])
+def test_the_single_row_product_is_right_compiled_for_older_x86_cpus(cpu, tmp_path):
+    """The mat-vec's vector IR (512-bit where AVX-512 exists) compiled for plain x86-64 (SSE2, no FMA, no
+    masked loads) and for Haswell (AVX2) gives the same numbers: a user's CPU may have neither."""
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(tmp_path)}
+    only = "single_row_product_equals or single_row_product_propagates"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", only]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def test_whole_sequence_walks_where_a_blas_call_per_step_costs_more():

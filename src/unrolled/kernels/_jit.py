@@ -30,7 +30,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from unrolled.kernels import _dnnl
 from unrolled.kernels._common import transpose
@@ -933,13 +933,154 @@ def whole_sequence(B: int, G: int, H: int) -> bool:
     return B * G * H * H <= SMALL_MACS or (H >= NT_MIN_H and B <= NT_MAX_B)
 
 
+# ---- one row of A (B = 1, a single sequence): the mat-vec, as LLVM vectors
+# At B = 1 each weight is used once per step, so the product is a read of M from cache. Eight rows of M
+# share each 16-float load of x; each row keeps a 16-lane accumulator; the last K mod 16 columns are one
+# masked load (lanes past the row read as 0). The eight accumulators are then summed across lanes
+# together — a tree of shuffles that halves eight vectors into one of eight sums (7 adds for 8 rows instead
+# of 4 per row) — which matters at small K, where the horizontal sums cost as much as the products.
+# Explicit 16-lane types run in 512-bit registers where AVX-512 exists and in halves elsewhere.
+_MV = 16
+_FL = ("reassoc", "nsz", "contract")
+
+
+def _shuffle(b, u, v, lanes):
+    return b.shuffle_vector(u, v, ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes))
+
+
+def _sum8(b, acc):
+    """Eight 16-lane vectors -> one 8-lane vector of their lane sums (lane r: the sum of acc[r])."""
+    half = 16
+    while len(acc) > 1:  # each level: pairs of vectors, the first and second half of every run of lanes
+        half //= 2
+        runs = [(i, i + half) for i in range(0, 16, 2 * half)]
+        lo = [j for a, _ in runs for j in range(a, a + half)]
+        hi = [j for _, c in runs for j in range(c, c + half)]
+        acc = [
+            b.fadd(
+                _shuffle(b, acc[i], acc[i + 1], lo + [16 + j for j in lo]),
+                _shuffle(b, acc[i], acc[i + 1], hi + [16 + j for j in hi]),
+                flags=_FL,
+            )
+            for i in range(0, len(acc), 2)
+        ]
+    v = acc[0]  # lanes 2r, 2r + 1: the two partial sums of row r
+    return b.fadd(
+        _shuffle(b, v, v, list(range(0, 16, 2))), _shuffle(b, v, v, list(range(1, 16, 2))), flags=_FL
+    )
+
+
+@intrinsic
+def _dot8(typingctx, M, j, x):
+    """(M[j + r] · x for r < 8) as a tuple of 8 float32: M (N, K) float32 with unit-stride rows, x (K,)
+    float32 unit-stride (the caller checks both)."""
+    if not all(isinstance(a, types.Array) and a.dtype == types.float32 for a in (M, x)):
+        return None
+    if M.ndim != 2 or x.ndim != 1:
+        return None
+    ret = types.UniTuple(types.float32, 8)
+
+    def codegen(context, builder, sig, args):
+        i64, f = ir.IntType(64), ir.FloatType()
+        vf, vb = ir.VectorType(f, _MV), ir.VectorType(ir.IntType(1), _MV)
+        ma = context.make_array(sig.args[0])(context, builder, args[0])
+        xa = context.make_array(sig.args[2])(context, builder, args[2])
+        jj = context.cast(builder, args[1], sig.args[1], types.intp)
+        K = builder.extract_value(ma.shape, 1)
+        stride = builder.extract_value(ma.strides, 0)
+        base = builder.bitcast(ma.data, ir.IntType(8).as_pointer())
+        at = [
+            builder.mul(builder.add(jj, ir.Constant(i64, r)), stride) for r in range(8)
+        ]  # bytes to row j + r
+        rows = [builder.bitcast(builder.gep(base, [a]), f.as_pointer()) for a in at]
+        xs = xa.data
+        zero = ir.Constant(vf, [0.0] * _MV)
+        acc = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vf, [vf, vf, vf]), "llvm.fmuladd.v16f32"
+        )
+        ptr = vf.as_pointer()
+        masked = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vf, [ptr, ir.IntType(32), vb, vf]),
+            "llvm.masked.load.v16f32.p0v16f32",
+        )
+        K16 = builder.sub(K, builder.srem(K, ir.Constant(i64, _MV)))
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), K16, ir.Constant(i64, _MV)) as (k, _):
+            xv = builder.load(builder.bitcast(builder.gep(xs, [k]), ptr), align=4)
+            for r in range(8):
+                w = builder.load(builder.bitcast(builder.gep(rows[r], [k]), ptr), align=4)
+                builder.store(builder.call(fma, [w, xv, builder.load(acc[r])]), acc[r])
+        with builder.if_then(builder.icmp_signed("<", K16, K)):  # the last K mod 16 columns
+            left = builder.trunc(builder.sub(K, K16), ir.IntType(32))
+            lanes = ir.Constant(ir.VectorType(ir.IntType(32), _MV), list(range(_MV)))
+            splat = builder.insert_element(
+                ir.Constant(ir.VectorType(ir.IntType(32), _MV), None), left, ir.Constant(ir.IntType(32), 0)
+            )
+            splat = _shuffle(builder, splat, splat, [0] * _MV)
+            mask = builder.icmp_signed("<", lanes, splat)
+            align = ir.Constant(ir.IntType(32), 4)
+
+            def load(p):
+                return builder.call(masked, [builder.bitcast(builder.gep(p, [K16]), ptr), align, mask, zero])
+
+            xv = load(xs)
+            for r in range(8):
+                builder.store(builder.call(fma, [load(rows[r]), xv, builder.load(acc[r])]), acc[r])
+        v = _sum8(builder, [builder.load(a) for a in acc])
+        sums = [builder.extract_element(v, ir.Constant(ir.IntType(32), r)) for r in range(8)]
+        return context.make_tuple(builder, ret, sums)
+
+    return ret(M, j, x), codegen
+
+
+@njit(inline="always", **_OPTS)
+def _matvec_rows(x, M, o):
+    """o[n] = Σ_k x[k]·M[n, k] for every row n of M, eight rows at a time (:func:`_dot8`); float32, x
+    and the rows of M unit-stride. The last N mod 8 rows one at a time."""
+    N = M.shape[0]
+    N8 = N - N % 8
+    for n in range(0, N8, 8):
+        s = _dot8(M, n, x)
+        for r in range(8):
+            o[n + r] = s[r]
+    for n in range(N8, N):
+        m = M[n]
+        t = f32(0)
+        for k in range(x.shape[0]):
+            t += x[k] * m[k]
+        o[n] = t
+
+
+def _matvec(A, M, out):
+    """out[0] = A[0] @ Mᵀ by :func:`_matvec_rows` where it applies (True), else False. Compiled code only."""
+    raise NotImplementedError("_matvec runs inside compiled kernels")
+
+
+@overload(_matvec, inline="always", jit_options=dict(fastmath=_FLAGS, error_model="numpy"))
+def _matvec_for(A, M, out):
+    if A.dtype == M.dtype == out.dtype == types.float32:
+
+        def vector(A, M, out):
+            if A.strides[1] != 4 or M.strides[1] != 4:
+                return False
+            _matvec_rows(A[0], M, out[0])
+            return True
+
+        return vector
+    return lambda A, M, out: False  # float64 (the tests' precision): the tiles below
+
+
 @njit(**_OPTS)
 def matmul_nt(A, M, out):
     """out (B, N) = A (B, K) @ Mᵀ for M (N, K) stored row by row: out[b, n] = Σ_k A[b, k]·M[n, k].
 
     In 4×4 tiles: 16 independent sums over k in one loop, which LLVM vectorizes along k (8 loads feed
     16 fused multiply-adds, so the loop runs at the FMA units' rate, not the loads'); the 4 rows of M
-    stay in L1 while every row block of A passes them. Remainder rows and columns one at a time."""
+    stay in L1 while every row block of A passes them. Remainder rows and columns one at a time. A single
+    row of A (float32, unit-stride rows) goes to the mat-vec above instead."""
+    if A.shape[0] == 1 and _matvec(A, M, out):
+        return
     B, K = A.shape
     N = M.shape[0]
     B4 = B - B % 4
