@@ -160,12 +160,20 @@ def bulk_matmul(dtype):
     return np.matmul
 
 
-def walks_for(B: int, G: int, H: int):
+def walks_for(B: int, G: int, H: int, backward: bool = False):
     """The whole-sequence walks (a ``_jit.Walks``) that run a compiled layer of batch B, G gates of size H —
     oneDNN's product for all but tiny steps when available, else matmul_nt's where ``_jit.whole_sequence``
-    says — or None: then a BLAS call and a gate kernel per step. Called by the compiled cells only."""
+    says — or None: then a BLAS call and a gate kernel per step. Called by the compiled cells only.
+
+    A forward of a single sequence (B = 1, not ``backward``) takes matmul_nt's mat-vec: it reads W_hh as it
+    is, where oneDNN first packs it (a 1 MiB reorder per call at H = 256) and then runs no faster at one row.
+    Measured (T = 100, I = 64, one thread, interleaved; nt / oneDNN): inference forward LSTM H = 128 0.77,
+    256 0.89, 512 0.90, 1024 0.77; GRU 0.70, 0.80, 0.90. The backward keeps oneDNN's (H = 512: nt 1.08–1.13
+    slower; H ≤ 256 equal)."""
     from unrolled.kernels import _jit
 
+    if B == 1 and not backward:
+        return _jit.NT_WALKS
     if B * G * H * H > _jit.SMALL_MACS:  # below it, oneDNN's ~2 µs per call costs more than matmul_nt
         walks = dnnl_walks()
         if walks is not None:

@@ -277,7 +277,7 @@ class CompiledGRUCell(BatchSplit):
         da_n = np.empty((T, B, H), dtype=gates.dtype)
         dh_rec = np.zeros((B, H), dtype=gates.dtype)
         carry = np.array(d_stateT[0], dtype=gates.dtype)
-        walks = kernels.walks_for(B, 3, H)
+        walks = kernels.walks_for(B, 3, H, backward=True)
         units = kernels.unit_workers(T, B, 3, H)  # whatever the forward did: the cache is the same
         if units > 1:
             WT = transpose(W_hh)  # (H, 3H)

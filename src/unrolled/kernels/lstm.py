@@ -287,7 +287,7 @@ class CompiledLSTMCell(BatchSplit):
         dh_rec = np.zeros((B, H), dtype=gates.dtype)  # δa_{t+1} W_hh
         carry = np.array(d_stateT[0], dtype=gates.dtype)
         dc = np.array(d_stateT[1], dtype=gates.dtype)
-        walks = kernels.walks_for(B, 4, H)
+        walks = kernels.walks_for(B, 4, H, backward=True)
         units = kernels.unit_workers(T, B, 4, H)  # whatever the forward did: the cache is the same
         if units > 1:
             WT = transpose(W_hh)  # (H, 4H): a share's rows of W_hhᵀ are contiguous

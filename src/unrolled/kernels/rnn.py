@@ -217,7 +217,7 @@ class CompiledRNNCell(BatchSplit):
         valid = valid_steps(mask, T, B, dact.dtype)
         dh_rec = np.zeros((B, H), dtype=dact.dtype)
         carry = np.array(d_stateT[0], dtype=dact.dtype)
-        walks = kernels.walks_for(B, 1, H)
+        walks = kernels.walks_for(B, 1, H, backward=True)
         if walks is not None:
             walks.rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, walks.backward_weights(W_hh, B))
         else:
