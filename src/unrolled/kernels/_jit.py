@@ -452,12 +452,14 @@ def _dots(W, x, out, bias):
 
     Rows go eight at a time: the eight dot products share each load of x[n] and keep eight independent
     vector accumulators (one row at a time waits on each row's reduction; measured at H = 128, where
-    the weights stream from L2: 9.0 µs one row at a time, 6.7 four, 6.3 eight, 4.6 for a bare read)."""
+    the weights stream from L2: 9.0 µs one row at a time, 6.7 four, 6.3 eight, 4.6 for a bare read). A
+    single row of x (a streaming step at B = 1, float32) goes to :func:`_matvec_rows` instead."""
     G, K = W.shape
     B = x.shape[0]
     with_bias = bias.shape[0] > 0
     G8 = G - G % 8
-    for j in range(0, G8, 8):
+    start = G if B == 1 and _matvec(x, W, out) else 0  # one row: matmul_nt's vector mat-vec (below)
+    for j in range(start, G8, 8):
         w0, w1, w2, w3 = W[j], W[j + 1], W[j + 2], W[j + 3]
         w4, w5, w6, w7 = W[j + 4], W[j + 5], W[j + 6], W[j + 7]
         for n in range(B):
@@ -476,7 +478,7 @@ def _dots(W, x, out, bias):
             o = out[n]
             o[j], o[j + 1], o[j + 2], o[j + 3] = s0, s1, s2, s3
             o[j + 4], o[j + 5], o[j + 6], o[j + 7] = s4, s5, s6, s7
-    for j in range(G8, G):
+    for j in range(max(start, G8), G):
         w0 = W[j]
         for n in range(B):
             xn = x[n]
@@ -1034,7 +1036,7 @@ def _dot8(typingctx, M, j, x):
     return ret(M, j, x), codegen
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _matvec_rows(x, M, o):
     """o[n] = Σ_k x[k]·M[n, k] for every row n of M, eight rows at a time (:func:`_dot8`); float32, x
     and the rows of M unit-stride. The last N mod 8 rows one at a time."""
