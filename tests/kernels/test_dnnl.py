@@ -73,6 +73,15 @@ def test_switching_onednn_off_selects_the_other_walks():
     assert kernels.walks_for(32, 4, 128) is _jit.DNNL_WALKS  # on again after the block
 
 
+def test_a_single_sequence_walks_forward_on_the_mat_vec_and_back_on_onednn():
+    """At B = 1 the forward (training and inference alike) reads W_hh unpacked by matmul_nt's mat-vec; the
+    backward keeps oneDNN's (measured faster at H = 512, see walks_for); B = 2 keeps oneDNN's both ways."""
+    for G, H in [(4, 128), (3, 256), (1, 512), (4, 1024)]:
+        assert kernels.walks_for(1, G, H) is _jit.NT_WALKS
+        assert kernels.walks_for(1, G, H, backward=True) is _jit.DNNL_WALKS
+        assert kernels.walks_for(2, G, H) is _jit.DNNL_WALKS
+
+
 def test_environment_switch_is_read_at_import():
     import os
     import subprocess
