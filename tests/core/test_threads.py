@@ -111,7 +111,7 @@ for _ in range(int(sys.argv[1])):
 after = ticks()
 busy = sorted(t for t in after if after[t] - before.get(t, 0) > 0)
 getter = threads.openblas_controls()[1]
-pool = len(_pool._pool._threads) if _pool._pool is not None else 0  # the workers started (the caller aside)
+pool = _pool.started()  # the workers started (the caller aside)
 try:
     gomp = ctypes.CDLL("libgomp.so.1")
     omp = [gomp.omp_get_max_threads()] + list(_pool.run(lambda i: gomp.omp_get_max_threads(), 2))

@@ -181,7 +181,7 @@ def walks_for(B: int, G: int, H: int, backward: bool = False):
     return _jit.NT_WALKS if _jit.whole_sequence(B, G, H) else None
 
 
-# A split pays where each slice's forward holds enough work to hide handing it to a worker (~40 µs to
+# A split pays where each slice's forward holds enough work to hide handing it to a worker (~30–40 µs to
 # wake a thread, then copying its rows) and the two cores' contention for cache and memory. Measured on
 # 2 cores (train-step speed-up from 1 to 2 workers, T = 100, I = 64, quiet machine; per-slice MACs):
 # LSTM B=8 H=32 (4.9M) 1.08, LSTM B=16 H=32 (9.8M) 1.18, LSTM B=8 H=64 (13M) 1.14, GRU B=16 H=64 (20M)
