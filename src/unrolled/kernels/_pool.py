@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 _idle: list[_Worker] = []  # workers waiting for a task
 _started = 0  # workers started in this process (the thread-count test reads it)
-_lock = threading.Lock()  # guards _idle and _started
+_lock = threading.Lock()  # guards _idle, _started and each batch's count
 _local = threading.local()  # .worker: True in this pool's threads
 
 
@@ -50,23 +50,15 @@ def in_worker() -> bool:
 
 
 class _Batch:
-    """One :func:`run`'s tasks 1..n − 1: their results and errors, and the count still running; the last to
-    finish releases ``done``, which the calling thread waits on."""
+    """One :func:`run`'s tasks 1..n − 1: their results and errors, and the count still running (under
+    ``_lock``); the last to finish releases ``done``, which the calling thread waits on."""
 
     def __init__(self, fn: Callable[[int], object], n: int) -> None:
         self.fn, self.left = fn, n - 1
         self.results: list = [None] * n
         self.errors: list[BaseException | None] = [None] * n
-        self.count = threading.Lock()
         self.done = threading.Lock()
         self.done.acquire()
-
-    def finished(self) -> None:
-        with self.count:
-            self.left -= 1
-            last = self.left == 0
-        if last:
-            self.done.release()
 
 
 class _Worker:
@@ -92,7 +84,10 @@ class _Worker:
             finally:
                 with _lock:
                     _idle.append(self)  # idle again before the caller may return and ask for it
-                batch.finished()
+                    batch.left -= 1
+                    last = batch.left == 0
+                if last:
+                    batch.done.release()
 
     def start(self, batch: _Batch, i: int) -> None:
         self.task = (batch, i)
