@@ -29,6 +29,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from unrolled import threads
+from unrolled.kernels import _pool
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -195,8 +198,6 @@ def workers_for(T: int, B: int, I: int, G: int, H: int) -> int:
     """How many workers a compiled layer's forward and backward of T steps, batch B, input I, G gates of
     size H split their batch across: the thread budget (:func:`unrolled.threads.workers_budget`), fewer
     where a slice would be too small to pay (:data:`MIN_SLICE_ROWS`, :data:`MIN_SLICE_MACS`); 1: no split."""
-    from unrolled import threads
-
     budget = threads.workers_budget()
     if budget <= 1:
         return 1
@@ -223,9 +224,6 @@ def unit_workers(T: int, B: int, G: int, H: int) -> int:
     H ≥ :data:`MIN_UNIT_H` and the walk holds :data:`MIN_UNIT_MACS`, at most one worker per
     :data:`MIN_UNIT_SHARE` units; never inside a pool worker (there the partners might not start: a unit
     split's workers must all run at once)."""
-    from unrolled import threads
-    from unrolled.kernels import _pool
-
     if B > MAX_UNIT_B or H < MIN_UNIT_H or T * B * G * H * H < MIN_UNIT_MACS or _pool.in_worker():
         return 1
     return max(1, min(threads.workers_budget(), H // MIN_UNIT_SHARE))
@@ -240,8 +238,6 @@ def direction_slices(T: int, B: int, I: int, G: int, H: int, D: int = 2) -> int:
     worker (:data:`MIN_SLICE_MACS`); each direction then splits its batch across ``budget // D`` workers
     where its slices stay large enough (:data:`MIN_SLICE_ROWS`, :data:`MIN_SLICE_MACS`). Never more
     workers than the budget: D × slices ≤ budget."""
-    from unrolled import threads
-
     budget = threads.workers_budget()
     work = B * T * G * H * (I + H)  # one direction's forward multiply-adds
     if D < 2 or budget < D or work < MIN_SLICE_MACS:
