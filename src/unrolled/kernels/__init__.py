@@ -47,6 +47,7 @@ _dnnl_wanted = not _env_off("UNROLLED_DNNL")
 _jit_module = None
 _jit_tried = False
 _dnnl_walks = None
+_dnnl_product = None  # _dnnl.matmul, once oneDNN is loaded
 _dnnl_tried = False
 # Bumped by every setter: what was decided under other switches (a streaming plan) is decided again.
 _switches = 0
@@ -139,7 +140,7 @@ def _compiled():
 def dnnl_walks():
     """The whole-sequence walks with oneDNN's product (``_jit.DNNL_WALKS``), or None where oneDNN or Numba
     is absent or switched off."""
-    global _dnnl_walks, _dnnl_tried
+    global _dnnl_walks, _dnnl_product, _dnnl_tried
     jit = _compiled() if _dnnl_wanted else None
     if jit is None:
         return None
@@ -148,7 +149,7 @@ def dnnl_walks():
         from unrolled.kernels import _dnnl
 
         if _dnnl.load() is not None:  # before any walk that calls oneDNN is compiled or loaded
-            _dnnl_walks = jit.DNNL_WALKS
+            _dnnl_walks, _dnnl_product = jit.DNNL_WALKS, _dnnl.matmul
     return _dnnl_walks
 
 
@@ -157,9 +158,7 @@ def bulk_matmul(dtype):
     oneDNN's where its walks are in use (float32), else NumPy's. (For Aᵀ·B, as in the weight gradients,
     OpenBLAS measured faster, so those stay in NumPy.)"""
     if np.dtype(dtype) == np.float32 and dnnl_walks() is not None:
-        from unrolled.kernels._dnnl import matmul
-
-        return matmul
+        return _dnnl_product
     return np.matmul
 
 
@@ -246,9 +245,11 @@ def direction_slices(T: int, B: int, I: int, G: int, H: int, D: int = 2) -> int:
 
 
 def _splittable(cells) -> bool:
+    if len(cells) < 2:
+        return False
     from unrolled.kernels._split import BatchSplit
 
-    return len(cells) > 1 and all(isinstance(c, BatchSplit) for c in cells)
+    return all(isinstance(c, BatchSplit) for c in cells)
 
 
 def forward_directions(cells: list, xs: list, states0: list, params: list, mask: np.ndarray | None) -> list:

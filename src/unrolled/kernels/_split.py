@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from unrolled import kernels
 from unrolled.kernels import _pool
 
 
@@ -104,8 +105,6 @@ def infer(cell, k: int, x: np.ndarray, state0, p: dict, mask: np.ndarray | None)
         hs[:, r] = out
         return state_T
 
-    from unrolled import kernels
-
     kernels.dnnl_walks()
     done = _pool.run(part, k)
     return hs, tuple(np.concatenate([d[j] for d in done]) for j in range(len(done[0])))
@@ -143,8 +142,6 @@ def backward_job(cell, d_hs: np.ndarray, d_stateT, cache, p: dict) -> Job:
 def run(jobs: list[Job]) -> list:
     """Every task of every job at once, one per worker (the calling thread runs the first); then each
     job's result, in order."""
-    from unrolled import kernels
-
     tasks = [t for job in jobs for t in job.tasks]
     if len(tasks) > 1:
         kernels.dnnl_walks()  # oneDNN loaded (where used) before the workers start: each sets its OpenMP to 1
@@ -175,8 +172,6 @@ class BatchSplit:
 
     def forward(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """x (T, B, I), state0 -> hs (T, B, H), state_T, cache (see the cell's ``_forward``)."""
-        from unrolled import kernels
-
         T, B, I = x.shape
         k = kernels.workers_for(T, B, I, self.gates, p["W_hh"].shape[1])
         if k <= 1:
@@ -186,8 +181,6 @@ class BatchSplit:
     def infer(self, x: np.ndarray, state0, p: dict, mask: np.ndarray | None):
         """The forward without a backward cache (the inference path): x (T, B, I), state0 -> hs (T, B, H),
         state_T, equal bit for bit to :meth:`forward`'s; split across workers exactly as it would be."""
-        from unrolled import kernels
-
         T, B, I = x.shape
         k = kernels.workers_for(T, B, I, self.gates, p["W_hh"].shape[1])
         if k <= 1:
