@@ -32,9 +32,9 @@ def units_on(monkeypatch):
     calls = []
     real = _units.run
 
-    def counted(walk, k, *args, **kw):
+    def counted(walk, k, *args):
         calls.append((walk.__name__.split("_")[1], k))  # ("forward" | "infer" | "backward", workers)
-        return real(walk, k, *args, **kw)
+        return real(walk, k, *args)
 
     monkeypatch.setattr(_units, "run", counted)
     threads.set_threads(2)
@@ -221,78 +221,3 @@ def test_a_worker_that_starts_late_is_not_waited_for_the_others_do_its_share():
     assert spans[0][1] < spans[1][0]  # worker 0 was done before worker 1 began
     np.testing.assert_array_equal(hs_late, hs)
     np.testing.assert_array_equal(cs_late, cs)
-
-
-def _lstm_walk_args(H: int, T: int, seed: int):
-    from unrolled.kernels import _jit  # noqa: F401  (Numba: skipped above where absent)
-
-    rng = np.random.default_rng(seed)
-    f = np.float32
-    gates = rng.standard_normal((T, 1, 4 * H)).astype(f)
-    W = (rng.standard_normal((4 * H, H)) * 0.1).astype(f)
-    hs, cs = np.zeros((T + 1, 1, H), f), np.zeros((T + 1, 1, H), f)
-    half = np.full(4 * H, 0.5, f)
-    after = (np.zeros(4 * H, f), half, half, hs, cs, np.zeros((T, 1, H), f), np.ones((T, 1), f))
-    return (gates, W), after, np.empty((2, 1, 4 * H), f)
-
-
-def test_the_projection_pieces_run_once_each_and_before_any_worker_walks():
-    """Three pieces of unequal length (the first slow) shared by two workers: each runs exactly once, and
-    no worker starts its walk before the last piece is written (the walk's first step reads them all)."""
-    import time
-
-    from unrolled.kernels import _jit
-
-    before, after, recs = _lstm_walk_args(128, 6, seed=2)
-    ran, walks = [], []
-
-    def piece(i: int, seconds: float):
-        def run_it():
-            time.sleep(seconds)
-            ran.append((i, threading.get_ident(), time.perf_counter()))
-
-        return run_it
-
-    def walk(*a):
-        walks.append(time.perf_counter())
-        return _jit.lstm_forward_units(*a)
-
-    threads.set_threads(2)
-    try:
-        _units.run(walk, 2, 128, before, after, recs, [piece(0, 0.2), piece(1, 0.01), piece(2, 0.01)])
-    finally:
-        threads.set_threads(None)
-    assert sorted(i for i, _, _ in ran) == [0, 1, 2]
-    assert len({who for _, who, _ in ran}) == 2  # both workers took pieces (the second did not wait idle)
-    assert len(walks) == 2 and min(walks) >= max(t for _, _, t in ran)
-
-
-def test_a_failing_projection_piece_releases_the_other_worker_and_its_error_is_raised():
-    """Piece 1 raises while the calling worker is busy with piece 0 and then waits for piece 1: the abort
-    slot releases it, and run() raises the error instead of hanging."""
-    import time
-
-    before, after, recs = _lstm_walk_args(128, 4, seed=3)
-
-    def fails():
-        raise MemoryError("piece 1 could not allocate")
-
-    outcome = []
-
-    def call():
-        from unrolled.kernels import _jit
-
-        threads.set_threads(2)
-        try:
-            pieces = [lambda: time.sleep(0.05), fails]
-            _units.run(_jit.lstm_forward_units, 2, 128, before, after, recs, pieces)
-        except MemoryError as e:
-            outcome.append(e)
-        finally:
-            threads.set_threads(None)
-
-    t = threading.Thread(target=call)
-    t.start()
-    t.join(timeout=60)
-    assert not t.is_alive(), "a worker is still waiting for the failed piece"
-    assert len(outcome) == 1 and "could not allocate" in str(outcome[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import numpy as np
 
@@ -110,36 +110,15 @@ def project_into(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul) -> No
     matmul(x.reshape(Tc * B, I), W_xh.T, out=out.reshape(Tc * B, G))
 
 
-def projection_pieces(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul, parts: int) -> list:
-    """:func:`project_into` of x (Tc, B, I) into out (Tc, B, G) cut into ``parts`` runs of whole steps (as
-    equal as can be; fewer where Tc < parts), each a call with no arguments: the pieces a unit split's
-    workers share out (:func:`unrolled.kernels._units.run`). The training forward and the inference walk cut
-    each chunk of steps the same way, so they stay equal bit for bit."""
-    Tc = x.shape[0]
-    cuts = [Tc * i // parts for i in range(parts + 1)]
-    runs = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
-    return [partial(project_into, x[a:b], W_xh, out[a:b], matmul) for a, b in runs]
-
-
-def chunked_pieces(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul, parts: int) -> list:
-    """The projection of all T steps of x (T, B, I) into out (T, B, G) as pieces: each chunk of
-    :func:`chunk_steps` (those of the inference walks) cut into ``parts`` :func:`projection_pieces`."""
-    T, B, _ = x.shape
-    n = chunk_steps(T, B, out.shape[2])
-    return [
-        piece
-        for t0 in range(0, T, n)
-        for piece in projection_pieces(x[t0 : t0 + n], W_xh, out[t0 : t0 + n], matmul, parts)
-    ]
-
-
 def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul) -> np.ndarray:
     """W_xh x_t for all T steps of x (T, B, I) -> (T, B, G), computed in the chunks of :func:`chunk_steps`
     (those of the inference walks)."""
     T, B, _ = x.shape
-    out = np.empty((T, B, W_xh.shape[0]), dtype=x.dtype)
-    for piece in chunked_pieces(x, W_xh, out, matmul, 1):
-        piece()
+    G = W_xh.shape[0]
+    out = np.empty((T, B, G), dtype=x.dtype)
+    n = chunk_steps(T, B, G)
+    for t0 in range(0, T, n):
+        project_into(x[t0 : t0 + n], W_xh, out[t0 : t0 + n], matmul)
     return out
 
 

@@ -1327,39 +1327,6 @@ def _finish(flags, j, t):
     _store_release(flags, (2 * j + 1) * UNIT_SLOT, t + 1)
 
 
-# Before its walk, a unit split can share out the input projection: n pieces of whole steps (Python calls
-# of the product, one each), claimed and marked done as a step's shares are, in two more counters per piece
-# after the abort slot. Each worker claims pieces (its own first) until none is left, then waits until every
-# piece is done: the walk's first step reads all of them.
-@njit(**_OPTS)
-def claim_piece(flags, k, j):
-    """Start piece j of the input projection of a k-worker unit split, unless a worker already has."""
-    return _compare_swap(flags, (2 * k + 1 + 2 * j) * UNIT_SLOT, 0, 1)
-
-
-@njit(**_OPTS)
-def finish_piece(flags, k, j):
-    """Piece j of the input projection is written."""
-    _store_release(flags, (2 * k + 2 + 2 * j) * UNIT_SLOT, 1)
-
-
-@njit(**_OPTS)
-def await_pieces(flags, k, n):
-    """Wait until all n pieces of the input projection are written (spinning, then yielding the core, as
-    :func:`_await_step`). False if a worker aborted."""
-    for j in range(n):
-        spins = 0
-        while _load_acquire(flags, (2 * k + 2 + 2 * j) * UNIT_SLOT) == 0:
-            if spins < _SPINS:
-                spins += 1
-                _pause()
-            else:
-                if _load_acquire(flags, 2 * k * UNIT_SLOT) != 0:
-                    return False
-                _sched_yield()
-    return True
-
-
 @njit(inline="always", **_OPTS)
 def _unit_products(h, W_hh, lo, hi, rec):
     """rec[:, rows] = h W_hh[rows]ᵀ for the rows of units lo..hi − 1 in each gate block of W_hh (G·H, H)."""

@@ -43,31 +43,19 @@ def run(
     before: Sequence,
     after: Sequence = (),
     recs: np.ndarray | None = None,
-    pieces: Sequence[Callable[[], object]] = (),
 ) -> None:
     """``walk(*before, bounds, *after, [rec,] flags, me)`` on k workers at once over k shares of the H units,
-    worker w with ``recs[w]`` (B, G·H) as its product buffer where ``recs`` is given. First the workers share
-    out ``pieces`` (the input projection cut into runs of steps, :func:`~unrolled.kernels._common.
-    projection_pieces`): each runs exactly once, on whichever worker claims it first (a worker that starts
-    late finds them done), and no walk starts before all are done. Returns when every worker has finished;
-    a worker's exception is raised here (the others stop waiting for it: the abort slot)."""
+    worker w with ``recs[w]`` (B, G·H) as its product buffer where ``recs`` is given. Returns when every
+    worker has finished; a worker's exception is raised here (the others stop waiting for it: the abort
+    slot)."""
     from unrolled.kernels import _jit
 
-    n = len(pieces)
-    flags = np.zeros((2 * k + 1 + 2 * n) * _jit.UNIT_SLOT, dtype=np.int64)  # per share, abort, per piece
+    flags = np.zeros((2 * k + 1) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort
     shares = np.array(bounds(H, k), dtype=np.int64)
 
     def task(w: int) -> bool:
         own = () if recs is None else (recs[w],)
         try:
-            if n:
-                for i in range(n):
-                    j = (w + i) % n  # its own piece first
-                    if _jit.claim_piece(flags, k, j):
-                        pieces[j]()
-                        _jit.finish_piece(flags, k, j)
-                if not _jit.await_pieces(flags, k, n):
-                    return False
             return walk(*before, shares, *after, *own, flags, w)
         except BaseException:
             flags[2 * k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker

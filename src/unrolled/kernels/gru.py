@@ -24,11 +24,9 @@ from unrolled.kernels._common import (
     as_vector,
     bias_or_zeros,
     chunk_steps,
-    chunked_pieces,
     gate_affine,
     project_chunked,
     project_into,
-    projection_pieces,
     scratch,
     step_masks,
     transpose,
@@ -206,13 +204,8 @@ class CompiledGRUCell(BatchSplit):
         jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        units = kernels.unit_workers(T, B, 3, H)
-        # (T, B, 3H) in the inference walk's chunks; the biases are added in the kernel
-        if units > 1:  # computed by the unit split's workers, in pieces, before their walk
-            xp = np.empty((T, B, 3 * H), dtype=x.dtype)
-            pieces = chunked_pieces(x, p["W_xh"], xp, kernels.bulk_matmul(x.dtype), units)
-        else:
-            xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))
+        # (T, B, 3H); the biases are added in the kernel
+        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))  # in the inference walk's chunks
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -221,10 +214,11 @@ class CompiledGRUCell(BatchSplit):
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
         walks = kernels.walks_for(B, 3, H)
+        units = kernels.unit_workers(T, B, 3, H)
         if units > 1:  # the hidden units shared out across workers (a small batch)
             W = np.ascontiguousarray(p["W_hh"])
             recs = np.empty((units, B, 3 * H), dtype=x.dtype)
-            _units.run(jit.gru_forward_units, units, H, (xp, W), (b_h, b_hn, hs, hn, valid), recs, pieces)
+            _units.run(jit.gru_forward_units, units, H, (xp, W), (b_h, b_hn, hs, hn, valid), recs)
         elif walks is not None:  # the whole walk in one compiled call
             walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:
@@ -260,15 +254,12 @@ class CompiledGRUCell(BatchSplit):
             W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
-            if units > 1:  # the workers run the chunk's projection, cut as _forward cuts it, then walk
-                pieces = projection_pieces(x[t0 : t0 + n], p["W_xh"], g, matmul, units)
-                args = (b_h, b_hn, hs, hn, valid)
-                _units.run(jit.gru_infer_units, units, H, (t0, g, W), args, recs, pieces)
+            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            if units > 1:
+                _units.run(jit.gru_infer_units, units, H, (t0, g, W), (b_h, b_hn, hs, hn, valid), recs)
             elif walks is not None:
-                project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
                 walks.gru_infer_seq(t0, g, W, b_h, b_hn, hs, hn, valid, rec)
             else:
-                project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
                 for k in range(g.shape[0]):
                     np.matmul(hs[t0 + k], W, out=rec)
                     jit.gru_infer_step(t0 + k, k, g, rec, b_h, b_hn, hs, hn, valid)

@@ -34,11 +34,9 @@ from unrolled.kernels._common import (
     as_vector,
     bias_or_zeros,
     chunk_steps,
-    chunked_pieces,
     gate_affine,
     project_chunked,
     project_into,
-    projection_pieces,
     scratch,
     step_masks,
     transpose,
@@ -207,13 +205,8 @@ class CompiledLSTMCell(BatchSplit):
         jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        units = kernels.unit_workers(T, B, 4, H)
         # (T, B, 4H), in the chunks the inference walk uses; b_h is added in the kernel
-        if units > 1:  # computed by the unit split's workers, in pieces, before their walk
-            gates = np.empty((T, B, 4 * H), dtype=x.dtype)
-            pieces = chunked_pieces(x, p["W_xh"], gates, kernels.bulk_matmul(x.dtype), units)
-        else:
-            gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))
+        gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -223,11 +216,11 @@ class CompiledLSTMCell(BatchSplit):
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
         walks = kernels.walks_for(B, 4, H)
+        units = kernels.unit_workers(T, B, 4, H)
         if units > 1:  # the hidden units shared out across workers (a small batch)
             _units.run(
                 jit.lstm_forward_units, units, H, (gates, np.ascontiguousarray(p["W_hh"])),
                 (bias, scale, offset, hs, cs, tanh_c, valid), np.empty((units, B, 4 * H), dtype=x.dtype),
-                pieces,
             )  # fmt: skip
         elif walks is not None:  # the whole walk in one compiled call
             walks.lstm_forward_seq(
@@ -269,15 +262,14 @@ class CompiledLSTMCell(BatchSplit):
             W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
-            if units > 1:  # the workers run the chunk's projection, cut as _forward cuts it, then walk
-                pieces = projection_pieces(x[t0 : t0 + n], p["W_xh"], g, matmul, units)
-                args = (bias, scale, offset, hs, cs, tc, valid)
-                _units.run(jit.lstm_infer_units, units, H, (t0, g, W), args, recs, pieces)
+            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            if units > 1:
+                _units.run(
+                    jit.lstm_infer_units, units, H, (t0, g, W), (bias, scale, offset, hs, cs, tc, valid), recs
+                )
             elif walks is not None:
-                project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
                 walks.lstm_infer_seq(t0, g, W, bias, scale, offset, hs, cs, tc, valid, rec)
             else:
-                project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
                 for k in range(g.shape[0]):
                     np.matmul(hs[t0 + k], W, out=rec)
                     jit.lstm_infer_step(t0 + k, k, g, rec, bias, scale, offset, hs, cs, tc, valid)
