@@ -68,6 +68,20 @@ def test_direction_params_are_the_live_arrays_under_the_cells_names():
         LSTM(3, 4, seed=0).direction_params(0, 1)
 
 
+@pytest.mark.parametrize("need_grad", [True, False], ids=["training forward", "inference"])
+def test_a_parameter_array_replaced_in_params_is_the_one_the_next_forward_uses(need_grad):
+    """The layer looks up which parameters each direction has once, but their arrays on every call."""
+    layer = GRU(3, 4, num_layers=2, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    before, _ = layer.forward(x, need_grad=need_grad)
+    twin = GRU(3, 4, num_layers=2, seed=1)
+    for k in layer.params:
+        layer.params[k] = twin.params[k].copy()  # new arrays, not written into the old ones
+    after, _ = layer.forward(x, need_grad=need_grad)
+    np.testing.assert_array_equal(after, twin.forward(x, need_grad=need_grad)[0])
+    assert not np.array_equal(after, before)
+
+
 @pytest.mark.parametrize("name,make", MAKERS, ids=IDS)
 def test_config_builds_a_layer_that_computes_the_same_after_copying_the_weights(name, make):
     rng = np.random.default_rng(0)
