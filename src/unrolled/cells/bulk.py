@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled.kernels import SMALL_PRODUCT
+
 
 def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """σ(a) = 1 / (1 + e^{−a}), as 0.5·(1 + tanh(a/2)): one vectorized transcendental, no overflow."""
@@ -24,6 +26,16 @@ def project_inputs(x: np.ndarray, W_xh: np.ndarray, b: np.ndarray | None, matmul
     return xp.reshape(T, B, -1)
 
 
+def outer_sum(d: np.ndarray, v: np.ndarray, matmul=np.matmul) -> np.ndarray:
+    """dᵀ v (G, K) for d (N, G), v (N, K): Σ over the N = T·B rows of the outer products δa_n v_nᵀ — a weight
+    gradient, ∂L/∂W = Σ_t δa_t v_tᵀ, in one product. ``matmul`` (the fast cells pass oneDNN's where it is in
+    use) from :data:`~unrolled.kernels.SMALL_PRODUCT` multiply-adds up; NumPy's below, where
+    oneDNN's call costs more than it saves."""
+    if d.shape[0] * d.shape[1] * v.shape[1] < SMALL_PRODUCT:
+        matmul = np.matmul
+    return matmul(d.T, v)
+
+
 def input_gradients(
     da: np.ndarray,
     x: np.ndarray,
@@ -34,7 +46,8 @@ def input_gradients(
     h_prev: np.ndarray | None = None,
 ) -> np.ndarray:
     """Given δa_t (T, B, G) of the pre-activations a_t = W_xh x_t + b + …, fill ∂L/∂W_xh = Σ_t δa_t x_tᵀ
-    and ∂L/∂b = Σ_t δa_t in `grads` (one product over all steps) and return ∂L/∂x (T, B, I).
+    and ∂L/∂b = Σ_t δa_t in `grads` (one product over all steps, :func:`outer_sum`) and return ∂L/∂x
+    (T, B, I).
 
     With ``h_prev`` (T, B, H), the h_{t−1} of a cell whose a_t also holds W_hh h_{t−1}: ∂L/∂W_hh =
     Σ_t δa_t h_{t−1}ᵀ too, both from one product, [∂L/∂W_hh | ∂L/∂W_xh] = Σ_t δa_t [h_{t−1} ; x_t]ᵀ (one
@@ -43,13 +56,13 @@ def input_gradients(
     I = x.shape[2]
     da2 = da.reshape(T * B, G)
     if h_prev is None:
-        grads["W_xh"] = da2.T @ x.reshape(T * B, I)
+        grads["W_xh"] = outer_sum(da2, x.reshape(T * B, I), matmul)
     else:
         H = h_prev.shape[2]
         hx = np.empty((T * B, H + I), dtype=x.dtype)
         hx[:, :H] = h_prev.reshape(T * B, H)
         hx[:, H:] = x.reshape(T * B, I)
-        both = da2.T @ hx  # (G, H + I)
+        both = outer_sum(da2, hx, matmul)  # (G, H + I)
         grads["W_hh"] = np.ascontiguousarray(both[:, :H])
         grads["W_xh"] = np.ascontiguousarray(both[:, H:])
     if bias_key in p:

@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from unrolled.kernels import SMALL_PRODUCT
+
 _scratch = threading.local()  # this thread's reused buffers: scratch() and _ones()
 
 
@@ -93,11 +95,6 @@ def chunk_steps(T: int, B: int, G: int) -> int:
     """Steps per chunk of the input projection of a walk of T steps, batch B, G·H = G projected rows."""
     n = max(-(-MIN_CHUNK_ROWS // B), PROJECT_CHUNK // (B * G))
     return max(1, min(T, n))
-
-
-# Below this many multiply-adds a product goes to NumPy's matmul: oneDNN's dnnl_sgemm costs ~5 µs more per
-# call (measured: (1 × 40)·(40 × 192) 7.4 µs against 2.1; (100 × 40)·(40 × 192) 22.5 against 21.5).
-SMALL_PRODUCT = 1 << 21
 
 
 def project_into(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul) -> None:

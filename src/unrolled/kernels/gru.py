@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unrolled import kernels
-from unrolled.cells.bulk import input_gradients, project_inputs
+from unrolled.cells.bulk import input_gradients, outer_sum, project_inputs
 from unrolled.kernels import _units
 from unrolled.kernels._common import (
     as_vector,
@@ -292,9 +292,10 @@ class CompiledGRUCell(BatchSplit):
             for t in range(T - 1, -1, -1):
                 jit.gru_backward_step(t, d_hs, dh_rec, carry, gates, hs, hn, dah, da_n, valid)
                 np.matmul(dah[t], W_hh, out=dh_rec)
-        grads = {"W_hh": dah.reshape(T * B, 3 * H).T @ hs[:-1].reshape(T * B, H)}
+        matmul = kernels.bulk_matmul(gates.dtype)
+        grads = {"W_hh": outer_sum(dah.reshape(T * B, 3 * H), hs[:-1].reshape(T * B, H), matmul)}
         if "b_hn" in p:
             grads["b_hn"] = dah[..., 2 * H :].reshape(T * B, H).sum(axis=0)
         dah[..., 2 * H :] = da_n
-        dx = input_gradients(dah, x, p, grads, bias_key="b_h", matmul=kernels.bulk_matmul(gates.dtype))
+        dx = input_gradients(dah, x, p, grads, bias_key="b_h", matmul=matmul)
         return dx, (dh_rec + carry,), grads

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from unrolled import kernels
-from unrolled.cells.bulk import input_gradients
+from unrolled.cells.bulk import input_gradients, outer_sum
 from unrolled.kernels._common import bias_or_zeros, gate_affine, project_chunked, transpose, valid_steps
 from unrolled.kernels._split import BatchSplit
 
@@ -201,7 +201,9 @@ class CompiledLNLSTMCell(BatchSplit):
             for t in range(T - 1, -1, -1):
                 jit.ln_lstm_backward_step(t, d_hs, dh_rec, carry, dc, *args, valid)
                 np.matmul(dv[t], W_hh, out=dh_rec)
-        grads = {"W_hh": dv.reshape(T * B, 4 * H).T @ c.hs[:-1].reshape(T * B, H)}
+        grads = {
+            "W_hh": outer_sum(dv.reshape(T * B, 4 * H), c.hs[:-1].reshape(T * B, H), kernels.bulk_matmul(dt))
+        }
         grads["ln_h_g"], grads["ln_h_b"] = dh_params[0].astype(dt), dh_params[1].astype(dt)
         grads["ln_c_g"], grads["ln_c_b"] = dc_params[0].astype(dt), dc_params[1].astype(dt)
         dx = _input_backward(jit, da, cache, p, grads)
@@ -297,7 +299,9 @@ class CompiledLNGRUCell(BatchSplit):
             for t in range(T - 1, -1, -1):
                 jit.ln_gru_backward_step(t, d_hs, dh_rec, carry, *args)
                 np.matmul(dw[t], W_hh, out=dh_rec)
-        grads = {"W_hh": dw.reshape(T * B, 3 * H).T @ c.hs[:-1].reshape(T * B, H)}
+        grads = {
+            "W_hh": outer_sum(dw.reshape(T * B, 3 * H), c.hs[:-1].reshape(T * B, H), kernels.bulk_matmul(dt))
+        }
         if "b_hn" in p:
             grads["b_hn"] = d_bhn.astype(dt)
         grads["ln_h_g"], grads["ln_h_b"] = dh_params[0].astype(dt), dh_params[1].astype(dt)
