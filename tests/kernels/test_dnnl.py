@@ -42,6 +42,28 @@ def test_product_equals_numpy_for_plain_and_transposed_operands(M, K, N, ta, tb)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4 * np.sqrt(K))
 
 
+@pytest.mark.parametrize(("N", "G", "K"), [(3200, 512, 192), (40, 20, 12)], ids=["large", "small"])
+def test_a_weight_gradient_takes_onednn_from_small_product_up_and_equals_float64(N, G, K):
+    """outer_sum(δa, v) = δaᵀ v, Σ over N = T·B rows: oneDNN's product (on a transposed view) from
+    SMALL_PRODUCT multiply-adds up, NumPy's below (oneDNN's call would cost more than it saves)."""
+    from unrolled.cells.bulk import outer_sum
+
+    rng = np.random.default_rng(N)
+    d = rng.standard_normal((N, G), dtype=np.float32)
+    v = rng.standard_normal((N, K), dtype=np.float32)
+    calls = []
+
+    def counted(a, b, out=None):
+        calls.append(a.shape)
+        return _dnnl.matmul(a, b, out)
+
+    got = outer_sum(d, v, counted)
+    ref = d.astype(np.float64).T @ v.astype(np.float64)
+    assert got.shape == (G, K) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.sqrt(N))
+    assert calls == ([(G, N)] if N * G * K >= kernels.SMALL_PRODUCT else [])
+
+
 def test_layouts_it_cannot_take_fall_back_to_numpy():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((6, 10), dtype=np.float32)[:, ::2]  # strided: neither C nor F contiguous
