@@ -304,3 +304,31 @@ def test_two_threads_running_same_shape_layers_get_their_own_results():
     for i in (0, 1):
         for out in got[i]:
             np.testing.assert_array_equal(out, alone[i])
+
+
+@pytest.mark.parametrize(
+    ("T", "I", "G", "onednn"),
+    [(20, 64, 1024, True), (20, 32, 192, False), (200, 32, 128, False), (50, 64, 512, True)],
+    ids=["wide, from SMALL_PROJECTION", "below it", "narrow, below SMALL_PRODUCT", "wide"],
+)
+def test_an_input_projection_takes_onednn_where_it_pays_and_equals_float64(T, I, G, onednn):
+    """project_into: x W_xhᵀ by the product it is given from SMALL_PRODUCT multiply-adds up, and already
+    from SMALL_PROJECTION where the projection is wide (G ≥ WIDE_PROJECTION: a transposed W_xh costs NumPy
+    more); NumPy's below."""
+    from unrolled.kernels._common import project_into
+
+    rng = np.random.default_rng(T * G)
+    x = rng.standard_normal((T, 1, I), dtype=np.float32)
+    W = rng.standard_normal((G, I), dtype=np.float32)
+    out = np.empty((T, 1, G), dtype=np.float32)
+    calls = []
+
+    def counted(a, b, out=None):
+        calls.append(a.shape)
+        return _dnnl.matmul(a, b, out)
+
+    project_into(x, W, out, counted)
+    ref = x[:, 0].astype(np.float64) @ W.astype(np.float64).T
+    np.testing.assert_allclose(out[:, 0], ref, rtol=1e-5, atol=1e-5 * np.sqrt(I))
+    assert calls == ([(T, I)] if onednn else [])
+    assert T * I * G < kernels.SMALL_PRODUCT  # each case is a small product, below the general threshold

@@ -221,3 +221,121 @@ def test_a_worker_that_starts_late_is_not_waited_for_the_others_do_its_share():
     assert spans[0][1] < spans[1][0]  # worker 0 was done before worker 1 began
     np.testing.assert_array_equal(hs_late, hs)
     np.testing.assert_array_equal(cs_late, cs)
+
+
+def _infer_walk_args(T: int, H: int, seed: int):
+    """An LSTM inference walk of one chunk (T steps from t0 = 0): its gates and the (before, after) of
+    :func:`_units.run`, with fresh state buffers."""
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    gates = rng.standard_normal((T, 1, 4 * H)).astype(f)
+    W = (rng.standard_normal((4 * H, H)) * 0.1).astype(f)
+    scale, offset = np.full(4 * H, 0.5, f), np.full(4 * H, 0.5, f)
+    hs, cs = np.zeros((T + 1, 1, H), f), np.zeros((2, 1, H), f)
+    after = (np.zeros(4 * H, f), scale, offset, hs, cs, np.empty((1, H), f), np.ones((T, 1), f))
+    return gates, (0, gates, W), after
+
+
+def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects():
+    """The caller has projected the head (4 of 20 steps); worker 1 projects the tail, slowly (0.2 s),
+    then joins. The tail is NaN until it is written, so a step read too early would spread NaN. The
+    outputs equal those of a walk whose every step was projected first, and the caller's walk began
+    before the tail was written."""
+    import time
+
+    from unrolled.kernels import _jit
+
+    H, T, head = 128, 20, 4
+    gates, before, after = _infer_walk_args(T, H, seed=3)
+    whole_gates = gates.copy()
+    threads.set_threads(2)
+    try:
+        _units.run(_jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32))
+        expected = after[3].copy()  # hs
+
+        gates[:] = whole_gates
+        gates[head:] = np.nan
+        after[3][1:] = 0.0
+        after[4][0] = 0.0
+        spans = {}
+
+        def tail():
+            spans["tail"] = time.perf_counter()
+            time.sleep(0.2)
+            gates[head:] = whole_gates[head:]
+
+        def walk(*a):
+            spans.setdefault(a[-1], time.perf_counter())
+            return _jit.lstm_infer_units(*a)
+
+        _units.run(walk, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32), tail, head)
+    finally:
+        threads.set_threads(None)
+    np.testing.assert_array_equal(after[3], expected)
+    assert spans[0] < spans["tail"] + 0.2 < spans[1]  # the caller walked while worker 1 still projected
+
+
+def test_a_tail_that_fails_releases_the_walk_and_its_error_is_raised():
+    """The partner's projection of the tail raises; the caller, waiting at the first unprojected step, is
+    released (the abort slot) and run() raises the projection's error instead of hanging."""
+    from unrolled.kernels import _jit
+
+    H, T = 128, 10
+    _, before, after = _infer_walk_args(T, H, seed=4)
+    outcome = []
+
+    def tail():
+        raise MemoryError("no room for the tail's projection")
+
+    def call():
+        try:
+            threads.set_threads(2)
+            _units.run(
+                _jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32), tail, 3
+            )
+        except MemoryError as e:
+            outcome.append(e)
+        finally:
+            threads.set_threads(None)
+
+    t = threading.Thread(target=call)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "the walk is still waiting for the tail"
+    assert len(outcome) == 1 and "tail's projection" in str(outcome[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_training_and_inference_project_the_same_pieces_a_head_and_a_tail_per_chunk(
+    kind, units_on, monkeypatch
+):
+    """Bit-equality of the two paths rests on the same products over the same rows: under the unit split
+    each chunk's head and tail apart (the head first, by the caller), in both; without it one product
+    per chunk."""
+    from unrolled import GRU, LSTM
+    from unrolled.kernels import _common
+
+    pieces = []
+    real = _common.project_into
+
+    def spied(x, W_xh, out, matmul):
+        pieces.append(x.shape[0])
+        return real(x, W_xh, out, matmul)
+
+    monkeypatch.setattr(_common, "project_into", spied)
+    layer = (LSTM if kind == "lstm" else GRU)(3, 128, dtype=np.float32, seed=2)
+    x = np.random.default_rng(6).standard_normal((1100, 1, 3)).astype(np.float32)
+    n = _common.chunk_steps(1100, 1, (4 if kind == "lstm" else 3) * 128)
+    chunks = [min(n, 1100 - t0) for t0 in range(0, 1100, n)]
+    expected = []
+    for c in chunks:
+        expected += [_common.head_steps(c, 2), c - _common.head_steps(c, 2)]
+    layer.forward(x)
+    assert pieces == expected and 0 < expected[0] < chunks[0]
+    pieces.clear()
+    layer.forward(x, need_grad=False)
+    assert pieces == expected
+    pieces.clear()
+    threads.set_threads(1)  # no unit split: one product per chunk
+    layer.forward(x, need_grad=False)
+    assert pieces == chunks

@@ -158,6 +158,14 @@ def dnnl_walks():
 # (100 × 40)·(40 × 192) 22.5 against 21.5).
 SMALL_PRODUCT = 1 << 21
 
+# A wide input projection x W_xhᵀ (rows: the steps; W_xh read transposed, G ≥ WIDE_PROJECTION columns)
+# pays oneDNN's call far sooner. Measured (one thread, OpenBLAS choosing its kernel, µs, NumPy / oneDNN):
+# (20 × 64)·(64 × 1024) 64 / 35.5, (8 × 64)·(64 × 512) 22.9 / 13.3, (20 × 32)·(32 × 512) 16.8 / 13.2;
+# narrower ones do not ((200 × 32)·(32 × 128): a whole LSTM H = 32 inference 4-5 % slower on oneDNN,
+# (100 × 32)·(32 × 192) 17.3 / 17.7), nor any below 2^18 multiply-adds ((8 × 32)·(32 × 192) 5.4 / 7.8).
+SMALL_PROJECTION = 1 << 18
+WIDE_PROJECTION = 512
+
 
 def bulk_matmul(dtype):
     """The product for the fast cells' input projections, ∂L/∂x and weight gradients (one product over all

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
-from unrolled.kernels import SMALL_PRODUCT
+from unrolled.kernels import SMALL_PRODUCT, SMALL_PROJECTION, WIDE_PROJECTION
 
 _scratch = threading.local()  # this thread's reused buffers: scratch() and _ones()
 
@@ -99,23 +99,58 @@ def chunk_steps(T: int, B: int, G: int) -> int:
 
 def project_into(x: np.ndarray, W_xh: np.ndarray, out: np.ndarray, matmul) -> None:
     """out (Tc, B, G) = W_xh x_t for the Tc steps of x (Tc, B, I), one product (``matmul(a, b, out=)``; a
-    small one by NumPy's, whatever ``matmul`` is: the same choice in the training and inference walks)."""
+    small one by NumPy's, whatever ``matmul`` is: below :data:`~unrolled.kernels.SMALL_PRODUCT`
+    multiply-adds, or :data:`~unrolled.kernels.SMALL_PROJECTION` where G ≥
+    :data:`~unrolled.kernels.WIDE_PROJECTION`; the same choice in the training and inference walks)."""
     Tc, B, I = x.shape
     G = out.shape[2]
-    if Tc * B * I * G < SMALL_PRODUCT:
+    macs = Tc * B * I * G
+    if macs < (SMALL_PROJECTION if G >= WIDE_PROJECTION else SMALL_PRODUCT):
         matmul = np.matmul
     matmul(x.reshape(Tc * B, I), W_xh.T, out=out.reshape(Tc * B, G))
 
 
-def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul) -> np.ndarray:
+# A unit-split walk (:mod:`unrolled.kernels._units`) starts on the head of a chunk while a partner projects
+# the chunk's tail, so the calling thread projects only the head before the walk (training and inference
+# alike: the same two products, so the outputs stay equal bit for bit).
+HEAD_FRACTION = 0.2
+
+
+def head_steps(steps: int, units: int) -> int:
+    """How many of a chunk's ``steps`` the calling thread projects before a walk split over ``units``
+    workers starts (:func:`unrolled.kernels._units.run`'s ``head``); 0: the whole chunk in one product
+    (no split)."""
+    if units <= 1 or steps < 2:
+        return 0
+    return max(1, int(steps * HEAD_FRACTION))
+
+
+def project_head(x: np.ndarray, t0: int, g: np.ndarray, W_xh: np.ndarray, matmul, units: int):
+    """For the chunk of an inference walk from step t0 (its gates buffer ``g``, (Tc, B, G)): projects
+    the chunk's head now, and returns (tail, head): ``tail()`` projects the rest (None where nothing is
+    left: the chunk is one product without a unit split), as :func:`project_chunked` cuts it."""
+    nc = g.shape[0]
+    cut = head_steps(nc, units) or nc
+    project_into(x[t0 : t0 + cut], W_xh, g[:cut], matmul)
+    if cut == nc:
+        return None, nc
+    return partial(project_into, x[t0 + cut : t0 + nc], W_xh, g[cut:], matmul), cut
+
+
+def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1) -> np.ndarray:
     """W_xh x_t for all T steps of x (T, B, I) -> (T, B, G), computed in the chunks of :func:`chunk_steps`
-    (those of the inference walks)."""
+    and, where the walk is split over ``units`` workers, each chunk's head and tail apart
+    (:func:`head_steps`): the products of the inference walks."""
     T, B, _ = x.shape
     G = W_xh.shape[0]
     out = np.empty((T, B, G), dtype=x.dtype)
     n = chunk_steps(T, B, G)
     for t0 in range(0, T, n):
-        project_into(x[t0 : t0 + n], W_xh, out[t0 : t0 + n], matmul)
+        nc = min(n, T - t0)
+        cut = head_steps(nc, units) or nc
+        project_into(x[t0 : t0 + cut], W_xh, out[t0 : t0 + cut], matmul)
+        if cut < nc:
+            project_into(x[t0 + cut : t0 + nc], W_xh, out[t0 + cut : t0 + nc], matmul)
     return out
 
 

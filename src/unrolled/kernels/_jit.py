@@ -1235,9 +1235,11 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
 # (steps started: a worker starts share j of step t by moving it from t to t + 1, compare-and-swap, so
 # exactly one does) and ``done`` (steps finished; written with release, read with acquire ordering: LLVM
 # atomics, as an ordinary load could be hoisted out of the waiting loop). A waiting worker spins
-# (``pause``) briefly, then yields its core (``sched_yield``). The last slot is the abort flag: set by the
-# Python side when a worker fails before its walk, it makes a waiting worker return False instead of
-# waiting forever. Orchestrated by :mod:`unrolled.kernels._units`.
+# (``pause``) briefly, then yields its core (``sched_yield``). Then the abort flag: set by the Python side
+# when a worker fails before its walk, it makes a waiting worker return False instead of waiting forever.
+# The last slot, ``ready``, counts the steps whose input projection is written: a forward walk waits for
+# it before each step (a partner may still be projecting the chunk's tail while the walk starts on its
+# head). Orchestrated by :mod:`unrolled.kernels._units`.
 UNIT_SLOT = 16  # int64s per counter (128 bytes: two cache lines, so no two counters share a line)
 _SPINS = 200  # pause loops (~5 µs at 25 ns each on Zen 4) before a waiting worker starts yielding its core
 
@@ -1316,6 +1318,30 @@ def _await_step(flags, k, t):
 
 
 @njit(inline="always", **_OPTS)
+def _await_inputs(flags, k, t):
+    """Wait until the input projection of step t is written: the ``ready`` slot (after the abort slot)
+    counts the projected steps of the chunk (a partner projects its tail while the walk starts on its
+    head: :func:`unrolled.kernels._units.run`). False if a worker aborted."""
+    spins = 0
+    while _load_acquire(flags, (2 * k + 1) * UNIT_SLOT) <= t:
+        if spins < _SPINS:
+            spins += 1
+            _pause()
+        else:
+            if _load_acquire(flags, 2 * k * UNIT_SLOT) != 0:
+                return False
+            _sched_yield()
+    return True
+
+
+@njit(**_OPTS)
+def publish(flags, i, value):
+    """flags[i] = value with release ordering (what was written before, e.g. a projection, is seen by a
+    worker that reads the slot with acquire ordering). Called from Python."""
+    _store_release(flags, i, value)
+
+
+@njit(inline="always", **_OPTS)
 def _claim(flags, j, t):
     """Start share j of step t, unless a worker already has (True: this worker does it)."""
     return _compare_swap(flags, 2 * j * UNIT_SLOT, t, t + 1)
@@ -1343,6 +1369,8 @@ def lstm_forward_units(gates, W_hh, bounds, bias, scale, offset, hs, cs, tanh_c,
     for t in range(gates.shape[0]):
         if not _await_step(flags, k, t):
             return False
+        if not _await_inputs(flags, k, t):
+            return False
         for i in range(k):
             j = (me + i) % k  # its own share first
             if _claim(flags, j, t):
@@ -1364,6 +1392,8 @@ def lstm_infer_units(t0, gates, W_hh, bounds, bias, scale, offset, hs, cs, tc, v
     k = bounds.shape[0] - 1
     for s in range(gates.shape[0]):
         if not _await_step(flags, k, s):
+            return False
+        if not _await_inputs(flags, k, s):
             return False
         t = t0 + s
         for i in range(k):
@@ -1387,6 +1417,8 @@ def gru_forward_units(gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags,
     for t in range(gates.shape[0]):
         if not _await_step(flags, k, t):
             return False
+        if not _await_inputs(flags, k, t):
+            return False
         for i in range(k):
             j = (me + i) % k
             if _claim(flags, j, t):
@@ -1407,6 +1439,8 @@ def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flag
     k = bounds.shape[0] - 1
     for s in range(gates.shape[0]):
         if not _await_step(flags, k, s):
+            return False
+        if not _await_inputs(flags, k, s):
             return False
         t = t0 + s
         for i in range(k):

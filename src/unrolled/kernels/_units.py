@@ -43,19 +43,31 @@ def run(
     before: Sequence,
     after: Sequence = (),
     recs: np.ndarray | None = None,
+    tail: Callable[[], None] | None = None,
+    head: int = 0,
 ) -> None:
     """``walk(*before, bounds, *after, [rec,] flags, me)`` on k workers at once over k shares of the H units,
     worker w with ``recs[w]`` (B, G·H) as its product buffer where ``recs`` is given. Returns when every
     worker has finished; a worker's exception is raised here (the others stop waiting for it: the abort
-    slot)."""
+    slot).
+
+    ``tail``: the input projection of the chunk's steps from ``head`` on, still to be written. Worker k − 1
+    (a pool thread, never the calling one) runs it first, then joins the walk; the walk starts at once on
+    the ``head`` steps the caller has projected and waits, from step ``head`` on, for the tail (the
+    ``ready`` slot). Without it every step's projection is taken as written."""
     from unrolled.kernels import _jit
 
-    flags = np.zeros((2 * k + 1) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort
+    flags = np.zeros((2 * k + 2) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort; ready
+    ready = (2 * k + 1) * _jit.UNIT_SLOT
+    flags[ready] = head if tail is not None else np.iinfo(np.int64).max
     shares = np.array(bounds(H, k), dtype=np.int64)
 
     def task(w: int) -> bool:
         own = () if recs is None else (recs[w],)
         try:
+            if tail is not None and w == k - 1:
+                tail()
+                _jit.publish(flags, ready, np.iinfo(np.int64).max)
             return walk(*before, shares, *after, *own, flags, w)
         except BaseException:
             flags[2 * k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker

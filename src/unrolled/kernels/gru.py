@@ -26,7 +26,7 @@ from unrolled.kernels._common import (
     chunk_steps,
     gate_affine,
     project_chunked,
-    project_into,
+    project_head,
     scratch,
     step_masks,
     transpose,
@@ -204,8 +204,9 @@ class CompiledGRUCell(BatchSplit):
         jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        # (T, B, 3H); the biases are added in the kernel
-        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))  # in the inference walk's chunks
+        units = kernels.unit_workers(T, B, 3, H)
+        # (T, B, 3H), in the pieces the inference walk uses; the biases are added in the kernel
+        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -214,7 +215,6 @@ class CompiledGRUCell(BatchSplit):
         hs[0] = state0[0]
         valid = valid_steps(mask, T, B, x.dtype)
         walks = kernels.walks_for(B, 3, H)
-        units = kernels.unit_workers(T, B, 3, H)
         if units > 1:  # the hidden units shared out across workers (a small batch)
             W = np.ascontiguousarray(p["W_hh"])
             recs = np.empty((units, B, 3 * H), dtype=x.dtype)
@@ -254,9 +254,10 @@ class CompiledGRUCell(BatchSplit):
             W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
-            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            tail, cut = project_head(x, t0, g, p["W_xh"], matmul, units)
             if units > 1:
-                _units.run(jit.gru_infer_units, units, H, (t0, g, W), (b_h, b_hn, hs, hn, valid), recs)
+                after = (b_h, b_hn, hs, hn, valid)
+                _units.run(jit.gru_infer_units, units, H, (t0, g, W), after, recs, tail, cut)
             elif walks is not None:
                 walks.gru_infer_seq(t0, g, W, b_h, b_hn, hs, hn, valid, rec)
             else:

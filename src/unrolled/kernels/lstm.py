@@ -36,7 +36,7 @@ from unrolled.kernels._common import (
     chunk_steps,
     gate_affine,
     project_chunked,
-    project_into,
+    project_head,
     scratch,
     step_masks,
     transpose,
@@ -205,8 +205,9 @@ class CompiledLSTMCell(BatchSplit):
         jit = self.jit
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
-        # (T, B, 4H), in the chunks the inference walk uses; b_h is added in the kernel
-        gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype))
+        units = kernels.unit_workers(T, B, 4, H)
+        # (T, B, 4H), in the pieces the inference walk uses; b_h is added in the kernel
+        gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -216,7 +217,6 @@ class CompiledLSTMCell(BatchSplit):
         scale, offset = gate_affine(_PATTERN, H, x.dtype)
         bias = bias_or_zeros(p, "b_h", 4 * H, x.dtype)
         walks = kernels.walks_for(B, 4, H)
-        units = kernels.unit_workers(T, B, 4, H)
         if units > 1:  # the hidden units shared out across workers (a small batch)
             _units.run(
                 jit.lstm_forward_units, units, H, (gates, np.ascontiguousarray(p["W_hh"])),
@@ -262,11 +262,10 @@ class CompiledLSTMCell(BatchSplit):
             W = walks.forward_weights(p["W_hh"], B) if walks is not None else transpose(p["W_hh"])
         for t0 in range(0, T, n):
             g = buf[: min(n, T - t0)]
-            project_into(x[t0 : t0 + n], p["W_xh"], g, matmul)
+            tail, cut = project_head(x, t0, g, p["W_xh"], matmul, units)
             if units > 1:
-                _units.run(
-                    jit.lstm_infer_units, units, H, (t0, g, W), (bias, scale, offset, hs, cs, tc, valid), recs
-                )
+                after = (bias, scale, offset, hs, cs, tc, valid)
+                _units.run(jit.lstm_infer_units, units, H, (t0, g, W), after, recs, tail, cut)
             elif walks is not None:
                 walks.lstm_infer_seq(t0, g, W, bias, scale, offset, hs, cs, tc, valid, rec)
             else:
