@@ -237,10 +237,9 @@ def _infer_walk_args(T: int, H: int, seed: int):
 
 
 def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects():
-    """The caller has projected the head (4 of 20 steps); worker 1 projects the tail, slowly (0.2 s),
-    then joins. The tail is NaN until it is written, so a step read too early would spread NaN. The
-    outputs equal those of a walk whose every step was projected first, and the caller's walk began
-    before the tail was written."""
+    """The caller has projected the head (4 of 20 steps); worker 1 claims the tail and projects it, slowly
+    (0.2 s); the caller's walk starts before it is written. The tail is NaN until then, so a step read too early
+    would spread NaN. The outputs equal those of a walk whose every step was projected first."""
     import time
 
     from unrolled.kernels import _jit
@@ -260,11 +259,13 @@ def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects()
         spans = {}
 
         def tail():
-            spans["tail"] = time.perf_counter()
+            spans["tail"], spans["by"] = time.perf_counter(), threading.get_ident()
             time.sleep(0.2)
             gates[head:] = whole_gates[head:]
 
         def walk(*a):
+            if a[-1] == 0:
+                time.sleep(0.05)  # so worker 1 claims the tail first (else the caller would project it)
             spans.setdefault(a[-1], time.perf_counter())
             return _jit.lstm_infer_units(*a)
 
@@ -272,7 +273,8 @@ def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects()
     finally:
         threads.set_threads(None)
     np.testing.assert_array_equal(after[3], expected)
-    assert spans[0] < spans["tail"] + 0.2 < spans[1]  # the caller walked while worker 1 still projected
+    assert spans["by"] != threading.get_ident()  # worker 1 projected the tail
+    assert spans[0] < spans["tail"] + 0.2  # the caller walked the head before the tail was written
 
 
 def test_a_tail_that_fails_releases_the_walk_and_its_error_is_raised():
@@ -339,3 +341,44 @@ def test_training_and_inference_project_the_same_pieces_a_head_and_a_tail_per_ch
     threads.set_threads(1)  # no unit split: one product per chunk
     layer.forward(x, need_grad=False)
     assert pieces == chunks
+
+
+def test_a_partner_that_starts_late_is_not_waited_for_the_caller_projects_the_tail_itself(monkeypatch):
+    """Worker 1 starts 0.3 s late (its core busy): the caller, at the first unprojected step, finds the
+    tail unclaimed, projects it itself and walks every step alone. The tail is projected exactly once,
+    and the outputs are those of a walk whose every step was projected first."""
+    import time
+
+    from unrolled.kernels import _jit
+
+    H, T, head = 128, 20, 4
+    gates, before, after = _infer_walk_args(T, H, seed=5)
+    whole_gates = gates.copy()
+    threads.set_threads(2)
+    try:
+        _units.run(_jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32))
+        expected = after[3].copy()
+        gates[:head] = whole_gates[:head]  # the walk leaves its activations in the gates it is given
+        gates[head:] = np.nan
+        after[3][1:] = 0.0
+        after[4][0] = 0.0
+        projected_by = []
+
+        def tail():
+            projected_by.append(threading.get_ident())
+            gates[head:] = whole_gates[head:]
+
+        real_claim = _jit.claim_tail
+
+        def late_claim(flags):
+            time.sleep(0.3)
+            return real_claim(flags)
+
+        monkeypatch.setattr(_jit, "claim_tail", late_claim)
+        _units.run(
+            _jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32), tail, head
+        )
+    finally:
+        threads.set_threads(None)
+    assert projected_by == [threading.get_ident()]  # once, by the calling thread
+    np.testing.assert_array_equal(after[3], expected)

@@ -1237,9 +1237,11 @@ def rnn_backward_seq(d_hs, dh_rec, carry, dact, da, valid, WT):
 # atomics, as an ordinary load could be hoisted out of the waiting loop). A waiting worker spins
 # (``pause``) briefly, then yields its core (``sched_yield``). Then the abort flag: set by the Python side
 # when a worker fails before its walk, it makes a waiting worker return False instead of waiting forever.
-# The last slot, ``ready``, counts the steps whose input projection is written: a forward walk waits for
-# it before each step (a partner may still be projecting the chunk's tail while the walk starts on its
-# head). Orchestrated by :mod:`unrolled.kernels._units`.
+# Then ``ready``, the steps whose input projection is written, and ``tail``, claimed (1) by the worker that
+# projects the rest: a forward walk may start on the head of a chunk while a partner projects its tail,
+# and waits for ``ready`` before each step; a worker that finds the tail unclaimed there claims it and
+# returns 2, to project it in Python and start its walk again (so a partner that has not started yet is
+# not waited for). Orchestrated by :mod:`unrolled.kernels._units`.
 UNIT_SLOT = 16  # int64s per counter (128 bytes: two cache lines, so no two counters share a line)
 _SPINS = 200  # pause loops (~5 µs at 25 ns each on Zen 4) before a waiting worker starts yielding its core
 
@@ -1319,19 +1321,29 @@ def _await_step(flags, k, t):
 
 @njit(inline="always", **_OPTS)
 def _await_inputs(flags, k, t):
-    """Wait until the input projection of step t is written: the ``ready`` slot (after the abort slot)
-    counts the projected steps of the chunk (a partner projects its tail while the walk starts on its
-    head: :func:`unrolled.kernels._units.run`). False if a worker aborted."""
+    """Wait until the input projection of step t is written: the ``ready`` slot counts the projected
+    steps of the chunk (the tail, past the head the caller projected, is projected by whichever worker
+    claims it first: :func:`unrolled.kernels._units.run`). 1: written; 2: no worker had claimed the tail,
+    and this one now has (its walk returns 2, projects it and starts again); 0: a worker aborted."""
     spins = 0
     while _load_acquire(flags, (2 * k + 1) * UNIT_SLOT) <= t:
+        if _compare_swap(flags, (2 * k + 2) * UNIT_SLOT, 0, 1):
+            return 2
         if spins < _SPINS:
             spins += 1
             _pause()
         else:
             if _load_acquire(flags, 2 * k * UNIT_SLOT) != 0:
-                return False
+                return 0
             _sched_yield()
-    return True
+    return 1
+
+
+@njit(**_OPTS)
+def claim_tail(flags):
+    """Claim the projection of the chunk's tail (True: this worker projects it). Called from Python."""
+    k = (flags.shape[0] // UNIT_SLOT - 3) // 2
+    return _compare_swap(flags, (2 * k + 2) * UNIT_SLOT, 0, 1)
 
 
 @njit(**_OPTS)
@@ -1364,13 +1376,15 @@ def _unit_products(h, W_hh, lo, hi, rec):
 @njit(**_OPTS)
 def lstm_forward_units(gates, W_hh, bounds, bias, scale, offset, hs, cs, tanh_c, valid, rec, flags, me):
     """Worker ``me``'s part of :func:`lstm_forward_seq` split into the shares of ``bounds`` (the same
-    arrays; rec this worker's own). False if another worker aborted."""
+    arrays; rec this worker's own). Returns 1 when the walk is done, 0 if another worker aborted, 2 when
+    this worker has claimed the projection of the steps still missing (:func:`_await_inputs`)."""
     k = bounds.shape[0] - 1
     for t in range(gates.shape[0]):
         if not _await_step(flags, k, t):
-            return False
-        if not _await_inputs(flags, k, t):
-            return False
+            return 0
+        got = _await_inputs(flags, k, t)
+        if got != 1:
+            return got
         for i in range(k):
             j = (me + i) % k  # its own share first
             if _claim(flags, j, t):
@@ -1382,7 +1396,7 @@ def lstm_forward_units(gates, W_hh, bounds, bias, scale, offset, hs, cs, tanh_c,
                         hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi,
                     )  # fmt: skip
                 _finish(flags, j, t)
-    return _await_step(flags, k, gates.shape[0])
+    return 1 if _await_step(flags, k, gates.shape[0]) else 0
 
 
 @njit(**_OPTS)
@@ -1392,9 +1406,10 @@ def lstm_infer_units(t0, gates, W_hh, bounds, bias, scale, offset, hs, cs, tc, v
     k = bounds.shape[0] - 1
     for s in range(gates.shape[0]):
         if not _await_step(flags, k, s):
-            return False
-        if not _await_inputs(flags, k, s):
-            return False
+            return 0
+        got = _await_inputs(flags, k, s)
+        if got != 1:
+            return got
         t = t0 + s
         for i in range(k):
             j = (me + i) % k
@@ -1407,7 +1422,7 @@ def lstm_infer_units(t0, gates, W_hh, bounds, bias, scale, offset, hs, cs, tc, v
                         hs[t, b], hs[t + 1, b], valid[t, b] != 0, lo, hi,
                     )  # fmt: skip
                 _finish(flags, j, s)
-    return _await_step(flags, k, gates.shape[0])
+    return 1 if _await_step(flags, k, gates.shape[0]) else 0
 
 
 @njit(**_OPTS)
@@ -1416,9 +1431,10 @@ def gru_forward_units(gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags,
     k = bounds.shape[0] - 1
     for t in range(gates.shape[0]):
         if not _await_step(flags, k, t):
-            return False
-        if not _await_inputs(flags, k, t):
-            return False
+            return 0
+        got = _await_inputs(flags, k, t)
+        if got != 1:
+            return got
         for i in range(k):
             j = (me + i) % k
             if _claim(flags, j, t):
@@ -1430,7 +1446,7 @@ def gru_forward_units(gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flags,
                         lo, hi,
                     )  # fmt: skip
                 _finish(flags, j, t)
-    return _await_step(flags, k, gates.shape[0])
+    return 1 if _await_step(flags, k, gates.shape[0]) else 0
 
 
 @njit(**_OPTS)
@@ -1439,9 +1455,10 @@ def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flag
     k = bounds.shape[0] - 1
     for s in range(gates.shape[0]):
         if not _await_step(flags, k, s):
-            return False
-        if not _await_inputs(flags, k, s):
-            return False
+            return 0
+        got = _await_inputs(flags, k, s)
+        if got != 1:
+            return got
         t = t0 + s
         for i in range(k):
             j = (me + i) % k
@@ -1454,7 +1471,7 @@ def gru_infer_units(t0, gates, W_hh, bounds, b_h, b_hn, hs, hn, valid, rec, flag
                         lo, hi,
                     )  # fmt: skip
                 _finish(flags, j, s)
-    return _await_step(flags, k, gates.shape[0])
+    return 1 if _await_step(flags, k, gates.shape[0]) else 0
 
 
 @njit(**_OPTS)

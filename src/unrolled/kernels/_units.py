@@ -52,23 +52,33 @@ def run(
     slot).
 
     ``tail``: the input projection of the chunk's steps from ``head`` on, still to be written. Worker k − 1
-    (a pool thread, never the calling one) runs it first, then joins the walk; the walk starts at once on
-    the ``head`` steps the caller has projected and waits, from step ``head`` on, for the tail (the
-    ``ready`` slot). Without it every step's projection is taken as written."""
+    (a pool thread, never the calling one) claims it first and runs it, then joins the walk; the walk starts
+    at once on the ``head`` steps the caller has projected and waits, from step ``head`` on, for the tail
+    (the ``ready`` slot). A worker that reaches step ``head`` while the tail is still unclaimed (worker k − 1
+    has not started: its core is busy) claims and projects it itself, then walks on. Without ``tail`` every
+    step's projection is taken as written."""
     from unrolled.kernels import _jit
 
-    flags = np.zeros((2 * k + 2) * _jit.UNIT_SLOT, dtype=np.int64)  # claimed, done per share; abort; ready
+    # claimed, done per share; abort; ready (steps projected); tail (claimed)
+    flags = np.zeros((2 * k + 3) * _jit.UNIT_SLOT, dtype=np.int64)
     ready = (2 * k + 1) * _jit.UNIT_SLOT
     flags[ready] = head if tail is not None else np.iinfo(np.int64).max
     shares = np.array(bounds(H, k), dtype=np.int64)
 
+    def project_tail() -> None:
+        tail()
+        _jit.publish(flags, ready, np.iinfo(np.int64).max)
+
     def task(w: int) -> bool:
         own = () if recs is None else (recs[w],)
         try:
-            if tail is not None and w == k - 1:
-                tail()
-                _jit.publish(flags, ready, np.iinfo(np.int64).max)
-            return walk(*before, shares, *after, *own, flags, w)
+            if tail is not None and w == k - 1 and _jit.claim_tail(flags):
+                project_tail()
+            while True:
+                got = walk(*before, shares, *after, *own, flags, w)
+                if got != 2:
+                    return bool(got)
+                project_tail()  # this worker claimed it in the walk; then the walk goes on where it stopped
         except BaseException:
             flags[2 * k * _jit.UNIT_SLOT] = 1  # the others stop waiting for this worker
             raise
