@@ -238,8 +238,8 @@ def _infer_walk_args(T: int, H: int, seed: int):
 
 def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects():
     """The caller has projected the head (4 of 20 steps); worker 1 claims the tail and projects it, slowly
-    (0.2 s); the caller's walk starts before it is written. The tail is NaN until then, so a step read too early
-    would spread NaN. The outputs equal those of a walk whose every step was projected first."""
+    (0.2 s); the caller's walk starts before it is written. The tail is NaN until then, so a step read
+    too early would spread NaN. The outputs equal those of a walk whose every step was projected first."""
     import time
 
     from unrolled.kernels import _jit

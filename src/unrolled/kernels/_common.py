@@ -128,7 +128,7 @@ def head_steps(steps: int, units: int) -> int:
 def project_head(x: np.ndarray, t0: int, g: np.ndarray, W_xh: np.ndarray, matmul, units: int):
     """For the chunk of an inference walk from step t0 (its gates buffer ``g``, (Tc, B, G)): projects
     the chunk's head now, and returns (tail, head): ``tail()`` projects the rest (None where nothing is
-    left: the chunk is one product without a unit split), as :func:`project_chunked` cuts it."""
+    left: the chunk is one product without a unit split), as :func:`project_started` cuts it."""
     nc = g.shape[0]
     cut = head_steps(nc, units) or nc
     project_into(x[t0 : t0 + cut], W_xh, g[:cut], matmul)
@@ -137,20 +137,36 @@ def project_head(x: np.ndarray, t0: int, g: np.ndarray, W_xh: np.ndarray, matmul
     return partial(project_into, x[t0 + cut : t0 + nc], W_xh, g[cut:], matmul), cut
 
 
-def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1) -> np.ndarray:
-    """W_xh x_t for all T steps of x (T, B, I) -> (T, B, G), computed in the chunks of :func:`chunk_steps`
-    and, where the walk is split over ``units`` workers, each chunk's head and tail apart
-    (:func:`head_steps`): the products of the inference walks."""
+def project_started(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1):
+    """W_xh x_t for all T steps of x (T, B, I), in the pieces of the inference walks (the chunks of
+    :func:`chunk_steps`; under a unit split, each chunk's head and tail apart, :func:`head_steps`), begun:
+    returns (out (T, B, G), tail, head) with the first piece (``head`` steps) projected and ``tail()``
+    projecting the others in order (None where there are none), for a training forward's walk to start on
+    the head (:func:`unrolled.kernels._units.run`)."""
     T, B, _ = x.shape
     G = W_xh.shape[0]
     out = np.empty((T, B, G), dtype=x.dtype)
     n = chunk_steps(T, B, G)
+    pieces = []
     for t0 in range(0, T, n):
         nc = min(n, T - t0)
         cut = head_steps(nc, units) or nc
-        project_into(x[t0 : t0 + cut], W_xh, out[t0 : t0 + cut], matmul)
-        if cut < nc:
-            project_into(x[t0 + cut : t0 + nc], W_xh, out[t0 + cut : t0 + nc], matmul)
+        pieces += [(t0, t0 + cut)] + ([(t0 + cut, t0 + nc)] if cut < nc else [])
+
+    def project(todo) -> None:
+        for a, b in todo:
+            project_into(x[a:b], W_xh, out[a:b], matmul)
+
+    project(pieces[:1])
+    return out, (partial(project, pieces[1:]) if len(pieces) > 1 else None), pieces[0][1]
+
+
+def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1) -> np.ndarray:
+    """W_xh x_t for all T steps of x (T, B, I) -> (T, B, G), in the pieces of the inference walks
+    (:func:`project_started`), all of them now."""
+    out, tail, _ = project_started(x, W_xh, matmul, units)
+    if tail is not None:
+        tail()
     return out
 
 

@@ -25,8 +25,8 @@ from unrolled.kernels._common import (
     bias_or_zeros,
     chunk_steps,
     gate_affine,
-    project_chunked,
     project_head,
+    project_started,
     scratch,
     step_masks,
     transpose,
@@ -205,8 +205,11 @@ class CompiledGRUCell(BatchSplit):
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         units = kernels.unit_workers(T, B, 3, H)
-        # (T, B, 3H), in the pieces the inference walk uses; the biases are added in the kernel
-        xp = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
+        # (T, B, 3H), in the pieces the inference walk uses; the biases are added in the kernel. Under a
+        # unit split the walk starts on the first piece while a worker projects the others (the tail)
+        xp, tail, head = project_started(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
+        if units <= 1 and tail is not None:
+            tail()
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
@@ -218,7 +221,7 @@ class CompiledGRUCell(BatchSplit):
         if units > 1:  # the hidden units shared out across workers (a small batch)
             W = np.ascontiguousarray(p["W_hh"])
             recs = np.empty((units, B, 3 * H), dtype=x.dtype)
-            _units.run(jit.gru_forward_units, units, H, (xp, W), (b_h, b_hn, hs, hn, valid), recs)
+            _units.run(jit.gru_forward_units, units, H, (xp, W), (b_h, b_hn, hs, hn, valid), recs, tail, head)
         elif walks is not None:  # the whole walk in one compiled call
             walks.gru_forward_seq(xp, walks.forward_weights(p["W_hh"], B), b_h, b_hn, hs, hn, valid, rec)
         else:

@@ -35,8 +35,8 @@ from unrolled.kernels._common import (
     bias_or_zeros,
     chunk_steps,
     gate_affine,
-    project_chunked,
     project_head,
+    project_started,
     scratch,
     step_masks,
     transpose,
@@ -206,8 +206,11 @@ class CompiledLSTMCell(BatchSplit):
         T, B, _ = x.shape
         H = p["W_hh"].shape[1]
         units = kernels.unit_workers(T, B, 4, H)
-        # (T, B, 4H), in the pieces the inference walk uses; b_h is added in the kernel
-        gates = project_chunked(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
+        # (T, B, 4H), in the pieces the inference walk uses; b_h is added in the kernel. Under a unit split
+        # the walk starts on the first piece while a worker projects the others (the tail)
+        gates, tail, head = project_started(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
+        if units <= 1 and tail is not None:
+            tail()
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
@@ -221,6 +224,7 @@ class CompiledLSTMCell(BatchSplit):
             _units.run(
                 jit.lstm_forward_units, units, H, (gates, np.ascontiguousarray(p["W_hh"])),
                 (bias, scale, offset, hs, cs, tanh_c, valid), np.empty((units, B, 4 * H), dtype=x.dtype),
+                tail, head,
             )  # fmt: skip
         elif walks is not None:  # the whole walk in one compiled call
             walks.lstm_forward_seq(
