@@ -10,6 +10,11 @@ each waits until every share of step t is done (:mod:`unrolled.kernels._jit`, "t
 reads only its share of W_hh, which then stays in its own core's cache (at H = 256 an LSTM's W_hh is 1 MiB,
 as large as one core's L2 on the machine we measure on).
 
+A forward walk does not wait for the whole chunk's input projection: the calling thread projects its
+head (:func:`unrolled.kernels._common.head_steps`) and starts walking, alone at first, while a partner
+projects the tail and then joins; each step waits until its projection is written, and the tail goes to
+whichever worker claims it first (a partner that has no core yet is not waited for).
+
 Used where :func:`unrolled.kernels.unit_workers` says so, by the training forward and the inference walk
 alike, so the two stay equal bit for bit. Each unit's arithmetic is the one-worker kernels' own
 (``_jit._lstm_units``, ``_jit._gru_units``); the products are matmul_nt's, where the one-worker walk may
