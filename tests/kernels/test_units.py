@@ -163,13 +163,20 @@ def test_a_worker_that_fails_releases_the_others_and_its_error_is_raised():
             raise MemoryError("worker 1 could not start")
         return _jit.lstm_forward_units(*a)
 
-    outcome = []
+    error = _error_of_a_split_run(lambda: _units.run(walk, 2, H, *args, np.empty((2, 1, 4 * H), f)))
+    assert isinstance(error, MemoryError) and "could not start" in str(error)
+
+
+def _error_of_a_split_run(run) -> BaseException | None:
+    """What ``run()`` (a unit split on a budget of two) raised, called in a thread of its own; fails the
+    test if that thread is still waiting after 60 s (a walk left waiting for a worker that failed)."""
+    outcome: list[BaseException] = []
 
     def call():
         try:
             threads.set_threads(2)
-            _units.run(walk, 2, H, *args, np.empty((2, 1, 4 * H), f))
-        except MemoryError as e:
+            run()
+        except BaseException as e:
             outcome.append(e)
         finally:
             threads.set_threads(None)
@@ -177,8 +184,8 @@ def test_a_worker_that_fails_releases_the_others_and_its_error_is_raised():
     t = threading.Thread(target=call)
     t.start()
     t.join(timeout=60)
-    assert not t.is_alive(), "the calling worker is still waiting for the failed one"
-    assert len(outcome) == 1 and "could not start" in str(outcome[0])
+    assert not t.is_alive(), "the split run is still waiting for a worker that failed"
+    return outcome[0] if outcome else None
 
 
 def test_a_worker_that_starts_late_is_not_waited_for_the_others_do_its_share():
@@ -236,6 +243,23 @@ def _infer_walk_args(T: int, H: int, seed: int):
     return gates, (0, gates, W), after
 
 
+def _walk_with_the_tail_unprojected(H: int, T: int, head: int, seed: int):
+    """The hs of a walk whose every step was projected first (a budget of two workers), then the same
+    walk's arrays set back to its start with the steps from ``head`` on unprojected (NaN): (before, after,
+    the gates those steps should get, the expected hs)."""
+    from unrolled.kernels import _jit
+
+    gates, before, after = _infer_walk_args(T, H, seed)
+    whole_gates = gates.copy()
+    _units.run(_jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32))
+    expected = after[3].copy()  # hs
+    gates[:head] = whole_gates[:head]  # the walk leaves its activations in the gates it is given
+    gates[head:] = np.nan
+    after[3][1:] = 0.0  # h_1.. (h_0 stays zero)
+    after[4][0] = 0.0  # c_0
+    return before, after, whole_gates, expected
+
+
 def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects():
     """The caller has projected the head (4 of 20 steps); worker 1 claims the tail and projects it, slowly
     (0.2 s); the caller's walk starts before it is written. The tail is NaN until then, so a step read
@@ -245,17 +269,10 @@ def test_the_walk_starts_on_the_head_and_waits_for_the_tail_a_partner_projects()
     from unrolled.kernels import _jit
 
     H, T, head = 128, 20, 4
-    gates, before, after = _infer_walk_args(T, H, seed=3)
-    whole_gates = gates.copy()
     threads.set_threads(2)
     try:
-        _units.run(_jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32))
-        expected = after[3].copy()  # hs
-
-        gates[:] = whole_gates
-        gates[head:] = np.nan
-        after[3][1:] = 0.0
-        after[4][0] = 0.0
+        before, after, whole_gates, expected = _walk_with_the_tail_unprojected(H, T, head, seed=3)
+        gates = before[1]
         spans = {}
 
         def tail():
@@ -284,27 +301,15 @@ def test_a_tail_that_fails_releases_the_walk_and_its_error_is_raised():
 
     H, T = 128, 10
     _, before, after = _infer_walk_args(T, H, seed=4)
-    outcome = []
 
     def tail():
         raise MemoryError("no room for the tail's projection")
 
-    def call():
-        try:
-            threads.set_threads(2)
-            _units.run(
-                _jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32), tail, 3
-            )
-        except MemoryError as e:
-            outcome.append(e)
-        finally:
-            threads.set_threads(None)
-
-    t = threading.Thread(target=call)
-    t.start()
-    t.join(timeout=60)
-    assert not t.is_alive(), "the walk is still waiting for the tail"
-    assert len(outcome) == 1 and "tail's projection" in str(outcome[0])
+    recs = np.empty((2, 1, 4 * H), np.float32)
+    error = _error_of_a_split_run(
+        lambda: _units.run(_jit.lstm_infer_units, 2, H, before, after, recs, tail, 3)
+    )
+    assert isinstance(error, MemoryError) and "tail's projection" in str(error)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -352,16 +357,10 @@ def test_a_partner_that_starts_late_is_not_waited_for_the_caller_projects_the_ta
     from unrolled.kernels import _jit
 
     H, T, head = 128, 20, 4
-    gates, before, after = _infer_walk_args(T, H, seed=5)
-    whole_gates = gates.copy()
     threads.set_threads(2)
     try:
-        _units.run(_jit.lstm_infer_units, 2, H, before, after, np.empty((2, 1, 4 * H), np.float32))
-        expected = after[3].copy()
-        gates[:head] = whole_gates[:head]  # the walk leaves its activations in the gates it is given
-        gates[head:] = np.nan
-        after[3][1:] = 0.0
-        after[4][0] = 0.0
+        before, after, whole_gates, expected = _walk_with_the_tail_unprojected(H, T, head, seed=5)
+        gates = before[1]
         projected_by = []
 
         def tail():
