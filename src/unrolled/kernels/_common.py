@@ -140,9 +140,9 @@ def project_head(x: np.ndarray, t0: int, g: np.ndarray, W_xh: np.ndarray, matmul
 def project_started(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1):
     """W_xh x_t for all T steps of x (T, B, I), in the pieces of the inference walks (the chunks of
     :func:`chunk_steps`; under a unit split, each chunk's head and tail apart, :func:`head_steps`), begun:
-    returns (out (T, B, G), tail, head) with the first piece (``head`` steps) projected and ``tail()``
-    projecting the others in order (None where there are none), for a training forward's walk to start on
-    the head (:func:`unrolled.kernels._units.run`)."""
+    returns (out (T, B, G), tail, head): under a unit split only the first piece (``head`` steps) is
+    projected and ``tail()`` projects the others in order, for a training forward's walk to start on the
+    head (:func:`unrolled.kernels._units.run`); else every piece is, and ``tail`` is None."""
     T, B, _ = x.shape
     G = W_xh.shape[0]
     out = np.empty((T, B, G), dtype=x.dtype)
@@ -157,8 +157,11 @@ def project_started(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1):
         for a, b in todo:
             project_into(x[a:b], W_xh, out[a:b], matmul)
 
+    if units <= 1 or len(pieces) == 1:  # no walk to start early
+        project(pieces)
+        return out, None, T
     project(pieces[:1])
-    return out, (partial(project, pieces[1:]) if len(pieces) > 1 else None), pieces[0][1]
+    return out, partial(project, pieces[1:]), pieces[0][1]
 
 
 def project_chunked(x: np.ndarray, W_xh: np.ndarray, matmul, units: int = 1) -> np.ndarray:

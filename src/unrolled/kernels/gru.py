@@ -208,8 +208,6 @@ class CompiledGRUCell(BatchSplit):
         # (T, B, 3H), in the pieces the inference walk uses; the biases are added in the kernel. Under a
         # unit split the walk starts on the first piece while a worker projects the others (the tail)
         xp, tail, head = project_started(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
-        if units <= 1 and tail is not None:
-            tail()
         b_h = bias_or_zeros(p, "b_h", 3 * H, x.dtype)
         b_hn = bias_or_zeros(p, "b_hn", H, x.dtype)
         hs = np.empty((T + 1, B, H), dtype=x.dtype)

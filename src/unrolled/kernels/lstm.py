@@ -209,8 +209,6 @@ class CompiledLSTMCell(BatchSplit):
         # (T, B, 4H), in the pieces the inference walk uses; b_h is added in the kernel. Under a unit split
         # the walk starts on the first piece while a worker projects the others (the tail)
         gates, tail, head = project_started(x, p["W_xh"], kernels.bulk_matmul(x.dtype), units)
-        if units <= 1 and tail is not None:
-            tail()
         hs = np.empty((T + 1, B, H), dtype=x.dtype)
         cs = np.empty((T + 1, B, H), dtype=x.dtype)
         tanh_c = np.empty((T, B, H), dtype=x.dtype)
