@@ -29,6 +29,7 @@ from unrolled._checks import check_array, check_lengths, one_of, positive_int, p
 from unrolled.cells import GRUCell, GRUVariantCell, LSTMCell, LSTMVariantCell, RNNCell
 from unrolled.init import glorot_uniform, orthogonal
 from unrolled.kernels import streaming
+from unrolled.kernels._pool import counts_caller
 from unrolled.kernels.quantized import QuantizedWeights
 
 # The cells' plain parameter names (b_hn: GRU reset_after; the rest: the variants of cells/lstm_variant.py
@@ -270,6 +271,7 @@ class RecurrentLayer:
     def __call__(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
         return self.forward(x, h0, lengths, need_grad=need_grad)
 
+    @counts_caller
     def forward(self, x: np.ndarray, h0=None, lengths=None, *, need_grad: bool | None = None):
         """Run the whole stack over a batch of sequences.
 
@@ -370,6 +372,7 @@ class RecurrentLayer:
         out = inp.transpose(1, 0, 2) if self.batch_first else inp
         return out, self._pack_state(h_n)
 
+    @counts_caller
     def backward(
         self,
         d_out: np.ndarray,

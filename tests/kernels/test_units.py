@@ -3,8 +3,9 @@
 Each worker computes its units' rows of every gate block and their states, then waits for the others
 before the next step. It must give the one-worker results (outputs, final states and, through the
 backward that follows it, every gradient), keep the inference path equal to the training forward bit for
-bit, run only where it pays and never inside a pool worker (its partners could not start), and a worker
-that fails must not leave the others waiting forever."""
+bit, run only where it pays and never inside a pool worker (there it would run inline, every share in one
+thread), give the same results bit for bit when its partner gets no thread, and a worker that fails must
+not leave the others waiting forever."""
 
 from __future__ import annotations
 
@@ -94,11 +95,45 @@ def test_inference_equals_the_training_forward_bit_for_bit_under_the_unit_split(
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_unit_split_whose_partner_gets_no_thread_runs_every_share_itself_bit_for_bit(kind, units_on):
+    """Another caller's run holds the whole budget of two threads: the split walks (forward, backward and
+    inference) get no partner and the calling thread runs both shares of every step itself. Outputs, states
+    and gradients equal those of the split run with a partner, bit for bit (the same shares, the same
+    arithmetic), and no worker is started for it."""
+    from unrolled.kernels import _pool
+
+    c = _config(kind, T=30, num_layers=1)
+    layer = _layer(c)
+    x = np.random.default_rng(3).standard_normal((c["T"], 1, c["I"])).astype(np.float32)
+
+    def everything():
+        got = _run(layer, c, fast=True)
+        got["inference"] = layer.forward(x, need_grad=False)[0]
+        return got
+
+    free = everything()
+    assert {w for w, _ in units_on} == {"forward", "backward", "infer"} and all(k == 2 for _, k in units_on)
+    hold, holding = threading.Event(), threading.Barrier(3, timeout=10)
+    first = threading.Thread(target=lambda: _pool.run(lambda i: (holding.wait(), hold.wait(timeout=30)), 2))
+    first.start()
+    holding.wait()
+    started, n_split = _pool.started(), len(units_on)
+    try:
+        held = everything()
+    finally:
+        hold.set()
+        first.join(timeout=30)
+    assert len(units_on) == 2 * n_split and _pool.started() == started
+    for k in free:
+        np.testing.assert_array_equal(held[k], free[k], err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_bidirectional_single_sequence_is_right_whether_or_not_the_directions_run_at_once(
     kind, units_on, monkeypatch
 ):
-    """Directions run at once on the pool's workers cannot split their units (a worker's partners would
-    queue behind it): they run whole. One after the other, each splits its units, forward and backward.
+    """Directions run at once on the pool's workers do not split their units (a split there would run
+    inline, in one thread): they run whole. One after the other, each splits its units, forward and backward.
     Both equal one worker."""
     c = _config(kind, bidirectional=True, lengths=True, num_layers=1, T=6)
     layer = _layer(c)

@@ -237,8 +237,8 @@ def unit_workers(T: int, B: int, G: int, H: int) -> int:
     """How many workers share out the hidden units of a compiled walk of T steps, batch B, G gates of size
     H (1: none): the thread budget where the batch is too small to split by rows (B ≤ :data:`MAX_UNIT_B`),
     H ≥ :data:`MIN_UNIT_H` and the walk holds :data:`MIN_UNIT_MACS`, at most one worker per
-    :data:`MIN_UNIT_SHARE` units; never inside a pool worker (there the partners might not start: a unit
-    split's workers must all run at once)."""
+    :data:`MIN_UNIT_SHARE` units; never inside a pool worker (a run there is inline: one thread would walk
+    every share, slower than the one-worker walk)."""
     if B > MAX_UNIT_B or H < MIN_UNIT_H or T * B * G * H * H < MIN_UNIT_MACS or _pool.in_worker():
         return 1
     return max(1, min(threads.workers_budget(), H // MIN_UNIT_SHARE))

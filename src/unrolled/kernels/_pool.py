@@ -11,6 +11,14 @@ is on one thread (:mod:`unrolled.threads`).
 
 The calling thread runs the first slice itself, so a split over k slices uses k threads (k − 1 here).
 
+The thread budget (:func:`unrolled.threads.get_threads`) holds across callers: a run adds workers only
+while the threads inside runs (callers and their workers, this caller included) stay within it. Tasks left
+without a thread run in the calling thread after its own, in order. So two user threads calling layers at
+once on two cores do not start four threads (measured, LSTM H = 256 at one sequence, 2 cores, 2 / 4 user
+threads calling at once: 1046 / 1031 calls a second before, 1180 / 1226 after; alone: unchanged). No
+task may wait for another of its run to start: the batch split's slices are independent, and the unit
+split's walk takes a share no worker has claimed (:mod:`unrolled.kernels._units`).
+
 Each worker is a daemon thread that waits on its own lock; :func:`run` takes idle workers (starting one
 where none is idle), hands each its task by releasing its lock, and waits on one lock of its own that
 the last worker to finish releases. No futures, work queue or condition variables
@@ -23,13 +31,17 @@ two-task run: 44 → 43 µs).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from unrolled import threads
+
 _idle: list[_Worker] = []  # workers waiting for a task
 _started = 0  # workers started in this process (the thread-count test reads it)
+_busy = 0  # threads inside a run now: its callers and their workers (at most the thread budget)
 _lock = threading.Lock()  # guards _idle, _started and each batch's count
 _local = threading.local()  # .worker: True in this pool's threads
 
@@ -53,8 +65,8 @@ class _Batch:
     """One :func:`run`'s tasks 1..n − 1: their results and errors, and the count still running (under
     ``_lock``); the last to finish releases ``done``, which the calling thread waits on."""
 
-    def __init__(self, fn: Callable[[int], object], n: int) -> None:
-        self.fn, self.left = fn, n - 1
+    def __init__(self, fn: Callable[[int], object], n: int, threads: int) -> None:
+        self.fn, self.left = fn, threads - 1  # tasks 1..threads − 1 run in workers
         self.results: list = [None] * n
         self.errors: list[BaseException | None] = [None] * n
         self.done = threading.Lock()
@@ -94,14 +106,60 @@ class _Worker:
         self.go.release()
 
 
-def _take(n: int) -> list[_Worker]:
-    """n idle workers, started where too few are idle."""
-    global _started
+def _take(n: int, me: int) -> list[_Worker]:
+    """Up to n idle workers (started where too few are idle), as many as the thread budget leaves: the
+    threads already counted (:data:`_busy`: the callers inside a layer's call or a run, and their workers)
+    and this caller (``me``: 1, or 0 where :func:`counts_caller` counts it already) count against it.
+    Adds this caller and the workers it takes to :data:`_busy`; :func:`_give_back` undoes it."""
+    global _started, _busy
+    budget = threads.get_threads()
     with _lock:
+        n = max(0, min(n, budget - _busy - me))
         got = [_idle.pop() for _ in range(min(n, len(_idle)))]
-        fresh = n - len(got)
-        _started += fresh
-    return got + [_Worker() for _ in range(fresh)]
+        _busy += me + n
+    try:
+        while len(got) < n:
+            got.append(_Worker())
+            with _lock:
+                _started += 1
+    except BaseException:
+        with _lock:
+            _idle.extend(got)
+        _give_back(n, me)
+        raise
+    return got
+
+
+def _give_back(n: int, me: int) -> None:
+    """A run of n workers (and this caller, where ``me`` is 1) has finished: their threads leave
+    :data:`_busy`."""
+    global _busy
+    with _lock:
+        _busy -= me + n
+
+
+def counts_caller(call: Callable) -> Callable:
+    """Decorates a public call that may split its work (a layer's forward and backward): while it runs,
+    the calling thread counts against the thread budget, so runs started meanwhile by other threads add no
+    worker beyond it. So two threads each calling a layer on two cores run one thread each, rather than
+    each splitting and four threads sharing two cores. Nested calls and pool workers are counted once."""
+
+    @functools.wraps(call)
+    def counted(*args, **kwargs):
+        if getattr(_local, "counted", False) or in_worker():
+            return call(*args, **kwargs)
+        global _busy
+        with _lock:
+            _busy += 1
+        _local.counted = True
+        try:
+            return call(*args, **kwargs)
+        finally:
+            _local.counted = False
+            with _lock:
+                _busy -= 1
+
+    return counted
 
 
 def started() -> int:
@@ -112,8 +170,8 @@ def started() -> int:
 def _forget_pool_in_child() -> None:
     """After fork the child has none of the parent's threads, but would keep the parent's idle list, whose
     dead threads it would hand tasks that never run. Start afresh."""
-    global _idle, _started, _lock
-    _idle, _started, _lock = [], 0, threading.Lock()
+    global _idle, _started, _lock, _busy
+    _idle, _started, _lock, _busy = [], 0, threading.Lock(), 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -136,20 +194,32 @@ def _wait(batch: _Batch) -> None:
 
 def run(fn: Callable[[int], object], n: int) -> Sequence:
     """``[fn(0), fn(1), ..., fn(n − 1)]``, fn(0) in the calling thread and the others in the pool, all at
-    once. Every call finishes before this returns; the first exception (the calling thread's first) is
-    raised then."""
+    once as far as the thread budget allows (:func:`_take`); the calling thread runs the tasks that get no
+    worker after its own, in order. Every call finishes before this returns; the first exception (the
+    calling thread's first) is raised then."""
     if n <= 1 or in_worker():
         return [fn(i) for i in range(n)]
-    batch = _Batch(fn, n)
-    for i, w in enumerate(_take(n - 1), start=1):
+    me = 0 if getattr(_local, "counted", False) else 1
+    workers = _take(n - 1, me)
+    m = 1 + len(workers)  # tasks m..n − 1 get no thread of their own: the caller runs them after its own
+    batch = _Batch(fn, n, m)
+    for i, w in enumerate(workers, start=1):
         w.start(batch, i)
     _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
     _local.worker = True  # while it runs its share, the calling thread is a worker like the others
     try:
-        batch.results[0] = fn(0)
+        i = 0
+        try:
+            batch.results[0] = fn(0)
+            for i in range(m, n):
+                batch.results[i] = fn(i)
+        except BaseException as e:  # raised below, once the workers have finished
+            batch.errors[i] = e
     finally:  # never return (or raise) while a worker still writes into the caller's arrays
         _local.worker = False
-        _wait(batch)
+        if m > 1:
+            _wait(batch)
+        _give_back(m - 1, me)
     for e in batch.errors:
         if e is not None:
             raise e
