@@ -163,6 +163,16 @@ def test_a_thread_inside_a_layer_call_counts_against_the_budget_once(budget):
     after = _pool.run(lambda i: threading.get_ident(), 2)
     assert after[0] != after[1]  # so did a call that raised
 
+    def interrupted(i):  # Ctrl-C in a notebook: the KeyboardInterrupt lands in the caller's own task
+        if i == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+
+    with pytest.raises(KeyboardInterrupt):
+        _pool.counts_caller(_pool.run)(interrupted, 2)
+    after = _pool.run(lambda i: threading.get_ident(), 2)
+    assert after[0] != after[1]  # and a run and a call that a KeyboardInterrupt ended
+
 
 def test_tasks_without_a_thread_run_in_the_calling_thread_in_order_and_errors_still_raise(budget):
     budget(1)

@@ -11,13 +11,14 @@ is on one thread (:mod:`unrolled.threads`).
 
 The calling thread runs the first slice itself, so a split over k slices uses k threads (k − 1 here).
 
-The thread budget (:func:`unrolled.threads.get_threads`) holds across callers: a run adds workers only
-while the threads inside runs (callers and their workers, this caller included) stay within it. Tasks left
-without a thread run in the calling thread after its own, in order. So two user threads calling layers at
-once on two cores do not start four threads (measured, LSTM H = 256 at one sequence, 2 cores, 2 / 4 user
-threads calling at once: 1046 / 1031 calls a second before, 1180 / 1226 after; alone: unchanged). No
-task may wait for another of its run to start: the batch split's slices are independent, and the unit
-split's walk takes a share no worker has claimed (:mod:`unrolled.kernels._units`).
+The thread budget (:func:`unrolled.threads.get_threads`) holds across calling threads: a thread inside a
+layer's forward or backward (:func:`counts_caller`) or a run counts against it, and so does every worker
+not idle; a run adds workers only within it. Tasks left without a thread run in the calling thread after
+its own, in order. So two user threads calling layers at once on two cores do not start four threads
+(docs/performance.md, "Callers at once share the budget"). The split itself is decided from the budget
+alone, so the results do not depend on other threads. No task may wait for another of its run to start:
+the batch split's slices are independent, and the unit split's walk takes a share no worker has claimed
+(:mod:`unrolled.kernels._units`).
 
 Each worker is a daemon thread that waits on its own lock; :func:`run` takes idle workers (starting one
 where none is idle), hands each its task by releasing its lock, and waits on one lock of its own that
@@ -40,8 +41,8 @@ from collections.abc import Callable, Sequence
 from unrolled import threads
 
 _idle: list[_Worker] = []  # workers waiting for a task
-_started = 0  # workers started in this process (the thread-count test reads it)
-_busy = 0  # threads inside a run now: its callers and their workers (at most the thread budget)
+_started = 0  # workers started in this process (the thread-count test reads it); the others are busy
+_callers: set[int] = set()  # threads (idents) inside a layer's call or a run, pool workers aside
 _lock = threading.Lock()  # guards _idle, _started and each batch's count
 _local = threading.local()  # .worker: True in this pool's threads
 
@@ -56,8 +57,7 @@ def _single_threaded_libraries() -> None:
 
 def in_worker() -> bool:
     """True in one of this pool's threads, and in a calling thread while it runs its own share of a
-    :func:`run` (a split never nests: it runs inline there; a unit split, whose workers must all run at
-    once, is not started there)."""
+    :func:`run` (a split never nests: it runs inline there, and no unit split is started there)."""
     return getattr(_local, "worker", False)
 
 
@@ -106,36 +106,33 @@ class _Worker:
         self.go.release()
 
 
-def _take(n: int, me: int) -> list[_Worker]:
-    """Up to n idle workers (started where too few are idle), as many as the thread budget leaves: the
-    threads already counted (:data:`_busy`: the callers inside a layer's call or a run, and their workers)
-    and this caller (``me``: 1, or 0 where :func:`counts_caller` counts it already) count against it.
-    Adds this caller and the workers it takes to :data:`_busy`; :func:`_give_back` undoes it."""
-    global _started, _busy
+def _busy() -> int:
+    """The threads that count against the budget now (under ``_lock``): the callers and the workers not
+    idle. Nothing to undo when a call ends early: a worker is idle again once its task has run, and a
+    caller leaves :data:`_callers` in a ``finally``."""
+    return len(_callers) + _started - len(_idle)
+
+
+def _take(n: int) -> list[_Worker]:
+    """Up to n idle workers (started where too few are idle), as many as the thread budget leaves
+    beside the threads already busy (:func:`_busy`, the calling thread among them)."""
+    global _started
     budget = threads.get_threads()
     with _lock:
-        n = max(0, min(n, budget - _busy - me))
+        n = max(0, min(n, budget - _busy()))
         got = [_idle.pop() for _ in range(min(n, len(_idle)))]
-        _busy += me + n
+        fresh = n - len(got)
+        _started += fresh  # counted busy from now on, before another caller can count them
     try:
-        while len(got) < n:
+        for _ in range(fresh):
             got.append(_Worker())
+            fresh -= 1
+    finally:
+        if fresh:  # a thread failed to start: give back what was not started, and the others
             with _lock:
-                _started += 1
-    except BaseException:
-        with _lock:
-            _idle.extend(got)
-        _give_back(n, me)
-        raise
+                _started -= fresh
+                _idle.extend(got)
     return got
-
-
-def _give_back(n: int, me: int) -> None:
-    """A run of n workers (and this caller, where ``me`` is 1) has finished: their threads leave
-    :data:`_busy`."""
-    global _busy
-    with _lock:
-        _busy -= me + n
 
 
 def counts_caller(call: Callable) -> Callable:
@@ -146,18 +143,14 @@ def counts_caller(call: Callable) -> Callable:
 
     @functools.wraps(call)
     def counted(*args, **kwargs):
-        if getattr(_local, "counted", False) or in_worker():
+        me = threading.get_ident()
+        if me in _callers or in_worker():
             return call(*args, **kwargs)
-        global _busy
-        with _lock:
-            _busy += 1
-        _local.counted = True
-        try:
+        try:  # added inside the try: a signal's KeyboardInterrupt cannot leave it counted
+            _callers.add(me)
             return call(*args, **kwargs)
         finally:
-            _local.counted = False
-            with _lock:
-                _busy -= 1
+            _callers.discard(me)
 
     return counted
 
@@ -170,8 +163,8 @@ def started() -> int:
 def _forget_pool_in_child() -> None:
     """After fork the child has none of the parent's threads, but would keep the parent's idle list, whose
     dead threads it would hand tasks that never run. Start afresh."""
-    global _idle, _started, _lock, _busy
-    _idle, _started, _lock, _busy = [], 0, threading.Lock(), 0
+    global _idle, _started, _lock, _callers
+    _idle, _started, _lock, _callers = [], 0, threading.Lock(), set()
 
 
 if hasattr(os, "register_at_fork"):
@@ -199,27 +192,33 @@ def run(fn: Callable[[int], object], n: int) -> Sequence:
     calling thread's first) is raised then."""
     if n <= 1 or in_worker():
         return [fn(i) for i in range(n)]
-    me = 0 if getattr(_local, "counted", False) else 1
-    workers = _take(n - 1, me)
-    m = 1 + len(workers)  # tasks m..n − 1 get no thread of their own: the caller runs them after its own
-    batch = _Batch(fn, n, m)
-    for i, w in enumerate(workers, start=1):
-        w.start(batch, i)
-    _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
-    _local.worker = True  # while it runs its share, the calling thread is a worker like the others
+    me = threading.get_ident()
+    mine = me not in _callers  # not inside a counted layer call: the run counts this thread itself
     try:
-        i = 0
+        if mine:
+            _callers.add(me)
+        workers = _take(n - 1)
+        m = 1 + len(workers)  # tasks m..n − 1 get no thread of their own: the caller runs them after its own
+        batch = _Batch(fn, n, m)
+        for i, w in enumerate(workers, start=1):
+            w.start(batch, i)
+        _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
+        _local.worker = True  # while it runs its share, the calling thread is a worker like the others
         try:
-            batch.results[0] = fn(0)
-            for i in range(m, n):
-                batch.results[i] = fn(i)
-        except BaseException as e:  # raised below, once the workers have finished
-            batch.errors[i] = e
-    finally:  # never return (or raise) while a worker still writes into the caller's arrays
-        _local.worker = False
-        if m > 1:
-            _wait(batch)
-        _give_back(m - 1, me)
+            i = 0
+            try:
+                batch.results[0] = fn(0)
+                for i in range(m, n):
+                    batch.results[i] = fn(i)
+            except BaseException as e:  # raised below, once the workers have finished
+                batch.errors[i] = e
+        finally:  # never return (or raise) while a worker still writes into the caller's arrays
+            _local.worker = False
+            if m > 1:
+                _wait(batch)
+    finally:
+        if mine:
+            _callers.discard(me)
     for e in batch.errors:
         if e is not None:
             raise e
