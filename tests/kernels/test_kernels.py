@@ -135,6 +135,26 @@ def test_fast_path_matches_reference_forward_and_every_gradient(c, jit, request,
         np.testing.assert_allclose(fast[k], ref[k], rtol=tol, atol=tol, err_msg=k)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+@pytest.mark.parametrize("products", ["one wider", "two"])
+def test_weight_gradients_from_one_wider_product_or_two_match_the_reference(kind, products, monkeypatch):
+    """The compiled LSTM and RNN take ∂L/∂W_hh and ∂L/∂W_xh from one product over [h_{t−1} ; x_t] below
+    SPLIT_WEIGHT_GRADS entries of W_hh and from two products from it on: both ways equal the reference,
+    and hand out C-contiguous gradients."""
+    pytest.importorskip("unrolled.kernels._jit")
+    from unrolled.cells import bulk
+
+    monkeypatch.setattr(bulk, "SPLIT_WEIGHT_GRADS", 1 << 62 if products == "one wider" else 0)
+    c = dict(kind=kind, dtype=np.float32, num_layers=1, bidirectional=False, lengths=True, batch_first=False,
+             bias=True, T=9, B=5, I=7, H=12, seed=4)  # fmt: skip
+    layer = _layer(c)
+    ref = _run(layer, c, fast=False)
+    fast = _run(layer, c, fast=True)
+    for k in ref:
+        np.testing.assert_allclose(fast[k], ref[k], rtol=2e-5, atol=2e-5, err_msg=k)
+    assert all(g.flags.c_contiguous for g in layer.grads.values())
+
+
 @pytest.mark.parametrize("jit", [True, False], ids=["numba", "numpy"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "rnn_relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
