@@ -174,6 +174,16 @@ def test_a_thread_inside_a_layer_call_counts_against_the_budget_once(budget):
     assert after[0] != after[1]  # and a run and a call that a KeyboardInterrupt ended
 
 
+def test_threads_that_each_run_blas_on_several_count_as_that_many(budget):
+    """An explicit set_blas_threads(2) on a budget of 4: each thread of a run may start a second for BLAS,
+    so a run of three tasks takes one worker (2 × 2 threads), and the caller runs the third task."""
+    budget(4)
+    if threads.set_blas_threads(2) != 2:
+        pytest.skip("NumPy's BLAS thread count cannot be set here")
+    out = _pool.run(lambda i: threading.get_ident(), 3)
+    assert out[0] == out[2] == threading.get_ident() and out[1] != out[0]
+
+
 def test_tasks_without_a_thread_run_in_the_calling_thread_in_order_and_errors_still_raise(budget):
     budget(1)
     out = _pool.run(lambda i: (i, threading.get_ident(), _pool.in_worker()), 3)

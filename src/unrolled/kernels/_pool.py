@@ -115,9 +115,11 @@ def _busy() -> int:
 
 def _take(n: int) -> list[_Worker]:
     """Up to n idle workers (started where too few are idle), as many as the thread budget leaves
-    beside the threads already busy (:func:`_busy`, the calling thread among them)."""
+    beside the threads already busy (:func:`_busy`, the calling thread among them). The budget counts
+    threads that may each start BLAS's own (:func:`unrolled.threads.workers_budget`: an explicit
+    ``set_blas_threads(k)`` divides it by k)."""
     global _started
-    budget = threads.get_threads()
+    budget = threads.workers_budget()
     with _lock:
         n = max(0, min(n, budget - _busy()))
         got = [_idle.pop() for _ in range(min(n, len(_idle)))]
