@@ -64,18 +64,18 @@ def input_gradients(
     T, B, G = da.shape
     I = x.shape[2]
     da2 = da.reshape(T * B, G)
-    if h_prev is None or G * h_prev.shape[2] >= SPLIT_WEIGHT_GRADS:
-        grads["W_xh"] = outer_sum(da2, x.reshape(T * B, I), matmul)
-        if h_prev is not None:
-            grads["W_hh"] = outer_sum(da2, h_prev.reshape(T * B, h_prev.shape[2]), matmul)
-    else:
-        H = h_prev.shape[2]
+    H = 0 if h_prev is None else h_prev.shape[2]
+    if H and G * H < SPLIT_WEIGHT_GRADS:  # one wider product, copied apart
         hx = np.empty((T * B, H + I), dtype=x.dtype)
         hx[:, :H] = h_prev.reshape(T * B, H)
         hx[:, H:] = x.reshape(T * B, I)
         both = outer_sum(da2, hx, matmul)  # (G, H + I)
         grads["W_hh"] = np.ascontiguousarray(both[:, :H])
         grads["W_xh"] = np.ascontiguousarray(both[:, H:])
+    else:
+        grads["W_xh"] = outer_sum(da2, x.reshape(T * B, I), matmul)
+        if H:
+            grads["W_hh"] = outer_sum(da2, h_prev.reshape(T * B, H), matmul)
     if bias_key in p:
         grads[bias_key] = da2.sum(axis=0)
     return matmul(da2, p["W_xh"]).reshape(T, B, I)

@@ -11,7 +11,7 @@ is on one thread (:mod:`unrolled.threads`).
 
 The calling thread runs the first slice itself, so a split over k slices uses k threads (k − 1 here).
 
-The thread budget (:func:`unrolled.threads.get_threads`) holds across calling threads: a thread inside a
+The thread budget (:func:`unrolled.threads.workers_budget`) holds across calling threads: a thread inside a
 layer's forward or backward (:func:`counts_caller`) or a run counts against it, and so does every worker
 not idle; a run adds workers only within it. Tasks left without a thread run in the calling thread after
 its own, in order. So two user threads calling layers at once on two cores do not start four threads
@@ -194,33 +194,30 @@ def run(fn: Callable[[int], object], n: int) -> Sequence:
     calling thread's first) is raised then."""
     if n <= 1 or in_worker():
         return [fn(i) for i in range(n)]
-    me = threading.get_ident()
-    mine = me not in _callers  # not inside a counted layer call: the run counts this thread itself
+    return _run_counted(fn, n)
+
+
+@counts_caller  # the calling thread counts against the budget while it runs (once, if a layer call counts it)
+def _run_counted(fn: Callable[[int], object], n: int) -> Sequence:
+    workers = _take(n - 1)
+    m = 1 + len(workers)  # tasks m..n − 1 get no thread of their own: the caller runs them after its own
+    batch = _Batch(fn, n, m)
+    for i, w in enumerate(workers, start=1):
+        w.start(batch, i)
+    _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
+    _local.worker = True  # while it runs its share, the calling thread is a worker like the others
     try:
-        if mine:
-            _callers.add(me)
-        workers = _take(n - 1)
-        m = 1 + len(workers)  # tasks m..n − 1 get no thread of their own: the caller runs them after its own
-        batch = _Batch(fn, n, m)
-        for i, w in enumerate(workers, start=1):
-            w.start(batch, i)
-        _single_threaded_libraries()  # the calling thread is one of the n: its oneDNN on one thread too
-        _local.worker = True  # while it runs its share, the calling thread is a worker like the others
+        i = 0
         try:
-            i = 0
-            try:
-                batch.results[0] = fn(0)
-                for i in range(m, n):
-                    batch.results[i] = fn(i)
-            except BaseException as e:  # raised below, once the workers have finished
-                batch.errors[i] = e
-        finally:  # never return (or raise) while a worker still writes into the caller's arrays
-            _local.worker = False
-            if m > 1:
-                _wait(batch)
-    finally:
-        if mine:
-            _callers.discard(me)
+            batch.results[0] = fn(0)
+            for i in range(m, n):
+                batch.results[i] = fn(i)
+        except BaseException as e:  # raised below, once the workers have finished
+            batch.errors[i] = e
+    finally:  # never return (or raise) while a worker still writes into the caller's arrays
+        _local.worker = False
+        if m > 1:
+            _wait(batch)
     for e in batch.errors:
         if e is not None:
             raise e
