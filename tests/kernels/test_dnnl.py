@@ -332,3 +332,117 @@ def test_an_input_projection_takes_onednn_where_it_pays_and_equals_float64(T, I,
     np.testing.assert_allclose(out[:, 0], ref, rtol=1e-5, atol=1e-5 * np.sqrt(I))
     assert calls == ([(T, I)] if onednn else [])
     assert T * I * G < kernels.SMALL_PRODUCT  # each case is a small product, below the general threshold
+
+
+# ---------------------------------------------------------------- one packed copy for a split's workers
+def _products(handles, rows, N):
+    """The walks' product of each step's rows with the packed weights the handles read."""
+    out = np.empty((len(rows), rows.shape[1], N), dtype=np.float32)
+    for t in range(len(rows)):
+        _product(rows[t], handles, out[t])
+    return out
+
+
+def _share(k: int, K: int, N: int) -> _dnnl.SharedPack:
+    return _dnnl.SharedPack(k, np.empty(K * N, dtype=np.float32))
+
+
+def _private(M, K, N, w_rows_are_n, W, rows):
+    plan = _dnnl.plan(M, K, N, w_rows_are_n)
+    return plan, _products(plan.pack(W), rows, N)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize(("K", "N", "w_rows_are_n"), [(64, 512, True), (512, 256, False), (96, 768, True)])
+def test_pieces_packed_one_after_another_give_the_products_of_one_whole_pack(k, K, N, w_rows_are_n):
+    """A member alone (the others' tasks left to run after it) packs every piece itself; the members after
+    it find every piece packed, wait for nothing, and read the same copy. Products equal bit for bit."""
+    rng = np.random.default_rng(k + K)
+    W = rng.standard_normal((N, K) if w_rows_are_n else (K, N), dtype=np.float32)
+    rows = rng.standard_normal((3, 8, K), dtype=np.float32)
+    plan, whole = _private(8, K, N, w_rows_are_n, W, rows)
+    share = _share(k, K, N)
+    for me in range(k):
+        with _dnnl.sharing(share, me):
+            handles = plan.pack(W)
+        assert handles is not plan.handles  # the shared copy's handles
+        np.testing.assert_array_equal(_products(handles, rows, N), whole)
+    assert share.shared == k
+
+
+def test_members_in_their_own_threads_each_pack_a_piece_and_read_one_copy(monkeypatch):
+    K, N, k = 128, 1024, 2
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((N, K), dtype=np.float32)
+    rows = rng.standard_normal((3, 4, K), dtype=np.float32)
+    _, whole = _private(4, K, N, True, W, rows)
+    share, packed, results, start = _share(k, K, N), [], {}, threading.Barrier(k)
+    piece = _dnnl.ProductPlan.pack_piece
+
+    def recorded(self, w, j, kk, buffer):
+        packed.append(j)
+        return piece(self, w, j, kk, buffer)
+
+    monkeypatch.setattr(_dnnl.ProductPlan, "pack_piece", recorded)
+
+    def member(me):
+        plan = _dnnl.plan(4, K, N, True)  # each thread its own plan, as the split's workers have
+        start.wait()
+        with _dnnl.sharing(share, me):
+            results[me] = _products(plan.pack(W), rows, N)
+
+    threads = [threading.Thread(target=member, args=(me,)) for me in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(packed) == list(range(k))  # every piece packed once, by whichever thread claimed it
+    assert share.shared == k
+    for me in range(k):
+        np.testing.assert_array_equal(results[me], whole)
+
+
+def test_what_cannot_be_shared_is_packed_privately_and_still_right():
+    rng = np.random.default_rng(3)
+    K, N = 64, 512
+    W = rng.standard_normal((N, K), dtype=np.float32)
+    rows = rng.standard_normal((2, 8, K), dtype=np.float32)
+    plan, whole = _private(8, K, N, True, W, rows)
+    share = _share(2, K, N)
+    with _dnnl.sharing(share, 0):
+        plan.pack(W)
+    other = W.copy()  # the second member brings other weights: its own copy
+    with _dnnl.sharing(share, 1):
+        handles = plan.pack(other)
+    assert handles is plan.handles and share.shared == 1
+    np.testing.assert_array_equal(_products(handles, rows, N), whole)
+    narrow = _share(2, K, 96)  # 96 columns do not split into pieces of whole 64-column blocks
+    W96 = rng.standard_normal((96, K), dtype=np.float32)
+    plan96 = _dnnl.plan(8, K, 96, True)
+    with _dnnl.sharing(narrow, 0):
+        assert plan96.pack(W96) is plan96.handles
+    assert narrow.shared == 0
+
+
+def test_a_failing_piece_raises_and_sends_the_other_members_to_their_own_copy(monkeypatch):
+    rng = np.random.default_rng(4)
+    K, N = 64, 512
+    W = rng.standard_normal((N, K), dtype=np.float32)
+    rows = rng.standard_normal((2, 8, K), dtype=np.float32)
+    plan, whole = _private(8, K, N, True, W, rows)
+    share = _share(2, K, N)
+
+    def broken(self, w, j, k, buffer):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_dnnl.ProductPlan, "pack_piece", broken)
+        with pytest.raises(KeyboardInterrupt), _dnnl.sharing(share, 0):
+            plan.pack(W)
+    with _dnnl.sharing(share, 1):  # finds the share failed: packs its own, waits for nothing
+        handles = plan.pack(W)
+    assert handles is plan.handles and share.shared == 0
+    np.testing.assert_array_equal(_products(handles, rows, N), whole)
+    with _dnnl.sharing(share, 0):
+        pass
+    assert plan.pack(W) is plan.handles  # outside sharing: its own copy, as always

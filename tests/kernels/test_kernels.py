@@ -371,6 +371,43 @@ def test_two_workers_give_the_one_worker_outputs_and_gradients(kind, split_in_tw
         assert_close(gates[k], getattr(cache, "gates", getattr(cache, "dact", None)), 1e-6, err_msg=str(k))
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_split_workers_reading_one_packed_copy_give_the_own_copies_results_bit_for_bit(
+    kind, split_in_two, monkeypatch
+):
+    """The workers of a split pack W_hh into one copy, a piece each, forward, backward and inference (both
+    directions at once: two copies, four workers); outputs, states and every gradient equal bit for bit
+    those of each worker packing its own copy."""
+    _jit = pytest.importorskip("unrolled.kernels._jit")
+    if kernels.dnnl_walks() is None:
+        pytest.skip("oneDNN (the extra onednn) is not installed")
+    from unrolled.kernels import _split
+
+    monkeypatch.setattr(_jit, "SMALL_MACS", 0)  # oneDNN's walks, which pack W_hh, at this small size
+    c = dict(kind=kind, dtype=np.float32, num_layers=1, bidirectional=True, lengths=True, batch_first=False,
+             bias=True, T=5, B=6, I=8, H=128, seed=5)  # fmt: skip
+    layer = _layer(c)
+    made = []
+    real = _split.shared_pack
+    monkeypatch.setattr(_split, "shared_pack", lambda k, W: made.append(real(k, W)) or made[-1])
+    threads.set_threads(4)
+    results = {}
+    for shared in (True, False):
+        monkeypatch.setattr(_split, "SHARED_PACK", 0 if shared else W_HH_NEVER_SHARED)
+        with kernels.using(dnnl=True):
+            results[shared] = _run(layer, c, fast=True)
+            x = np.random.default_rng(9).standard_normal((c["T"], c["B"], c["I"])).astype(np.float32)
+            results[shared]["inference"] = layer(x, need_grad=False)[0]
+    assert len(made) == 3 * 2 * 2  # forward, backward, inference; two directions; each mode
+    assert [s.shared for s in made[:6]] == [2] * 6  # shared: both workers read the one copy
+    assert made[6:] == [None] * 6
+    for k, v in results[False].items():
+        np.testing.assert_array_equal(results[True][k], v, err_msg=k)
+
+
+W_HH_NEVER_SHARED = 1 << 62
+
+
 _DIRECTION_CELLS = {"lstm": CompiledLSTMCell, "gru": CompiledGRUCell, "rnn": CompiledRNNCell}
 
 

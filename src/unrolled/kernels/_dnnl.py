@@ -34,6 +34,7 @@ Lifetime of the native objects (the rule every change here keeps):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import threading
@@ -93,6 +94,7 @@ def _load() -> None:
     lib.dnnl_sgemm.argtypes = [C, C, I, I, I, F, P, I, P, I, F, P, I]
     lib.dnnl_sgemm.restype = ctypes.c_int
     lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
+    lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
     import llvmlite.binding as llb  # Numba's own LLVM binding: compiled walks link to oneDNN by name
 
     try:
@@ -255,6 +257,9 @@ class ProductPlan:
         self._thread, self._lib, self._lifetime = threading.get_ident(), _lib, _lifetime
         self._objects: list[tuple[str, ctypes.c_void_p]] = []  # (destroy function, handle): freed by close
         self.handles = np.zeros(5, dtype=np.int64)
+        self._w_strides = (1, K) if w_rows_are_n else (N, 1)
+        self._pieces: dict[int, list | None] = {}  # k -> the reorders of the k column pieces (pack_piece)
+        self._shared: tuple | None = None  # (memory over a shared buffer, its arguments, its handles)
         home = _here()
         home.built.add(self)
         self.shape = (M, K, N)
@@ -299,6 +304,8 @@ class ProductPlan:
             for md in mds:  # the primitive descriptors and memories hold their own copies
                 _lib.dnnl_memory_desc_destroy(md)
         self._plain, self._reorder, self._stream = mem["plain"], reorder, stream
+        self._engine, self._packed_md = engine, packed
+        self.packed_bytes = int(_lib.dnnl_memory_desc_get_size(packed))
         self._pack_args = np.array(
             [_ARG_SRC, mem["plain"].value, _ARG_DST, mem["packed"].value], dtype=np.int64
         )
@@ -322,11 +329,17 @@ class ProductPlan:
         return handle
 
     def pack(self, w: np.ndarray) -> np.ndarray:
-        """Reorder ``w`` (C-contiguous float32) into the packed weights; returns :attr:`handles`."""
+        """Reorder ``w`` (C-contiguous float32) into the packed weights; returns :attr:`handles`. A thread
+        working :func:`sharing` a :class:`SharedPack` packs its first weights into the shared copy
+        instead, a piece each (then the handles read that copy)."""
         if self.closed:
             raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
         if threading.get_ident() != self._thread:
             raise RuntimeError(f"ProductPlan{self.shape}: built in another thread; use plan() in this one")
+        member = getattr(_local, "member", None)
+        if member is not None:  # once per member: a second product in the same task packs its own copy
+            _local.member = None
+            return member[0].pack(self, w, member[1])
         lib = self._lib
         _check(lib.dnnl_memory_set_data_handle(self._plain, ctypes.c_void_p(w.ctypes.data)), "weights handle")
         _check(
@@ -337,6 +350,108 @@ class ProductPlan:
         )
         _check(lib.dnnl_stream_wait(self._stream), "stream wait")
         return self.handles
+
+    # ---- one packed copy for the k workers of a batch split (:class:`unrolled.kernels._jit.SharedPack`)
+    def same_packing(self, other: ProductPlan) -> bool:
+        """Whether ``other`` (another thread's plan, perhaps for another row count) packs the same weights
+        into the same layout, with no padding: then the two can share one packed copy."""
+        return (
+            not self.closed
+            and not other.closed
+            and self.shape[1:] == other.shape[1:]
+            and self._w_strides == other._w_strides
+            and self.packed_bytes == 4 * self.shape[1] * self.shape[2]
+            and bool(self._lib.dnnl_memory_desc_equal(self._packed_md, other._packed_md))
+        )
+
+    def piece_columns(self, k: int) -> list[int] | None:
+        """The k + 1 column bounds of the pieces :meth:`pack_piece` packs (multiples of 64, oneDNN's
+        widest column block), or None where the columns do not split so (then nothing is shared)."""
+        N = self.shape[2]
+        if N % (64 * k):
+            return None
+        return [N * j // k for j in range(k + 1)]
+
+    def pack_piece(self, w: np.ndarray, j: int, k: int, buffer: np.ndarray) -> bool:
+        """Reorder columns ``piece_columns(k)[j:j + 2]`` of ``w`` into their place in ``buffer`` (a packed
+        copy of :attr:`packed_bytes`). False where oneDNN cannot reorder such a piece (pack privately)."""
+        self._own("pack_piece")
+        pieces = self._pieces.get(k, False)
+        if pieces is False:
+            pieces = self._pieces[k] = self._piece_reorders(k)
+        if pieces is None:
+            return False
+        reorder, src, dst, args = pieces[j]
+        lib = self._lib
+        _check(lib.dnnl_memory_set_data_handle(src, ctypes.c_void_p(w.ctypes.data)), "piece handle")
+        _check(lib.dnnl_memory_set_data_handle(dst, ctypes.c_void_p(buffer.ctypes.data)), "piece handle")
+        _check(
+            lib.dnnl_primitive_execute(reorder, self._stream, 2, ctypes.c_void_p(args.ctypes.data)),
+            "piece reorder",
+        )
+        _check(lib.dnnl_stream_wait(self._stream), "stream wait")
+        return True
+
+    def shared_handles(self, buffer: np.ndarray) -> np.ndarray:
+        """:attr:`handles`, but with the packed weights read from ``buffer`` (filled by the pieces)."""
+        self._own("shared_handles")
+        if self._shared is None:
+            mem = self._make("dnnl_memory_destroy")
+            lib = self._lib
+            _check(lib.dnnl_memory_create(ctypes.byref(mem), self._packed_md, self._engine, None), "memory")
+            args = self._args.copy()
+            args[3] = mem.value
+            handles = self.handles.copy()
+            handles[2] = args.ctypes.data
+            self._shared = (mem, args, handles)
+        mem, _, handles = self._shared
+        at = ctypes.c_void_p(buffer.ctypes.data)
+        _check(self._lib.dnnl_memory_set_data_handle(mem, at), "shared handle")
+        return handles
+
+    def _piece_reorders(self, k: int) -> list | None:
+        bounds = self.piece_columns(k)
+        if bounds is None:
+            return None
+        lib, (_, K, N) = self._lib, self.shape
+        pieces, mds = [], []
+        try:
+            plain = _desc((K, N), self._w_strides)
+            mds.append(plain)
+            for j in range(k):
+                dims = (ctypes.c_int64 * 2)(K, bounds[j + 1] - bounds[j])
+                offsets = (ctypes.c_int64 * 2)(0, bounds[j])
+                sub = []
+                for parent in (plain, self._packed_md):
+                    md = ctypes.c_void_p()
+                    if lib.dnnl_memory_desc_create_submemory(ctypes.byref(md), parent, dims, offsets) != 0:
+                        return None
+                    mds.append(md)
+                    sub.append(md)
+                rpd = self._make("dnnl_primitive_desc_destroy")
+                if lib.dnnl_reorder_primitive_desc_create(
+                    ctypes.byref(rpd), sub[0], self._engine, sub[1], self._engine, None
+                ):
+                    return None
+                reorder = self._make("dnnl_primitive_destroy")
+                _check(lib.dnnl_primitive_create(ctypes.byref(reorder), rpd), "piece reorder primitive")
+                mem = []
+                for md in sub:
+                    m = self._make("dnnl_memory_destroy")
+                    _check(lib.dnnl_memory_create(ctypes.byref(m), md, self._engine, None), "memory")
+                    mem.append(m)
+                args = np.array([_ARG_SRC, mem[0].value, _ARG_DST, mem[1].value], dtype=np.int64)
+                pieces.append((reorder, mem[0], mem[1], args))
+        finally:
+            for md in mds:
+                lib.dnnl_memory_desc_destroy(md)
+        return pieces
+
+    def _own(self, what: str) -> None:
+        if self.closed:
+            raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(f"ProductPlan{self.shape}: {what} from another thread than the plan's")
 
     def close(self) -> None:
         """Free the native objects, in the thread that built the plan and before interpreter exit; anywhere
@@ -356,6 +471,93 @@ class ProductPlan:
     def __del__(self) -> None:
         if hasattr(self, "closed"):  # not when __init__ failed before anything was made
             self.close()
+
+
+class SharedPack:
+    """One packed copy of the weights for the k workers of a batch split, each worker packing a piece.
+
+    Without it each worker packs all of W_hh into its own copy before its walk: at LSTM H = 512 a 4 MiB
+    reorder per worker, forward and backward, read cold from memory (~1 ms each in a training step, both
+    workers at once). Shared, each packs 1/k of the columns into ``buffer`` (:meth:`ProductPlan.pack_piece`)
+    and the walks read the one copy. The packed bytes are oneDNN's own reorder's, piece by piece, so the
+    walks' results are the same bit for bit.
+
+    Pieces are claimed, not assigned: a worker packs its own piece first, then every piece no one has
+    claimed, and waits only for pieces that another (running) worker is packing. So no worker ever waits
+    for a thread that has not started (a task the thread budget left to the caller runs after the caller's
+    own, and finds every piece packed). Where the plans differ (another row count, another layout), the
+    weights are not the same array, or a piece cannot be reordered alone, a worker packs privately; a
+    failure in one worker sends the others to their private packs too."""
+
+    def __init__(self, k: int, buffer: np.ndarray) -> None:
+        self.k, self.buffer = k, buffer  # buffer: float32, at least K·N entries, 64-byte aligned
+        self._lock = threading.Lock()
+        self._claimed = [False] * k
+        self._done = [threading.Event() for _ in range(k)]
+        self._failed = False
+        self._first: tuple[ProductPlan, int] | None = None  # the first member's plan and weights' address
+        self.shared = 0  # members that got the shared copy (for tests)
+
+    def pack(self, plan: ProductPlan, w: np.ndarray, me: int) -> np.ndarray:
+        """``plan``'s handles with the weights ``w`` packed: the shared copy's, or ``plan``'s own."""
+        K, N = plan.shape[1], plan.shape[2]
+        with self._lock:
+            if self._first is None:
+                self._first = (plan, w.ctypes.data)
+            first, address = self._first
+            ok = (
+                not self._failed
+                and w.ctypes.data == address
+                and self.buffer.size >= K * N
+                and plan.piece_columns(self.k) is not None
+                and (plan is first or plan.same_packing(first))
+                and plan.packed_bytes == 4 * K * N
+            )
+        if not ok:
+            return plan.pack(w)
+        try:
+            for j in [(me + i) % self.k for i in range(self.k)]:  # its own piece first
+                with self._lock:
+                    mine = not (self._claimed[j] or self._failed)
+                    self._claimed[j] = True
+                if mine:
+                    if not plan.pack_piece(w, j, self.k, self.buffer):
+                        raise _NoPieces
+                    self._done[j].set()
+            for done in self._done:
+                done.wait()
+        except BaseException as e:
+            self._fail()
+            if isinstance(e, _NoPieces):
+                return plan.pack(w)
+            raise
+        if self._failed:  # another member failed before its piece was packed
+            return plan.pack(w)
+        with self._lock:
+            self.shared += 1
+        return plan.shared_handles(self.buffer)
+
+    def _fail(self) -> None:
+        self._failed = True
+        for done in self._done:
+            done.set()
+
+
+class _NoPieces(Exception):
+    """oneDNN cannot reorder a piece of these weights on its own."""
+
+
+@contextlib.contextmanager
+def sharing(share: SharedPack | None, me: int):
+    """Within: this thread's next :meth:`ProductPlan.pack` packs into ``share`` as its member ``me``."""
+    if share is None:
+        yield
+        return
+    _local.member = (share, me)
+    try:
+        yield
+    finally:
+        _local.member = None
 
 
 def plan(M: int, K: int, N: int, w_rows_are_n: bool) -> ProductPlan:
