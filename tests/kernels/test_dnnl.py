@@ -364,7 +364,7 @@ def test_pieces_packed_one_after_another_give_the_products_of_one_whole_pack(k, 
     share = _share(k, K, N)
     for me in range(k):
         with _dnnl.sharing(share, me):
-            handles = plan.pack(W)
+            handles = _dnnl.walk_weights(plan, W)
         assert handles is not plan.handles  # the shared copy's handles
         np.testing.assert_array_equal(_products(handles, rows, N), whole)
     assert share.shared == k
@@ -389,7 +389,7 @@ def test_members_in_their_own_threads_each_pack_a_piece_and_read_one_copy(monkey
         plan = _dnnl.plan(4, K, N, True)  # each thread its own plan, as the split's workers have
         start.wait()
         with _dnnl.sharing(share, me):
-            results[me] = _products(plan.pack(W), rows, N)
+            results[me] = _products(_dnnl.walk_weights(plan, W), rows, N)
 
     threads = [threading.Thread(target=member, args=(me,)) for me in range(k)]
     for t in threads:
@@ -410,17 +410,17 @@ def test_what_cannot_be_shared_is_packed_privately_and_still_right():
     plan, whole = _private(8, K, N, True, W, rows)
     share = _share(2, K, N)
     with _dnnl.sharing(share, 0):
-        plan.pack(W)
+        _dnnl.walk_weights(plan, W)
     other = W.copy()  # the second member brings other weights: its own copy
     with _dnnl.sharing(share, 1):
-        handles = plan.pack(other)
+        handles = _dnnl.walk_weights(plan, other)
     assert handles is plan.handles and share.shared == 1
     np.testing.assert_array_equal(_products(handles, rows, N), whole)
     narrow = _share(2, K, 96)  # 96 columns do not split into pieces of whole 64-column blocks
     W96 = rng.standard_normal((96, K), dtype=np.float32)
     plan96 = _dnnl.plan(8, K, 96, True)
     with _dnnl.sharing(narrow, 0):
-        assert plan96.pack(W96) is plan96.handles
+        assert _dnnl.walk_weights(plan96, W96) is plan96.handles
     assert narrow.shared == 0
 
 
@@ -438,11 +438,11 @@ def test_a_failing_piece_raises_and_sends_the_other_members_to_their_own_copy(mo
     with monkeypatch.context() as m:
         m.setattr(_dnnl.ProductPlan, "pack_piece", broken)
         with pytest.raises(KeyboardInterrupt), _dnnl.sharing(share, 0):
-            plan.pack(W)
+            _dnnl.walk_weights(plan, W)
     with _dnnl.sharing(share, 1):  # finds the share failed: packs its own, waits for nothing
-        handles = plan.pack(W)
+        handles = _dnnl.walk_weights(plan, W)
     assert handles is plan.handles and share.shared == 0
     np.testing.assert_array_equal(_products(handles, rows, N), whole)
     with _dnnl.sharing(share, 0):
-        pass
-    assert plan.pack(W) is plan.handles  # outside sharing: its own copy, as always
+        assert plan.pack(W) is plan.handles  # a plan's own pack never shares
+    assert _dnnl.walk_weights(plan, W) is plan.handles  # outside sharing: its own copy, as always

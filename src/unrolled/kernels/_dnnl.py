@@ -329,17 +329,12 @@ class ProductPlan:
         return handle
 
     def pack(self, w: np.ndarray) -> np.ndarray:
-        """Reorder ``w`` (C-contiguous float32) into the packed weights; returns :attr:`handles`. A thread
-        working :func:`sharing` a :class:`SharedPack` packs its first weights into the shared copy
-        instead, a piece each (then the handles read that copy)."""
+        """Reorder ``w`` (float32, in the layout the plan was built for) into the packed weights; returns
+        :attr:`handles`."""
         if self.closed:
             raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
         if threading.get_ident() != self._thread:
             raise RuntimeError(f"ProductPlan{self.shape}: built in another thread; use plan() in this one")
-        member = getattr(_local, "member", None)
-        if member is not None:  # once per member: a second product in the same task packs its own copy
-            _local.member = None
-            return member[0].pack(self, w, member[1])
         lib = self._lib
         _check(lib.dnnl_memory_set_data_handle(self._plain, ctypes.c_void_p(w.ctypes.data)), "weights handle")
         _check(
@@ -547,9 +542,19 @@ class _NoPieces(Exception):
     """oneDNN cannot reorder a piece of these weights on its own."""
 
 
+def walk_weights(plan: ProductPlan, w: np.ndarray) -> np.ndarray:
+    """The handles a walk takes, ``w`` packed for ``plan``: into the shared copy where this thread works
+    :func:`sharing` one (its first walk there; a second packs its own), else into the plan's own."""
+    member = getattr(_local, "member", None)
+    if member is None:
+        return plan.pack(w)
+    _local.member = None
+    return member[0].pack(plan, w, member[1])
+
+
 @contextlib.contextmanager
 def sharing(share: SharedPack | None, me: int):
-    """Within: this thread's next :meth:`ProductPlan.pack` packs into ``share`` as its member ``me``."""
+    """Within: this thread's next :func:`walk_weights` packs into ``share`` as its member ``me``."""
     if share is None:
         yield
         return

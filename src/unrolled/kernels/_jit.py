@@ -1559,13 +1559,13 @@ def dnnl_product(a, plan, out):
 def dnnl_forward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
     """The plan forward walks take: h_{t-1} (B, H) times W_hhᵀ, W_hh (G·H, H) packed."""
     GH, H = W_hh.shape
-    return _dnnl.plan(B, H, GH, w_rows_are_n=True).pack(np.ascontiguousarray(W_hh))
+    return _dnnl.walk_weights(_dnnl.plan(B, H, GH, w_rows_are_n=True), np.ascontiguousarray(W_hh))
 
 
 def dnnl_backward_weights(W_hh: np.ndarray, B: int) -> np.ndarray:
     """The plan backward walks take: δa_t (B, G·H) times W_hh (G·H, H), packed."""
     GH, H = W_hh.shape
-    return _dnnl.plan(B, GH, H, w_rows_are_n=False).pack(np.ascontiguousarray(W_hh))
+    return _dnnl.walk_weights(_dnnl.plan(B, GH, H, w_rows_are_n=False), np.ascontiguousarray(W_hh))
 
 
 @njit(**_OPTS)
