@@ -355,8 +355,9 @@ class RecurrentLayer:
                 for i, s in enumerate(state_T):
                     h_n[i][k] = s
             # A new array, never a view of a cache: the caller may change it in place (an inference
-            # forward's outputs belong to no cache).
-            out = outs[0] * mask if mask is not None else outs[0].copy() if cached else outs[0]
+            # forward's outputs and a batch split's belong to no cache).
+            own = not cached or kernels.output_is_own(results[0][2])
+            out = outs[0] * mask if mask is not None else outs[0] if own else outs[0].copy()
             if self.num_directions == 2:
                 out = np.concatenate([out, outs[1] * mask if mask is not None else outs[1]], axis=2)
             dirs.append(layer_caches)

@@ -408,6 +408,32 @@ def test_split_workers_reading_one_packed_copy_give_the_own_copies_results_bit_f
 W_HH_NEVER_SHARED = 1 << 62
 
 
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_caller_may_change_the_outputs_in_place_without_changing_the_backward(kind, split, split_in_two):
+    """The outputs a training forward returns belong to the caller: written over in place, they change
+    nothing the backward computes (unsplit they are a copy of the cache's states; split, the joined slices,
+    which no cache holds)."""
+    pytest.importorskip("unrolled.kernels._jit")
+    c = dict(kind=kind, dtype=np.float32, num_layers=2, bidirectional=False, lengths=False, batch_first=False,
+             bias=True, T=6, B=6, I=5, H=8, seed=6)  # fmt: skip
+    threads.set_threads(2 if split else 1)
+    layer = _layer(c)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((c["T"], c["B"], c["I"])).astype(np.float32)
+    d_out = rng.standard_normal((c["T"], c["B"], c["H"])).astype(np.float32)
+    runs = []
+    for scribble in (False, True):
+        out, _ = layer.forward(x)
+        assert all((type(cache).__name__ == "SplitCache") == split for cache in layer.last_caches().values())
+        if scribble:
+            out[...] = 1e3
+        runs.append((layer.backward(d_out)[0], {k: v.copy() for k, v in layer.grads.items()}))
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[1][1][k], runs[0][1][k], err_msg=k)
+
+
 _DIRECTION_CELLS = {"lstm": CompiledLSTMCell, "gru": CompiledGRUCell, "rnn": CompiledRNNCell}
 
 

@@ -396,6 +396,15 @@ def pick(cell, dtype, **options):
     return _PATHS[key] or cell
 
 
+def output_is_own(cache) -> bool:
+    """Whether the outputs that came with ``cache`` from a forward are an array of their own, which no
+    cache holds: the batch split's are (its slices' outputs joined into a new array; each slice's cache
+    keeps its own). Then a layer hands them to the caller without a copy."""
+    from unrolled.kernels._split import SplitCache
+
+    return type(cache) is SplitCache
+
+
 def owner(cell, cache):
     """The cell whose ``backward`` matches ``cache``: the one whose forward made it, whatever the switches
     say now (each path's cache has its own type)."""
