@@ -402,13 +402,18 @@ def test_members_in_their_own_threads_each_pack_a_piece_and_read_one_copy(monkey
         np.testing.assert_array_equal(results[me], whole)
 
 
-def test_what_cannot_be_shared_is_packed_privately_and_still_right():
-    rng = np.random.default_rng(3)
-    K, N = 64, 512
+def _two_members(seed: int, K: int = 64, N: int = 512):
+    """Weights (N, K), two steps of rows, this thread's plan with its own products, a share for two."""
+    rng = np.random.default_rng(seed)
     W = rng.standard_normal((N, K), dtype=np.float32)
     rows = rng.standard_normal((2, 8, K), dtype=np.float32)
     plan, whole = _private(8, K, N, True, W, rows)
-    share = _share(2, K, N)
+    return rng, W, rows, plan, whole, _share(2, K, N)
+
+
+def test_what_cannot_be_shared_is_packed_privately_and_still_right():
+    rng, W, rows, plan, whole, share = _two_members(3)
+    K, N = W.shape[1], W.shape[0]
     with _dnnl.sharing(share, 0):
         _dnnl.walk_weights(plan, W)
     other = W.copy()  # the second member brings other weights: its own copy
@@ -425,12 +430,8 @@ def test_what_cannot_be_shared_is_packed_privately_and_still_right():
 
 
 def test_a_failing_piece_raises_and_sends_the_other_members_to_their_own_copy(monkeypatch):
-    rng = np.random.default_rng(4)
-    K, N = 64, 512
-    W = rng.standard_normal((N, K), dtype=np.float32)
-    rows = rng.standard_normal((2, 8, K), dtype=np.float32)
-    plan, whole = _private(8, K, N, True, W, rows)
-    share = _share(2, K, N)
+    _, W, rows, plan, whole, share = _two_members(4)
+    N = W.shape[0]
 
     def broken(self, w, j, k, buffer):
         raise KeyboardInterrupt
