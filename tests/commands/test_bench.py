@@ -29,6 +29,26 @@ def test_interleaved_alternates_and_returns_every_sample():
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then alternating order
 
 
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_each_contender_comes_right_after_each_other_equally_often(n):
+    from collections import Counter
+
+    from unrolled.bench.timing import balanced_orders
+
+    orders = balanced_orders(n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    after = Counter((o[i - 1], o[i]) for o in orders for i in range(1, n))
+    assert len(after) == n * (n - 1) and len(set(after.values())) == 1
+
+
+def test_four_contenders_are_timed_in_the_balanced_orders():
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abcd"}
+    interleaved(fns, reps=4, warmup=0)
+    # b after a, c, d once each, and after itself (the untimed call that starts its order); so every one
+    assert "".join(calls) == "aabdc" + "bbcad" + "ccdba" + "ddacb"
+
+
 def test_a_sample_taken_while_others_kept_a_core_busy_is_taken_again(monkeypatch):
     from unrolled.bench import timing
 
