@@ -371,13 +371,15 @@ def test_two_workers_give_the_one_worker_outputs_and_gradients(kind, split_in_tw
         assert_close(gates[k], getattr(cache, "gates", getattr(cache, "dact", None)), 1e-6, err_msg=str(k))
 
 
+@pytest.mark.parametrize("workers", ["started", "none"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_split_workers_reading_one_packed_copy_give_the_own_copies_results_bit_for_bit(
-    kind, split_in_two, monkeypatch
+    kind, workers, split_in_two, monkeypatch
 ):
     """The workers of a split pack W_hh into one copy, a piece each, forward, backward and inference (both
-    directions at once: two copies, four workers); outputs, states and every gradient equal bit for bit
-    those of each worker packing its own copy."""
+    directions at once: two copies, four tasks; with no worker to be had, all four run in the calling
+    thread, one after the other); outputs, states and every gradient equal bit for bit those of each
+    worker packing its own copy."""
     _jit = pytest.importorskip("unrolled.kernels._jit")
     if kernels.dnnl_walks() is None:
         pytest.skip("oneDNN (the extra onednn) is not installed")
@@ -391,6 +393,10 @@ def test_split_workers_reading_one_packed_copy_give_the_own_copies_results_bit_f
     real = _split.shared_pack
     monkeypatch.setattr(_split, "shared_pack", lambda k, W: made.append(real(k, W)) or made[-1])
     threads.set_threads(4)
+    if workers == "none":  # as when other callers hold the whole thread budget
+        from unrolled.kernels import _pool
+
+        monkeypatch.setattr(_pool, "_take", lambda n: [])
     results = {}
     for shared in (True, False):
         monkeypatch.setattr(_split, "SHARED_PACK", 0 if shared else W_HH_NEVER_SHARED)
