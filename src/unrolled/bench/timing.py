@@ -75,10 +75,7 @@ def balanced_orders(n: int) -> list[list[int]]:
     """Orders of n contenders in which each one comes right after each other one equally often (a Williams
     design: n orders for even n, 2n for odd), so that what a contender leaves behind (threads still
     spinning, a cold cache) falls on all the others alike. For n = 2: (0, 1), (1, 0)."""
-    first, lo, hi = [0], 1, n - 1
-    while len(first) < n:
-        first.append(lo if len(first) % 2 else hi)
-        lo, hi = (lo + 1, hi) if len(first) % 2 == 0 else (lo, hi - 1)
+    first = [0] + [(i + 1) // 2 if i % 2 else n - i // 2 for i in range(1, n)]  # 0, 1, n−1, 2, n−2, …
     rows = [[(x + i) % n for x in first] for i in range(n)]
     return rows + [r[::-1] for r in rows] if n % 2 else rows
 

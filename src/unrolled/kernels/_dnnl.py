@@ -331,10 +331,7 @@ class ProductPlan:
     def pack(self, w: np.ndarray) -> np.ndarray:
         """Reorder ``w`` (float32, in the layout the plan was built for) into the packed weights; returns
         :attr:`handles`."""
-        if self.closed:
-            raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
-        if threading.get_ident() != self._thread:
-            raise RuntimeError(f"ProductPlan{self.shape}: built in another thread; use plan() in this one")
+        self._own("pack")
         lib = self._lib
         _check(lib.dnnl_memory_set_data_handle(self._plain, ctypes.c_void_p(w.ctypes.data)), "weights handle")
         _check(
@@ -346,16 +343,15 @@ class ProductPlan:
         _check(lib.dnnl_stream_wait(self._stream), "stream wait")
         return self.handles
 
-    # ---- one packed copy for the k workers of a batch split (:class:`unrolled.kernels._jit.SharedPack`)
+    # ---- one packed copy for the k workers of a batch split (:class:`SharedPack`)
     def same_packing(self, other: ProductPlan) -> bool:
         """Whether ``other`` (another thread's plan, perhaps for another row count) packs the same weights
-        into the same layout, with no padding: then the two can share one packed copy."""
+        into the same layout: then the two can share one packed copy."""
         return (
             not self.closed
             and not other.closed
             and self.shape[1:] == other.shape[1:]
             and self._w_strides == other._w_strides
-            and self.packed_bytes == 4 * self.shape[1] * self.shape[2]
             and bool(self._lib.dnnl_memory_desc_equal(self._packed_md, other._packed_md))
         )
 
@@ -443,10 +439,13 @@ class ProductPlan:
         return pieces
 
     def _own(self, what: str) -> None:
+        """Refuse a closed plan, or a call from another thread than the one that built it."""
         if self.closed:
             raise RuntimeError(f"ProductPlan{self.shape}: closed (its thread ended, or close() was called)")
         if threading.get_ident() != self._thread:
-            raise RuntimeError(f"ProductPlan{self.shape}: {what} from another thread than the plan's")
+            raise RuntimeError(
+                f"ProductPlan{self.shape}: {what}: built in another thread; use plan() in this one"
+            )
 
     def close(self) -> None:
         """Free the native objects, in the thread that built the plan and before interpreter exit; anywhere
@@ -506,7 +505,7 @@ class SharedPack:
                 and self.buffer.size >= K * N
                 and plan.piece_columns(self.k) is not None
                 and (plan is first or plan.same_packing(first))
-                and plan.packed_bytes == 4 * K * N
+                and plan.packed_bytes == 4 * K * N  # no padding
             )
         if not ok:
             return plan.pack(w)
