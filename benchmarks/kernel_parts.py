@@ -5,6 +5,7 @@ forward walk split into its product and its gate kernels (the numbers behind ker
 python benchmarks/kernel_parts.py products   # µs per product: OpenBLAS, matmul_nt, oneDNN sgemm, packed
 python benchmarks/kernel_parts.py walk       # ms per LSTM forward walk: whole, product alone, gates alone
 python benchmarks/kernel_parts.py backward   # ms per LSTM backward walk: whole, product alone, gates alone
+python benchmarks/kernel_parts.py matvec     # µs per single-sequence mat-vec step against reading W alone
 
 One thread, thread CPU time, medians. Needs the extras fast (Numba); oneDNN's columns need onednn.
 """
@@ -61,6 +62,22 @@ def _read(W):
     for i in range(W.shape[0]):
         for j in range(W.shape[1]):
             s += W[i, j]
+    return s
+
+
+@njit(fastmath=True)
+def _matvec_walk(h, M, o, T):
+    for _ in range(T):  # each step's h depends on the last product, as in a walk
+        J._matvec_rows(h, M, o)
+        h[0] = o[0] * np.float32(1e-3)
+
+
+@njit(fastmath=True)
+def _stream(w, T):
+    s = np.float32(0)
+    for _ in range(T):  # one flat loop: vectorised, the fastest plain read of w we have measured
+        for i in range(w.shape[0]):
+            s += w[i]
     return s
 
 
@@ -169,14 +186,35 @@ def _walk_row(T: int, B: int, H: int) -> tuple[float, ...]:
     return whole - reset, product, alone - reset, after - reset
 
 
+# (rows, columns) of W: an LSTM at H = 256 split over two workers reads (512, 256) each; a GRU at H = 64,
+# (192, 64)
+MATVEC_SHAPES = [(192, 40), (192, 64), (512, 128), (512, 256), (1024, 256), (2048, 512)]
+
+
+def matvec() -> None:
+    """A single sequence's recurrent product (B = 1: W_hh h, ``_jit._matvec_rows``) per step of a walk of
+    steps, against a plain read of the same W (``_stream``: every float once, summed): where the two are
+    close, the product runs at the speed of the cache that holds W, and only fewer bytes make it faster."""
+    rng = np.random.default_rng(0)
+    print("W (rows x columns)     KiB   mat-vec µs   read W µs   mat-vec / read")
+    for N, K in MATVEC_SHAPES:
+        M = rng.standard_normal((N, K)).astype(np.float32)
+        h, o = rng.standard_normal(K).astype(np.float32), np.empty(N, np.float32)
+        T = max(50, 200_000 // K)
+        mv = median_ms(lambda M=M, h=h, o=o, T=T: _matvec_walk(h, M, o, T), reps=9) * 1e3 / T
+        w = M.ravel()
+        rd = median_ms(lambda w=w, T=T: _stream(w, T), reps=9) * 1e3 / T
+        print(f"{N:5d} x {K:<5d}        {N * K * 4 // 1024:5d}   {mv:10.3f}   {rd:9.3f}   {mv / rd:14.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["products", "walk", "backward"])
+    p.add_argument("part", choices=["products", "walk", "backward", "matvec"])
     args = p.parse_args()
     set_blas_threads(1)
     kernels.dnnl_walks()  # load oneDNN (if installed) before timing, then one thread for it too
     set_blas_threads(1)
-    {"products": products, "walk": walk, "backward": backward}[args.part]()
+    {"products": products, "walk": walk, "backward": backward, "matvec": matvec}[args.part]()
 
 
 if __name__ == "__main__":
