@@ -15,7 +15,9 @@ def test_the_demo_corpus_is_the_documented_modules_of_this_python():
     # Every one found, in the documented order (a module may be a package: its __init__.py).
     assert [p.parent.name if p.stem == "__init__" else p.stem for p in paths] == list(DEMO_MODULES)
     stats = scan_texts(paths)  # all of it UTF-8
-    assert stats.total > 500_000 and len(stats.chars) > 90
+    # Enough text that two minutes (~4 M characters) see it only about twice: on 0.79 MB the validation
+    # rose for the last 40 % of the run
+    assert stats.total > 1_800_000 and len(stats.chars) > 90
 
 
 def test_demo_trains_saves_and_prints_python(tmp_path):

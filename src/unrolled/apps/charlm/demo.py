@@ -17,8 +17,16 @@ from unrolled.apps.charlm.lm import CharLMConfig
 
 # Pure-Python standard-library modules present on every CPython install (none is frozen, none is split
 # off into a separate distribution package), in the order their texts are concatenated. The last ones
-# (about 10% of the text) are the validation part.
+# (about 10% of the text: contextlib's end to ipaddress) are the validation part.
+#
+# About 2.3 MB (3.11): two minutes of training are ~2,000 steps of 32 × 64 characters, ~4 M characters,
+# so the model sees its training text about twice. On the first 26 modules alone (0.79 MB: six passes)
+# validation was best at step 1,200 and rose for the rest of the run (2.39 -> 2.46 bits per character).
 DEMO_MODULES: tuple[str, ...] = (
+    "typing", "inspect", "pathlib", "tarfile", "subprocess", "threading", "shutil", "tempfile", "traceback",
+    "configparser", "tokenize", "ast", "pickle", "optparse", "gettext", "selectors", "socket", "smtplib",
+    "ftplib", "cmd", "code", "trace", "timeit", "pstats", "platform", "uuid", "weakref", "warnings",
+    "graphlib", "fileinput", "filecmp", "logging", "collections",
     "argparse", "textwrap", "string", "shlex", "fnmatch", "glob", "bisect", "heapq", "colorsys",
     "calendar", "difflib", "functools", "fractions", "statistics", "queue", "random", "dataclasses",
     "csv", "pprint", "contextlib", "copy", "enum", "base64", "numbers", "operator", "ipaddress",
@@ -43,10 +51,11 @@ def demo_corpus(modules: tuple[str, ...] = DEMO_MODULES) -> list[Path]:
     return paths
 
 
-# The model the demo trains: small enough to learn something visible in two minutes on 2 CPU cores.
+# The model the demo trains: small enough to learn something visible in two minutes on 2 CPU cores. Each
+# validation reads the first 100,000 held-out characters (1.1-1.4 s; the 150 steps between two take ~7.5 s).
 DEMO_MODEL = CharLMConfig(
     cell="lstm", layers=2, hidden=192, embed=48, seq_len=64, batch=32, lr=3e-3, clip=5.0,
-    val_every=150, val_chars=200_000,
+    val_every=150, val_chars=100_000,
 )  # fmt: skip
 
 PRIME = "def "
