@@ -61,10 +61,12 @@ def check_trainer_state(t: Any, arrays: dict[str, np.ndarray], where: str) -> di
     """The ``trainer`` entry of a training checkpoint: every counter's type and range, and the carried
     state's arrays (``state/0..n-1``) consistent with its kind."""
     keys = ("step", "epoch", "pos", "lr_scale", "best_val", "bad_evals", "tokens", "wall_time", "state_kind")
+    # best_kept (the validation of the weights in best/) is newer: a checkpoint without it held the best
+    # periodic validation there, best_val
     need(
-        isinstance(t, dict) and set(t) == set(keys),
+        isinstance(t, dict) and set(t) - {"best_kept"} == set(keys),
         f"{where}: trainer",
-        f"a dict of {list(keys)}",
+        f"a dict of {list(keys)} (and best_kept)",
         sorted(t) if isinstance(t, dict) else t,
     )
     w = f"{where}: trainer "
@@ -81,6 +83,13 @@ def check_trainer_state(t: Any, arrays: dict[str, np.ndarray], where: str) -> di
         w + "best_val",
         "null or a finite number",
         t["best_val"],
+    )
+    t = {"best_kept": t["best_val"], **t}
+    need(
+        t["best_kept"] is None or _is_number(t["best_kept"]),
+        w + "best_kept",
+        "null or a finite number",
+        t["best_kept"],
     )
     need(_is_number(t["wall_time"]) and t["wall_time"] >= 0, w + "wall_time", "seconds >= 0", t["wall_time"])
     kind = t["state_kind"]

@@ -256,8 +256,12 @@ class Trainer:
         self.pos = 0  # batches of the current epoch already consumed
         self.state = None  # carried recurrent state (truncated BPTT)
         self.lr_scale = 1.0
+        # The best periodic validation (lower by min_delta): with bad_evals, the counters of the course
         self.best_val: float | None = None
         self.bad_evals = 0
+        # The validation loss of the weights in <checkpoint_dir>/best: the lowest periodic one, or the one at
+        # the end of a session where that is lower (a run that stops between two validations)
+        self.best_kept: float | None = None
         self.tokens = 0
         self.wall_offset = 0.0
         self.last_checkpoint_step: int | None = None
@@ -276,6 +280,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "pos": self.pos, "lr_scale": self.lr_scale,
             "best_val": self.best_val, "bad_evals": self.bad_evals, "tokens": self.tokens, "wall_time": wall,
             "state_kind": None if self.state is None else type(self.state).__name__,
+            "best_kept": self.best_kept,
         }  # fmt: skip
 
     def save(self, path: str | os.PathLike | None = None, wall: float | None = None) -> Path:
@@ -354,6 +359,7 @@ class Trainer:
         self.optimizer.load_state_dict(osd)  # checked above: cannot fail half-way
         self.step, self.epoch, self.pos = t["step"], t["epoch"], t["pos"]
         self.lr_scale, self.best_val, self.bad_evals = t["lr_scale"], t["best_val"], t["bad_evals"]
+        self.best_kept = t["best_kept"]
         self.tokens, self.wall_offset = t["tokens"], t["wall_time"]
         states = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
         self.state = (
@@ -589,9 +595,10 @@ class Trainer:
                         break
                     if self.val_fn is not None and self.eval_every and self.step % self.eval_every == 0:
                         record["val_loss"] = val = self._validate()
-                        if self._improved(val, wall):
+                        improved, kept = self._improved(val, wall)
+                        if kept:
                             record["best"] = True
-                        elif self.patience is not None and self.bad_evals >= self.patience:
+                        elif not improved and self.patience is not None and self.bad_evals >= self.patience:
                             reason = "early_stopping"
                     self._log(record, bar)
                     if bar is not None and self.max_time is not None:
@@ -617,22 +624,31 @@ class Trainer:
                     continue
                 if reason is None and self._stop_now():  # a signal between the last batch and here
                     reason = "interrupted"
+            keep_final = False
             if (
                 reason != "interrupted"
                 and self.val_fn is not None
                 and self.comm.is_root  # no other rank waits for it
                 and not (self.eval_every and self.step % self.eval_every == 0)
             ):
-                # Informational only: it changes no counter, so where a run stops cannot change its course.
+                # It changes no counter of the course (best_val, bad_evals), so where a run stops cannot
+                # change its course; but where it is the lowest validation yet, best/ takes these weights.
                 val = self._validate(share=False)
-                self._log({"step": self.step, "epoch": self.epoch, "val_loss": val, "final": True}, None)
+                final = {"step": self.step, "epoch": self.epoch, "val_loss": val, "final": True}
+                keep_final = self._lowest(val)
+                if keep_final:
+                    final["best"] = True
+                self._log(final, None)
             ckpt = self.save(wall=wall) if self.checkpoint_dir else None
+            # rank 0 only: a copy of last/, no collective (a kill before it leaves best/ the earlier weights)
+            if keep_final and ckpt is not None:
+                save_checkpoint(self.checkpoint_dir / "best", *load_checkpoint(ckpt))
         finally:
             if bar is not None:
                 bar.close()
             self._close_metrics()
             self._restore_signals(old_handlers)
-        return TrainResult(self.step, self.epoch, reason, loss, self.best_val, ckpt)
+        return TrainResult(self.step, self.epoch, reason, loss, self.best_kept, ckpt)
 
     def _where_good(self) -> str:
         if self.last_checkpoint_step is None:
@@ -709,13 +725,24 @@ class Trainer:
         )
         return {**record, "skipped": True, "rolled_back_to": self.step}
 
-    def _improved(self, val: float, wall: float) -> bool:
+    def _improved(self, val: float, wall: float) -> tuple[bool, bool]:
+        """A periodic validation: (improved, kept). Improved where it is below best_val by min_delta
+        (bad_evals restarts; else it counts one more); kept where best/ then takes these weights: an
+        improvement, unless a session's final validation left lower ones there."""
         if math.isfinite(val) and (self.best_val is None or val < self.best_val - self.min_delta):
             self.best_val, self.bad_evals = val, 0
-            if self.checkpoint_dir:
+            kept = self._lowest(val)
+            if kept and self.checkpoint_dir:
                 self.save(self.checkpoint_dir / "best", wall=wall)
-            return True
+            return True, kept
         self.bad_evals += 1
+        return False, False
+
+    def _lowest(self, val: float) -> bool:
+        """Whether `val` is below the validation of the weights best/ holds (it then becomes it)."""
+        if math.isfinite(val) and (self.best_kept is None or val < self.best_kept):
+            self.best_kept = val
+            return True
         return False
 
     # ----------------------------------------------------------------- metrics, progress, signals

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model
+from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from unrolled.data.batching import SequenceBatches
 from unrolled.models import ModelConfig, SequenceModel
 from unrolled.nn import cross_entropy
@@ -98,6 +98,80 @@ def test_metrics_jsonl_validation_and_early_stopping(tmp_path):
     assert load_checkpoint(tmp_path / "ck" / "best")[1]["trainer"]["step"] == 4
     assert load_checkpoint(tmp_path / "ck" / "last")[1]["trainer"]["step"] == 10
     assert load_model(tmp_path / "ck" / "last")[0].config == model.config
+
+
+def _stops_between_validations(tmp_path, vals, max_steps=7, resume=False):
+    """A run validating every 2 steps that stops at step ``max_steps`` (a final validation follows, the
+    last value of ``vals``); best/ and last/ in tmp_path / "ck"."""
+    seqs, labels = _recall_data(64)
+    data = SequenceBatches(seqs, labels, batch_size=16, seed=0)
+    model = SequenceModel(ModelConfig(vocab_size=4, embed_dim=4, hidden_size=8, output="last", seed=0))
+    vals = iter(vals)
+    trainer = Trainer(
+        model, SGD(model.params, lr=0.1), data, classify_loss, max_steps=max_steps, eval_every=2,
+        val_fn=lambda m: next(vals), checkpoint_dir=tmp_path / "ck", metrics_path=tmp_path / "m.jsonl",
+        progress=False,
+    )  # fmt: skip
+    return trainer, trainer.fit(resume=resume)
+
+
+def test_a_final_validation_below_every_periodic_one_puts_the_final_weights_in_best(tmp_path):
+    # Validations at steps 2, 4, 6, then the final one at step 7: the lowest. A run cut by --time ends
+    # between validations; best/ must hold the weights it reports as best, which are the final ones.
+    trainer, result = _stops_between_validations(tmp_path, [1.0, 0.5, 0.6, 0.3])
+    best, best_meta = load_checkpoint(tmp_path / "ck" / "best")
+    last, _ = load_checkpoint(tmp_path / "ck" / "last")
+    assert best_meta["trainer"]["step"] == 7 and result.best_val_loss == 0.3
+    assert all(np.array_equal(best[k], last[k]) for k in last)
+    # The course's counters are the periodic validations' alone (where a run stops cannot change its course)
+    assert (trainer.best_val, trainer.bad_evals) == (0.5, 1)
+    rows = [json.loads(s) for s in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("best", False)) for r in rows if "val_loss" in r] == [
+        (2, True),
+        (4, True),
+        (6, False),
+        (7, True),
+    ]
+
+
+def test_a_final_validation_above_the_best_leaves_best_alone(tmp_path):
+    _, result = _stops_between_validations(tmp_path, [1.0, 0.5, 0.6, 0.55])
+    assert (
+        load_checkpoint(tmp_path / "ck" / "best")[1]["trainer"]["step"] == 4 and result.best_val_loss == 0.5
+    )
+
+
+def test_after_a_resume_best_keeps_the_final_weights_until_a_lower_validation(tmp_path):
+    _stops_between_validations(tmp_path, [1.0, 0.5, 0.6, 0.3])
+    # Resumed from step 7: step 8's 0.4 improves the course's best (0.5) but not best/'s 0.3; step 10's 0.2
+    # improves both
+    trainer, result = _stops_between_validations(tmp_path, [0.4, 0.2, 0.25], max_steps=11, resume=True)
+    assert (trainer.best_val, trainer.bad_evals) == (0.2, 0)
+    assert (
+        load_checkpoint(tmp_path / "ck" / "best")[1]["trainer"]["step"] == 10 and result.best_val_loss == 0.2
+    )
+    rows = [json.loads(s) for s in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("best", False)) for r in rows if "val_loss" in r and r["step"] > 7] == [
+        (8, False),
+        (10, True),
+        (11, False),
+    ]
+
+
+def test_after_a_resume_a_validation_between_the_two_bests_does_not_overwrite_best(tmp_path):
+    _stops_between_validations(tmp_path, [1.0, 0.5, 0.6, 0.3])
+    _stops_between_validations(tmp_path, [0.4, 0.45], max_steps=9, resume=True)
+    assert load_checkpoint(tmp_path / "ck" / "best")[1]["trainer"]["step"] == 7
+
+
+def test_a_checkpoint_from_before_best_kept_resumes_with_best_val_as_it(tmp_path):
+    _stops_between_validations(tmp_path, [1.0, 0.5, 0.6, 0.55])
+    arrays, meta = load_checkpoint(tmp_path / "ck" / "last")
+    del meta["trainer"]["best_kept"]
+    save_checkpoint(tmp_path / "ck" / "last", arrays, meta)
+    trainer, _ = _stops_between_validations(tmp_path, [0.52], max_steps=8, resume=True)
+    assert trainer.best_kept == 0.5  # 0.52 is above it: best/ keeps step 4
+    assert load_checkpoint(tmp_path / "ck" / "best")[1]["trainer"]["step"] == 4
 
 
 def _poisoned(at_step, where):
