@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from unrolled.apps.charlm import CharLMConfig, evaluate, fit, load, load_corpus
-from unrolled.apps.charlm.lm import plural, scored_predictions
+from unrolled.apps.charlm.lm import RunSummary, plural, report, scored_predictions
 from unrolled.apps.charlm.sampling import apply_repetition_penalty, generate, repeating_period
 from unrolled.apps.charlm.text import UNK, TextError, UnknownCharacterError, Vocabulary
 from unrolled.checkpoint import save_checkpoint, save_model
@@ -252,6 +252,23 @@ def test_the_training_bar_shows_bits_and_the_lines_say_kernels_and_steps_once(tm
     assert "; 1 step; kernels: " in lines[0] and "kernels kernels" not in lines[0], lines[0]
     assert plural(1.0, "minute") == "1 minute" and plural(0.5, "minute") == "0.5 minutes"
     assert plural(1200, "step") == "1,200 steps"
+
+
+def test_the_closing_line_names_the_best_validation_where_best_holds_other_weights_than_last(tmp_path):
+    def closing(val: float, best: float | None) -> str:
+        lines: list[str] = []
+        report(
+            RunSummary(2019, "max_time", val, 100_001, 2_000_000, 520_051, 120.0, str(tmp_path), best),
+            lines.append,
+        )
+        return lines[0]
+
+    assert closing(1.1893, 1.1817) == (
+        f"step 2019 (max time, 2.0 min): validation {1.1893 / math.log(2):.3f} bits/char (1.1893 nats) over "
+        f"100,001 characters, best {1.1817 / math.log(2):.3f} (in best/: what sample and eval read); "
+        "520,051 parameters"
+    )
+    assert "best" not in closing(1.1817, 1.1817) and "best" not in closing(1.1817, None)
 
 
 # --------------------------------------------------------------------------- greedy loops

@@ -371,13 +371,18 @@ class RunSummary:
     parameters: int
     train_seconds: float  # the whole run's training wall time (resumed sessions included)
     directory: str
+    best_val_nats: float | None = None  # of the weights in best/ (what sample and eval read)
 
     @property
     def val_bits(self) -> float | None:
         return None if self.val_nats is None else bits(self.val_nats)
 
+    @property
+    def best_val_bits(self) -> float | None:
+        return None if self.best_val_nats is None else bits(self.best_val_nats)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "val_bits": self.val_bits}
+        return {**dataclasses.asdict(self), "val_bits": self.val_bits, "best_val_bits": self.best_val_bits}
 
 
 def build(cfg: CharLMConfig, vocab_size: int) -> SequenceModel:
@@ -524,8 +529,9 @@ def _fit(cfg, texts, run, vocab, resume, progress, extra_meta, log, unknown, com
     else:
         val = evaluate(model, val_part)
     summary = RunSummary(
-        result.step, result.reason, val, len(val_part), n_train, n_params, round(seconds, 3), str(out)
-    )
+        result.step, result.reason, val, len(val_part), n_train, n_params, round(seconds, 3), str(out),
+        best_val_nats=result.best_val_loss,
+    )  # fmt: skip
     if not comm.is_root:
         return summary
     finite = {
@@ -700,10 +706,17 @@ def report(summary: RunSummary, log=print) -> None:
     if summary.reason == "interrupted":
         log(f"interrupted at step {summary.step}; checkpoint in {d / 'last'}; continue with --resume")
         return
+    best = summary.best_val_bits
     log(
         f"step {summary.step} ({summary.reason.replace('_', ' ')}, {summary.train_seconds / 60:.1f} min): "
         f"validation {summary.val_bits:.3f} bits/char ({summary.val_nats:.4f} nats) over "
-        f"{summary.val_chars:,} characters; {summary.parameters:,} parameters"
+        f"{summary.val_chars:,} characters"
+        + (
+            f", best {best:.3f} (in best/: what sample and eval read)"
+            if best is not None and f"{best:.3f}" != f"{summary.val_bits:.3f}"
+            else ""
+        )
+        + f"; {summary.parameters:,} parameters"
     )
     what = {"last": "the final model", "best": "the best validation", "metrics.jsonl": "per step"}
     saved = ", ".join(f"{name}: {w}" for name, w in what.items() if (d / name).exists())
