@@ -6,13 +6,16 @@ python benchmarks/kernel_parts.py products   # µs per product: OpenBLAS, matmul
 python benchmarks/kernel_parts.py walk       # ms per LSTM forward walk: whole, product alone, gates alone
 python benchmarks/kernel_parts.py backward   # ms per LSTM backward walk: whole, product alone, gates alone
 python benchmarks/kernel_parts.py matvec     # µs per single-sequence mat-vec step against reading W alone
+python benchmarks/kernel_parts.py split      # µs per batched product on 2 cores: rows split or columns
 
-One thread, thread CPU time, medians. Needs the extras fast (Numba); oneDNN's columns need onednn.
+One thread, thread CPU time, medians (``split``: two threads at once, wall clock). Needs the extras fast
+(Numba); oneDNN's columns (and ``split``) need onednn.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 import numpy as np
@@ -209,14 +212,71 @@ def matvec() -> None:
         print(f"{N:5d} x {K:<5d}        {N * K * 4 // 1024:5d}   {mv:10.3f}   {rd:9.3f}   {mv / rd:14.2f}")
 
 
+@njit(nogil=True)
+def _packed_products(a, handles, out, n):
+    for _ in range(n):
+        J.dnnl_product(a, handles, out)
+
+
+SPLIT_SHAPES = [(32, 256), (64, 512)]  # (B, H) of the batched LSTM rows of the inference grid
+
+
+def _both_cores(M: int, N: int, K: int, steps: int, reps: int = 7) -> float:
+    """µs per (M × K)·(K × N) packed oneDNN product with two threads each running one at the same time (a
+    step of a split walk: each core its own product), the slower of the two, median over ``reps``."""
+    times: list[list[float]] = [[], []]
+    start = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        _dnnl.set_threads(1)
+        rng = np.random.default_rng(i)
+        W = rng.standard_normal((N, K), dtype=np.float32)  # rows are output columns, as W_hh's are
+        a, out = rng.standard_normal((M, K), dtype=np.float32), np.empty((M, N), np.float32)
+        plan = _dnnl.plan(M, K, N, w_rows_are_n=True)
+        handles = plan.pack(W)
+        _packed_products(a, handles, out, steps // 10)
+        for _ in range(reps):
+            start.wait()
+            t0 = time.perf_counter()
+            _packed_products(a, handles, out, steps)
+            times[i].append((time.perf_counter() - t0) / steps)
+        plan.close()
+
+    pair = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    return float(np.median([max(x, y) for x, y in zip(*times, strict=True)])) * 1e6
+
+
+def split() -> None:
+    """A batched LSTM step's recurrent product h_{t-1} W_hhᵀ ((B × H)·(H × 4H)) on two cores at once, as the
+    batch split runs it (each core half the rows and all of W_hh) and as a column split would (each core
+    all the rows and half of W_hh's rows, i.e. half the gate columns: what torch and onnxruntime do)."""
+    if _dnnl.load() is None:
+        raise SystemExit("split: needs oneDNN (pip install -e '.[onednn]')")
+    print("B    H     rows split µs  GFLOP/s/core   columns split µs  GFLOP/s/core   columns / rows")
+    for B, H in SPLIT_SHAPES:
+        G, steps = 4 * H, max(200, 400_000_000 // (B * H * 4 * H))
+        rows = _both_cores(B // 2, G, H, steps)
+        cols = _both_cores(B, G // 2, H, steps)
+        rate = B * H * G / 1e3  # FLOP per core per step / 1e3 = GFLOP/s at 1 µs
+        print(
+            f"{B:<4d} {H:<5d} {rows:13.1f}  {rate / rows:12.0f}   {cols:16.1f}  {rate / cols:12.0f}   "
+            f"{cols / rows:14.3f}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["products", "walk", "backward", "matvec"])
+    p.add_argument("part", choices=["products", "walk", "backward", "matvec", "split"])
     args = p.parse_args()
     set_blas_threads(1)
     kernels.dnnl_walks()  # load oneDNN (if installed) before timing, then one thread for it too
     set_blas_threads(1)
-    {"products": products, "walk": walk, "backward": backward, "matvec": matvec}[args.part]()
+    parts = {"products": products, "walk": walk, "backward": backward, "matvec": matvec, "split": split}
+    parts[args.part]()
 
 
 if __name__ == "__main__":
