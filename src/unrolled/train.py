@@ -133,7 +133,7 @@ class TrainResult:
     epoch: int  # completed epochs
     reason: str  # "max_steps" | "max_time" | "epochs" | "early_stopping" | "interrupted"
     loss: float | None  # the last training loss
-    best_val_loss: float | None
+    best_val_loss: float | None  # the validation of the weights in best/ (see Trainer, checkpoint_dir)
     checkpoint: Path | None  # the last checkpoint written
 
 
@@ -161,7 +161,8 @@ class Trainer:
     eval_every : validate every N steps.  patience : stop after this many validations without an
         improvement of more than ``min_delta`` (None: never).
     checkpoint_dir : write ``<dir>/last`` every ``checkpoint_every`` steps, at the end and on Ctrl-C, and
-        ``<dir>/best`` on each validation improvement.
+        ``<dir>/best`` on each validation improvement, and at the end where the validation there (a run that
+        stops between two) is the lowest yet (it changes no early-stopping counter).
     metrics_path : JSONL, one line per step: step, epoch, loss, grad_norm, lr, tokens, tokens_per_s,
         wall_time, val_loss on validation steps, and allreduce_s (seconds in the step's Allreduce) under
         several ranks.
